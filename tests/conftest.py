@@ -8,3 +8,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The embedded SmolLM2-135M-Instruct tokenizer, rebuilt from the GGUF file (no download)."""
+    from jaxtool.models.gguf import _reader, embedded_gguf_path, gguf_tokenizer
+
+    path = embedded_gguf_path()
+    return gguf_tokenizer(_reader(path), path)

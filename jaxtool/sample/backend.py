@@ -1,0 +1,49 @@
+"""The text-generation interface every evaluator, data augmenter and sampler is written against.
+
+Two implementations: `--backend jax` (a jaxtool model through `jaxtool.sample.generate`) and
+`--backend hf` (an exported HF directory through transformers). Evaluators only ever see this
+protocol, so their tests can drive them with a scripted fake backend and the real backends are
+cross-checked against each other separately.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, Sequence
+
+
+@dataclasses.dataclass
+class Completion:
+    """One generated continuation.
+
+    text         : decoded new text, cut before the first stop string (the stop string excluded)
+    token_ids    : the generated token ids (up to and including EOS / the stop string's last token)
+    logprobs     : log-probability of each generated token under the sampling distribution
+    finish_reason: "eos" | "stop" (a stop string) | "length" (max_new_tokens reached)
+    """
+
+    text: str
+    token_ids: list[int] = dataclasses.field(default_factory=list)
+    logprobs: list[float] = dataclasses.field(default_factory=list)
+    finish_reason: str = "eos"
+
+
+class Backend(Protocol):
+    """Generates continuations of already-tokenised prompts."""
+
+    name: str
+    tokenizer: Any  # a transformers tokenizer
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int = 256,
+        stop_strings: Sequence[str] = (),
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> list[Completion]:
+        """One Completion per prompt, in order. temperature 0 = greedy."""
+        ...
