@@ -47,3 +47,22 @@ class Backend(Protocol):
     ) -> list[Completion]:
         """One Completion per prompt, in order. temperature 0 = greedy."""
         ...
+
+
+BACKENDS = ("jax", "hf")
+
+
+def load_backend(kind: str, model: str, **kwargs) -> Backend:
+    """`kind` "jax": a jaxtool checkpoint / HF dir / .gguf / "smollm2" through jaxtool's generator;
+    "hf": an HF directory through transformers (needs torch; used to cross-check the jax backend)."""
+    from jaxtool.errors import JaxtoolError
+
+    if kind == "jax":
+        from jaxtool.sample.jax_backend import JaxBackend
+
+        return JaxBackend.load(model, **kwargs)
+    if kind == "hf":
+        from jaxtool.sample.hf_backend import HFBackend
+
+        return HFBackend.load(model, **kwargs)
+    raise JaxtoolError(f"--backend must be one of {BACKENDS}, got {kind!r}")
