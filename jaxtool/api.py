@@ -1,0 +1,104 @@
+"""`jaxtool.load_model`: one entry point for HF directories, GGUF files and jaxtool checkpoints."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtool import checkpoint, convert
+from jaxtool.errors import CheckpointError
+from jaxtool.models import llama
+from jaxtool.models.gguf import embedded_gguf_path
+
+EMBEDDED_ALIASES = ("smollm2", "smollm2-135m-instruct", "default")
+
+
+def resolve_model_path(path: str) -> str:
+    """Map the embedded-model aliases ("smollm2", "default") to the installed GGUF file."""
+    if isinstance(path, str) and path.lower() in EMBEDDED_ALIASES and not os.path.exists(path):
+        return embedded_gguf_path()
+    return path
+
+
+class Model:
+    """A Llama model in memory: `.config` (LlamaConfig), `.params` (pytree of arrays), `.tokenizer`."""
+
+    def __init__(self, config: llama.LlamaConfig, params: dict, tokenizer=None, source: str = ""):
+        self.config = config
+        self.params = params
+        self.tokenizer = tokenizer
+        self.source = source
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Model({self.source or 'in-memory'}: {c.num_layers} layers, d={c.hidden_size}, "
+                f"{c.num_heads} heads / {c.num_kv_heads} KV, vocab {c.vocab_size}, "
+                f"{c.num_params() / 1e6:.1f}M params, {c.param_dtype} params / {c.dtype} compute)")
+
+    @functools.cached_property
+    def _forward(self):
+        return jax.jit(lambda p, t: llama.forward(p, t, self.config).astype(jnp.float32))
+
+    def logits(self, input_ids) -> np.ndarray:
+        """float32 logits [batch, seq, vocab] for int token ids [batch, seq] (causal, no padding)."""
+        ids = np.asarray(input_ids)
+        if ids.ndim == 1:
+            ids = ids[None]
+        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"input_ids must be an integer array [batch, seq], got {ids.dtype} {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}), got [{ids.min()}, {ids.max()}]")
+        return np.asarray(self._forward(self.params, jnp.asarray(ids, jnp.int32)))
+
+    def save(self, out_dir: str, overwrite: bool = False) -> str:
+        """Save as a jaxtool (Orbax) checkpoint directory."""
+        convert.prepare_out_dir(out_dir, overwrite)
+        return checkpoint.save_params(out_dir, self.config, self.params, self.tokenizer,
+                                      extra_meta={"converted_from": self.source})
+
+    def save_hf(self, out_dir: str, dtype: str | None = None, overwrite: bool = False,
+                max_shard_bytes: int = 2 * 1024 ** 3) -> str:
+        """Save as a Hugging Face directory (config.json + safetensors + tokenizer)."""
+        return convert.save_hf(out_dir, self.config, self.params, self.tokenizer, dtype=dtype,
+                               overwrite=overwrite, max_shard_bytes=max_shard_bytes)
+
+
+def load_model(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None,
+               step: int | None = None, **cfg_overrides) -> Model:
+    """Load a Llama model.
+
+    path  : an HF directory (config.json + safetensors), a `.gguf` file, a jaxtool checkpoint
+            directory (latest step unless `step`), or "smollm2" for the embedded default model.
+    dtype : parameter dtype ("float32", "bfloat16"); compute_dtype defaults to the same.
+    shardings : optional pytree of NamedShardings to place (jaxtool checkpoints: restore onto) the params.
+    """
+    path = resolve_model_path(path)
+    overrides = dict(cfg_overrides)
+    overrides["dtype"] = compute_dtype or dtype
+    place = None
+    if shardings is not None:
+        def place(p, a):  # noqa: E306
+            node = shardings
+            for k in p:
+                node = node[k]
+            return jax.device_put(a, node)
+    if os.path.isdir(path) and checkpoint.is_checkpoint_dir(path):
+        cfg = checkpoint.read_config(path, param_dtype=dtype, **overrides)
+        params = checkpoint.restore_params(path, cfg, shardings, step)
+        return Model(cfg, params, checkpoint.load_tokenizer(path), source=path)
+    if os.path.isdir(path):
+        cfg, params, tok = convert.load_hf(path, param_dtype=dtype, place=place, **overrides)
+    elif os.path.isfile(path) and path.endswith(".gguf"):
+        cfg, params, tok = convert.load_gguf(path, param_dtype=dtype, place=place, **overrides)
+    elif os.path.exists(path):
+        raise CheckpointError(f"{path}: expected an HF model directory, a jaxtool checkpoint directory or a .gguf file")
+    else:
+        raise CheckpointError(f"{path}: no such file or directory (models are loaded from local paths; "
+                              "download hub models first, e.g. `huggingface-cli download ORG/NAME --local-dir DIR`)")
+    if place is None:
+        params = jax.tree.map(jnp.asarray, params)
+    return Model(cfg, params, tok, source=path)
