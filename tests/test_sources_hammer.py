@@ -171,3 +171,15 @@ def test_bad_rows_of_the_inner_source_follow_the_policy():
 def test_configuration_errors(spec, kw, match):
     with pytest.raises(ConfigError, match=match):
         list(load(spec, **kw))
+
+
+def test_masking_does_not_depend_on_the_process_hash_seed():
+    import subprocess
+    import sys
+    code = ("from jaxtool.data.sources import load; "
+            f"print([t.name for c in load('hammer', {XLAM!r}, on_bad_row='skip', seed=1) for t in c.tools])")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = {subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": s}).stdout for s in ("1", "2")}
+    assert len(outs) == 1
+    assert outs.pop().strip() == str([t.name for c in load("hammer", XLAM, on_bad_row="skip", seed=1) for t in c.tools])
