@@ -1,0 +1,113 @@
+"""Source registry: turn a dataset name plus a path (or Hugging Face dataset name) into Conversations.
+
+    from jaxtool.data.sources import load
+    for conv in load("glaive:data/glaive-function-calling-v2.json"):   # CLI-style spec "name:path"
+        ...
+    for conv in load("xlam", "Salesforce/xlam-function-calling-60k", on_bad_row="skip", limit=100):
+        ...
+    for conv in load("hammer", "xlam:data/xlam.json", seed=0):          # Hammer masking over another source
+        ...
+
+Every source module defines `load(path_or_name, *, on_bad_row="error", report=None, limit=None, **opts)`.
+Modules are imported only when used, so listing a source costs nothing. The training sources live in
+this package (glaive, xlam, toolace, sgd, snips, conversations, hammer); the evaluation sources (bfcl,
+functionchat, apibank, multiwoz) are written by the evaluation code and registered here by module path.
+
+Bad rows: `on_bad_row="error"` raises a `DataError` naming source, row and field; `"skip"` drops the row
+and counts it by reason in the `LoadReport` (pass your own `report=` to read the counts; when the
+registry made the report itself, a summary is logged as a warning once the iterator is exhausted).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+from typing import Iterator
+
+from jaxtool.data.schema import Conversation
+from jaxtool.data.sources.base import LoadReport
+from jaxtool.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SOURCES: dict[str, str] = {
+    # training
+    "glaive": "jaxtool.data.sources.glaive:load",
+    "xlam": "jaxtool.data.sources.xlam:load",
+    "toolace": "jaxtool.data.sources.toolace:load",
+    "sgd": "jaxtool.data.sources.sgd:load",
+    "snips": "jaxtool.data.sources.snips:load",
+    "conversations": "jaxtool.data.sources.conversations:load",
+    "hammer": "jaxtool.data.sources.hammer:load",
+    # evaluation (modules written by the evaluation helpers)
+    "bfcl": "jaxtool.data.sources.bfcl:load",
+    "functionchat": "jaxtool.data.sources.functionchat:load",
+    "apibank": "jaxtool.data.sources.apibank:load",
+    "multiwoz": "jaxtool.data.sources.multiwoz:load",
+}
+
+__all__ = ["SOURCES", "load", "parse_spec", "resolve", "LoadReport"]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """`"glaive:/data/g.jsonl"` -> `("glaive", "/data/g.jsonl")`; `"glaive"` -> `("glaive", None)`.
+
+    Only the first `:` separates name and path, so `"hammer:xlam:/data/x.json"` -> `("hammer", "xlam:/data/x.json")`.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(f"a source spec must be a non-empty string like 'glaive:path/to/file.json', got {spec!r}")
+    name, sep, path = spec.strip().partition(":")
+    return name.strip(), (path.strip() or None) if sep else None
+
+
+def _unknown(name: str) -> DataError:
+    ranked = sorted(SOURCES, key=lambda k: (-difflib.SequenceMatcher(None, name.lower(), k).ratio(), k))
+    return DataError(f"unknown data source {name!r}; known sources: {', '.join(ranked)}")
+
+
+def resolve(name: str):
+    """The loader function registered under `name` (imported on first use)."""
+    if name not in SOURCES:
+        raise _unknown(name)
+    module_name, _, func_name = SOURCES[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name == module_name:
+            raise DataError(f"data source {name!r} is registered but its module {module_name} is not present "
+                            "in this installation") from None
+        raise
+    return getattr(module, func_name)
+
+
+def load(spec_or_name: str, path: str | None = None, *, on_bad_row: str = "error",
+         report: LoadReport | None = None, limit: int | None = None, **opts) -> Iterator[Conversation]:
+    """Iterate the Conversations of one source.
+
+    spec_or_name: `"name:path"` (path may be a local .json/.jsonl/.parquet file or directory, or a Hugging
+        Face dataset name), or just `"name"` with `path` given separately (or omitted: the source's
+        default hub dataset, where it has one).
+    on_bad_row: "error" (raise naming source, row and field) or "skip" (count in `report`).
+    limit: stop after this many conversations.
+    opts: source-specific options (see each module's `load`).
+    """
+    if path is None:
+        name, path = parse_spec(spec_or_name)
+    else:
+        name = spec_or_name.strip()
+    loader = resolve(name)
+    own_report = report is None
+    if own_report:
+        label = name
+        if name == "hammer" and path:
+            label = f"hammer/{parse_spec(path)[0]}"
+        report = LoadReport(source=label, on_bad_row=on_bad_row)
+    return _with_summary(loader(path, on_bad_row=report.on_bad_row, report=report, limit=limit, **opts),
+                         report, own_report)
+
+
+def _with_summary(items: Iterator[Conversation], report: LoadReport, log_it: bool) -> Iterator[Conversation]:
+    yield from items
+    if log_it and report.bad_rows:
+        log.warning("%s", report)
