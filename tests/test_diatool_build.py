@@ -146,6 +146,17 @@ def test_cli_guard_bench_and_korean_templates(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_sides_as_json_strings_load_back(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert _cli("--seeds", SEEDS_PATH, "--no-bfcl-guard", "--sides-as-strings", "--valid-fraction", "0",
+                "--out", str(out), "--no-progress") == 0
+    rows = _rows(out / "train.jsonl")
+    assert all(isinstance(r["chosen"], str) and isinstance(r["rejected"], str) for r in rows)
+    assert json.loads(rows[0]["chosen"])["messages"][0]["role"] == "user"
+    assert len(read_pairs(str(out / "train.jsonl"))) == len(rows)
+    capsys.readouterr()
+
+
 def test_cli_print_templates(capsys):
     assert _cli("--print-templates", "ko") == 0
     assert json.loads(capsys.readouterr().out)["language"] == "ko"

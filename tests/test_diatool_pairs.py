@@ -215,3 +215,23 @@ def test_rejections_are_deterministic_per_seed_and_can_come_from_the_llm():
     texts = {p.kind: (p.rejected if p.type != 3 else p.chosen).messages[-1].content
              for p in pairs if p.kind.endswith(("reject", "call"))}
     assert set(texts.values()) == {"Sorry, booking flights is not something I can do."}
+
+
+def test_no_pair_is_built_twice_and_the_two_type1_refusals_differ():
+    seen = {}
+    for seed, p in ALL:
+        key = json.dumps([p.to_row()["chosen"], p.to_row()["rejected"]], sort_keys=True)
+        assert key not in seen, (seed.id, p.kind, seen.get(key))
+        seen[key] = p.kind
+    for seed in SEEDS.values():
+        pairs = {p.kind: p for p in _build(seed)[0]}
+        assert pairs["t1-easy-reject"].rejected.messages[-1].content != \
+            pairs["t1-hard-reject"].rejected.messages[-1].content
+    llm_text = "Sorry, booking flights is not something I can do."
+    aug = RulesAugmenter()
+    seed = SEEDS["flight-01"]
+    fills = {d: aug.augment(seed, d) for d in ("easy", "hard")}
+    pairs = {p.kind: p for p in build_pairs(seed, fills, ("easy", "hard"), load_templates("en"),
+                                            llm_rejection=llm_text)[0]}
+    assert pairs["t1-easy-reject"].rejected.messages[-1].content == llm_text
+    assert pairs["t1-hard-reject"].rejected.messages[-1].content in load_templates("en").rejections

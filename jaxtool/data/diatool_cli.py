@@ -48,6 +48,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "functionchat:FunctionChat-Singlecall.jsonl, apibank:level-1); repeatable")
     p.add_argument("--no-bfcl-guard", action="store_true",
                    help="do not drop seeds that match BFCL test queries (on by default)")
+    p.add_argument("--sides-as-strings", action="store_true",
+                   help="write chosen/rejected as JSON-encoded strings (the layout of kakao/diatool-dpo's "
+                        "training script) instead of objects")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("llm augmenter")
     g.add_argument("--llm-base-url", default=None, help="OpenAI-compatible base URL ending in /v1 "
@@ -161,7 +164,7 @@ def run(args) -> int:
 
     stats = build(seeds, augmenter, args.out, subset=args.difficulty, templates=templates,
                   valid_fraction=args.valid_fraction, rng_seed=args.seed, rejections=args.rejections,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, sides_as_strings=args.sides_as_strings)
     extra = {
         "config": {"seeds": args.seeds, "augmenter": args.augmenter, "difficulty": args.difficulty,
                    "templates": templates.language, "rejections": args.rejections,

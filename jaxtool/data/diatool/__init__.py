@@ -15,6 +15,9 @@ Pipeline (`jaxtool data build-diatool`, see `jaxtool.data.diatool_cli`):
 from jaxtool.data.diatool.build import (BuildStats, build, difficulties_of, read_pairs, render_tables,
                                         split_seeds, summary_dict, table1, table2, write_summary)
 from jaxtool.data.diatool.guard import SplitGuard, bfcl_data_dir, bfcl_queries, normalize_query
+from jaxtool.data.diatool.llm import (AugmentCache, BackendChatClient, EndpointDown, EndpointError,
+                                      LLMAugmenter, OpenAIChatClient, parse_json_object, validate_easy,
+                                      validate_hard)
 from jaxtool.data.diatool.pairs import KINDS, PAIR_KINDS, Pair, PairKind, build_pairs, check_pair
 from jaxtool.data.diatool.rules import RulesAugmenter
 from jaxtool.data.diatool.seeds import NotASeed, Seed, SeedReport, collect_seeds, extract_seed, seed_id_of
@@ -26,13 +29,13 @@ from jaxtool.data.diatool.templates import Templates, load_templates
 from jaxtool.data.diatool.values import find_spans, mentions_all, mentions_any, value_variants
 
 __all__ = [
-    "BuildStats", "COMPLETE", "INITIAL",
-    "KINDS", "NoAugmentation", "NotASeed", "PAIR_KINDS", "Pair", "PairKind",
+    "AugmentCache", "BackendChatClient", "BuildStats", "COMPLETE", "EndpointDown", "EndpointError", "INITIAL",
+    "KINDS", "LLMAugmenter", "NoAugmentation", "NotASeed", "OpenAIChatClient", "PAIR_KINDS", "Pair", "PairKind",
     "RulesAugmenter", "SLOT_FILLING", "STATE_NAMES", "Seed", "SeedReport", "SlotFilling", "SlotStep",
     "SplitGuard", "TOOL_CALL", "Templates", "WAIT_RESPONSE", "bfcl_data_dir", "bfcl_queries", "build",
     "build_pairs", "check_pair", "collect_seeds", "difficulties_of", "extract_seed", "find_spans",
     "label_problems", "load_templates", "mentions_all", "mentions_any", "normalize_query",
-    "parse_trajectory", "read_pairs", "render_tables", "seed_id_of", "split_seeds",
+    "parse_json_object", "parse_trajectory", "read_pairs", "render_tables", "seed_id_of", "split_seeds",
     "structure_problems", "summary_dict", "table1", "table2", "trajectory", "trajectory_states",
-    "value_variants", "write_summary",
+    "validate_easy", "validate_hard", "value_variants", "write_summary",
 ]

@@ -4,7 +4,9 @@ augmentation -> Table 1 pairs -> JSONL + summary tables.
 Output directory:
 
 - ``train.jsonl`` / ``valid.jsonl`` — one pair per line (`Pair.to_row`), a 95/5 split *by seed*:
-  all pairs of one seed land on the same side;
+  all pairs of one seed land on the same side. A row is ``{"chosen": {"messages", "tools"},
+  "rejected": {...}, "type", "chosen_trajectory", "rejected_trajectory", "difficulty", "kind",
+  "seed_id"}`` plus ``"removed_tool"`` for Type 3; `read_pairs` loads it back;
 - ``valid_flows.jsonl`` — the distinct chosen trajectories of the validation seeds, each a labelled
   conversation (``meta``: seed id, type, difficulty, trajectory): the held-out dialogue-flow test set;
 - ``summary.json`` — every count: seeds kept/dropped by reason, augmentation outcomes, pairs per
@@ -22,7 +24,7 @@ import json
 import os
 from typing import Any, Iterable, Sequence
 
-from jaxtool.data.diatool.pairs import KINDS, PAIR_KINDS, Pair, build_pairs
+from jaxtool.data.diatool.pairs import PAIR_KINDS, Pair, build_pairs
 from jaxtool.data.diatool.seeds import Seed
 from jaxtool.data.diatool.slots import DIFFICULTIES, NoAugmentation
 from jaxtool.data.diatool.states import assistant_turns
@@ -77,15 +79,20 @@ class BuildStats:
 class PairWriter:
     """Streams pairs into ``train.jsonl`` / ``valid.jsonl`` and the validation flows file."""
 
-    def __init__(self, out_dir: str):
+    def __init__(self, out_dir: str, sides_as_strings: bool = False):
         os.makedirs(out_dir, exist_ok=True)
         self.out_dir = out_dir
+        self.sides_as_strings = sides_as_strings
         self._fh = {s: open(os.path.join(out_dir, f"{s}.jsonl"), "w", encoding="utf-8") for s in ("train", "valid")}
         self._flows = open(os.path.join(out_dir, "valid_flows.jsonl"), "w", encoding="utf-8")
         self._seen_flows: set[str] = set()
 
     def write(self, pair: Pair, split: str) -> bool:
-        self._fh[split].write(json.dumps(pair.to_row(), ensure_ascii=False) + "\n")
+        row = pair.to_row()
+        if self.sides_as_strings:
+            row["chosen"] = json.dumps(row["chosen"], ensure_ascii=False)
+            row["rejected"] = json.dumps(row["rejected"], ensure_ascii=False)
+        self._fh[split].write(json.dumps(row, ensure_ascii=False) + "\n")
         if split != "valid":
             return False
         flow = {"messages": [m.to_dict() for m in pair.chosen.messages],
@@ -106,12 +113,14 @@ class PairWriter:
 
 def build(seeds: Sequence[Seed], augmenter, out_dir: str, *, subset: str = "all",
           templates: Templates | str | None = None, valid_fraction: float = 0.05, rng_seed: int = 0,
-          rejections: str = "template", progress: bool = False) -> BuildStats:
+          rejections: str = "template", progress: bool = False, sides_as_strings: bool = False) -> BuildStats:
     """Build and write the dataset for `seeds` (already extracted, de-duplicated and guarded).
 
     `augmenter.augment(seed, difficulty)` returns a `SlotFilling` or raises `NoAugmentation`;
     `rejections` = "template" (default) or "llm" (use the LLM-written refusal when the augmenter
-    produced one, else the template).
+    produced one, else the template). `sides_as_strings` writes ``chosen`` / ``rejected`` as
+    JSON-encoded strings instead of objects (the layout kakao/diatool-dpo's training script reads,
+    per the project's data notes).
     """
     if rejections not in ("template", "llm"):
         raise ConfigError(f"rejections must be 'template' or 'llm', got {rejections!r}")
@@ -119,7 +128,7 @@ def build(seeds: Sequence[Seed], augmenter, out_dir: str, *, subset: str = "all"
     templates = load_templates(templates)
     split = split_seeds([s.id for s in seeds], valid_fraction, salt=str(rng_seed))
     stats = BuildStats()
-    writer = PairWriter(out_dir)
+    writer = PairWriter(out_dir, sides_as_strings)
     it: Iterable[Seed] = seeds
     if progress:
         from tqdm import tqdm
@@ -263,4 +272,4 @@ def read_pairs(path: str) -> list[Pair]:
 
 
 __all__ = ["build", "split_seeds", "difficulties_of", "table1", "table2", "render_tables", "write_summary",
-           "summary_dict", "read_pairs", "BuildStats", "PairWriter", "SUBSETS", "KINDS"]
+           "summary_dict", "read_pairs", "BuildStats", "PairWriter", "SUBSETS"]

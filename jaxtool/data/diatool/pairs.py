@@ -38,6 +38,7 @@ Every pair's chosen and rejected share the system messages, the first user turn 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from typing import Any, Mapping, Sequence
 
@@ -177,14 +178,19 @@ class _Builder:
         self.llm_rejection = llm_rejection
         self.pairs: list[Pair] = []
         self.unavailable: list[tuple[str, str]] = []
+        self.seen: set[str] = set()
+        self.t1_rejections: list[str] = []
 
     def rng(self, purpose: str) -> random.Random:
         return random.Random(f"{self.rng_seed}:{self.seed.id}:{purpose}")
 
-    def rejection(self, purpose: str) -> str:
-        if self.llm_rejection:
+    def rejection(self, purpose: str, avoid: Sequence[str] = ()) -> str:
+        """The LLM-written refusal if there is one, else a template picked per (seed, purpose);
+        texts in `avoid` are not reused while another choice exists."""
+        if self.llm_rejection and self.llm_rejection not in avoid:
             return self.llm_rejection
-        return self.rng(f"reject:{purpose}").choice(self.templates.rejections)
+        options = [t for t in self.templates.rejections if t not in avoid] or list(self.templates.rejections)
+        return self.rng(f"reject:{purpose}").choice(options)
 
     def conv(self, query: str, turns: list[Message], tools: tuple[Tool, ...] | None = None) -> Conversation:
         msgs = tuple(Message(m.role, m.content) for m in self.seed.system) + (Message("user", query),) + tuple(turns)
@@ -196,6 +202,11 @@ class _Builder:
         problems = check_pair(pair)
         if problems:  # a bug in this module, never a user error
             raise AssertionError(f"seed {self.seed.id}, {kind}: " + "; ".join(problems))
+        key = json.dumps([_side(chosen), _side(rejected)], sort_keys=True, ensure_ascii=False)
+        if key in self.seen:
+            self.skip(kind, "identical to a pair already built from this seed")
+            return
+        self.seen.add(key)
         self.pairs.append(pair)
 
     def skip(self, kind: str, reason: str) -> None:
@@ -241,7 +252,10 @@ def build_pairs(seed: Seed, slot_fillings: Mapping[str, SlotFilling | NoAugmenta
                 else:
                     b.add("t1-hard-overask-m", t1_chosen,
                           b.conv(full, _slot_turns(sf.steps[:m]) + _call_turns(seed)), t1_decl, _declared(m, _CALLED))
-        reject = labelled(Message("assistant", b.rejection(f"t1-{d}")), INITIAL)
+        # the 1→1 pair exists in both difficulties with the same chosen side: vary the refusal
+        text = b.rejection(f"t1-{d}", avoid=b.t1_rejections)
+        b.t1_rejections.append(text)
+        reject = labelled(Message("assistant", text), INITIAL)
         b.add(f"t1-{d}-reject", t1_chosen, b.conv(full, [reject]), t1_decl, _declared(0, (INITIAL,)))
 
         # ---- Type 2: the augmented dialogue is chosen

@@ -24,6 +24,7 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
+from jaxtool.data.diatool.guard import normalize_query
 from jaxtool.data.schema import Conversation, Message, Tool, ToolCall
 
 
@@ -70,8 +71,6 @@ class Seed:
 
     def fingerprint(self) -> str:
         """Content hash (first user turn + call) used to drop duplicate seeds."""
-        from jaxtool.data.diatool.guard import normalize_query
-
         blob = json.dumps([normalize_query(self.query), self.call.name, self.arguments],
                           sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha1(blob.encode("utf-8")).hexdigest()
