@@ -91,6 +91,15 @@ def test_difficulty_subsets(tmp_path):
         build(seeds, RulesAugmenter(), str(tmp_path / "x"), subset="medium")
 
 
+@pytest.fixture(autouse=True)
+def _own_jsonl_reader(monkeypatch):
+    """Read `conversations:` specs with the builder's own reader even once the project's source
+    registry is merged, so these tests exercise this module's behaviour (ids, error texts) only."""
+    import jaxtool.data.diatool.sources as sources
+
+    monkeypatch.setattr(sources, "_registry", lambda: None)
+
+
 def _cli(*argv):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

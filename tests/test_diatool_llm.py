@@ -305,6 +305,15 @@ def test_backend_client_renders_the_chat_template_and_validates_the_answer(smoll
 
 # ---- the command line with --augmenter llm --------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _own_jsonl_reader(monkeypatch):
+    """Read `conversations:` specs with the builder's own reader even once the project's source
+    registry is merged, so these tests exercise this module's behaviour (ids, error texts) only."""
+    import jaxtool.data.diatool.sources as sources
+
+    monkeypatch.setattr(sources, "_registry", lambda: None)
+
+
 def _cli(*argv):
     parser = argparse.ArgumentParser()
     diatool_cli.register(parser.add_subparsers())
