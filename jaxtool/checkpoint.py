@@ -145,10 +145,13 @@ def save_params(ckpt_dir: str, cfg: LlamaConfig, params: dict, tokenizer=None, s
 
 
 def restore_params(ckpt_dir: str, cfg: LlamaConfig, shardings=None, step: int | None = None) -> dict:
-    """Restore the `params` item of a model or train-state checkpoint (latest step by default),
-    straight onto `shardings` (a pytree of NamedShardings matching the params) if given."""
+    """Restore the parameters of a model checkpoint or of a training run's checkpoints (latest step
+    by default), straight onto `shardings` (a pytree of NamedShardings) if given. A LoRA run stores
+    only adapters: the base model it names is loaded and the adapters are merged into it."""
+    from jaxtool.models import lora
     from jaxtool.models.llama import abstract_params
 
+    meta = read_meta(ckpt_dir)
     abstract = abstract_params(cfg)
     if shardings is None:
         dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -156,10 +159,18 @@ def restore_params(ckpt_dir: str, cfg: LlamaConfig, shardings=None, step: int | 
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     ck = Checkpointer(ckpt_dir, create=False)
     try:
-        items, _ = ck.restore({"params": target}, step)
+        if "lora" not in meta:
+            items, _ = ck.restore({"params": target}, step)
+            return items["params"]
+        spec = meta["lora"]
+        shapes = jax.eval_shape(lambda: lora.init_adapters(cfg, spec["rank"], spec["targets"], jax.random.key(0)))
+        items, _ = ck.restore({"adapters": shapes}, step)
     finally:
         ck.close()
-    return items["params"]
+    from jaxtool.api import load_model
+
+    base = load_model(meta["base_model"], dtype=cfg.param_dtype, shardings=shardings)
+    return lora.merge(base.params, items["adapters"], spec["scale"])
 
 
 def load_tokenizer(ckpt_dir: str):

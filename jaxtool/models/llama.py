@@ -91,6 +91,7 @@ class LlamaConfig:
     dtype: str = "float32"
     remat: str = "none"
     scan_layers: bool = True
+    lora_scale: float = 1.0        # alpha / rank, applied when LoRA adapters are present in params
     source_dtype: str = "float32"  # dtype of the checkpoint this came from (kept for export)
 
     def __post_init__(self):
@@ -425,17 +426,42 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     return out.reshape(B, S, H, Dh)
 
 
-def _mlp(x: jax.Array, p: Mapping[str, jax.Array], dtype) -> jax.Array:
-    gate = jnp.einsum("bsd,df->bsf", x, p["w_gate"].astype(dtype))
-    up = jnp.einsum("bsd,df->bsf", x, p["w_up"].astype(dtype))
+# einsums of each projection: (x @ W, x @ A, (x A) @ B). LoRA adapters live next to their weight in
+# the layer dict as "<name>_lora_a" / "<name>_lora_b" (see jaxtool.models.lora).
+PROJ_EINSUMS = {
+    "wq": ("bsd,dhk->bshk", "bsd,dr->bsr", "bsr,rhk->bshk"),
+    "wk": ("bsd,dhk->bshk", "bsd,dr->bsr", "bsr,rhk->bshk"),
+    "wv": ("bsd,dhk->bshk", "bsd,dr->bsr", "bsr,rhk->bshk"),
+    "wo": ("bshk,hkd->bsd", "bshk,hkr->bsr", "bsr,rd->bsd"),
+    "w_gate": ("bsd,df->bsf", "bsd,dr->bsr", "bsr,rf->bsf"),
+    "w_up": ("bsd,df->bsf", "bsd,dr->bsr", "bsr,rf->bsf"),
+    "w_down": ("bsf,fd->bsd", "bsf,fr->bsr", "bsr,rd->bsd"),
+}
+
+
+def proj(x: jax.Array, p: Mapping[str, jax.Array], name: str, cfg: "LlamaConfig") -> jax.Array:
+    """x @ W (+ lora_scale · (x @ A) @ B when the layer carries adapters for W)."""
+    dtype = cfg.compute_dtype
+    eq, eq_a, eq_b = PROJ_EINSUMS[name]
+    y = jnp.einsum(eq, x, p[name].astype(dtype))
+    a = p.get(name + "_lora_a")
+    if a is not None:
+        low = jnp.einsum(eq_a, x, a.astype(dtype))
+        y = y + jnp.asarray(cfg.lora_scale, dtype) * jnp.einsum(eq_b, low, p[name + "_lora_b"].astype(dtype))
+    return y
+
+
+def _mlp(x: jax.Array, p: Mapping[str, jax.Array], cfg: "LlamaConfig") -> jax.Array:
+    gate = proj(x, p, "w_gate", cfg)
+    up = proj(x, p, "w_up", cfg)
     h = constrain(jax.nn.silu(gate) * up, ("batch", "seq", "act_mlp"))
-    return jnp.einsum("bsf,fd->bsd", h, p["w_down"].astype(dtype))
+    return proj(h, p, "w_down", cfg)
 
 
-def _qkv(x: jax.Array, p: Mapping[str, jax.Array], cos, sin, dtype):
-    q = jnp.einsum("bsd,dhk->bshk", x, p["wq"].astype(dtype))
-    k = jnp.einsum("bsd,dhk->bshk", x, p["wk"].astype(dtype))
-    v = jnp.einsum("bsd,dhk->bshk", x, p["wv"].astype(dtype))
+def _qkv(x: jax.Array, p: Mapping[str, jax.Array], cos, sin, cfg: "LlamaConfig"):
+    q = proj(x, p, "wq", cfg)
+    k = proj(x, p, "wk", cfg)
+    v = proj(x, p, "wv", cfg)
     q = constrain(apply_rope(q, cos, sin), ("batch", "seq", "act_heads", None))
     k = constrain(apply_rope(k, cos, sin), ("batch", "seq", "act_kv_heads", None))
     v = constrain(v, ("batch", "seq", "act_kv_heads", None))
@@ -444,14 +470,13 @@ def _qkv(x: jax.Array, p: Mapping[str, jax.Array], cos, sin, dtype):
 
 def block(x: jax.Array, p: Mapping[str, jax.Array], cos, sin, mask, cfg: LlamaConfig) -> jax.Array:
     """One transformer block (pre-norm attention + pre-norm SwiGLU), x [B, S, D]."""
-    dtype = cfg.compute_dtype
     h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
-    q, k, v = _qkv(h, p, cos, sin, dtype)
+    q, k, v = _qkv(h, p, cos, sin, cfg)
     attn = attention(q, k, v, mask)
-    x = x + jnp.einsum("bshk,hkd->bsd", attn, p["wo"].astype(dtype))
+    x = x + proj(attn, p, "wo", cfg)
     x = constrain(x, ("batch", "seq", "act_embed"))
     h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
-    x = x + _mlp(h, p, dtype)
+    x = x + _mlp(h, p, cfg)
     return constrain(x, ("batch", "seq", "act_embed"))
 
 
@@ -558,12 +583,12 @@ def forward_cached(params, tokens: jax.Array, cache: Mapping[str, jax.Array], st
     def body(h, layer):
         p, ck, cv = layer
         hn = rms_norm(h, p["attn_norm"], cfg.rms_norm_eps)
-        q, k, v = _qkv(hn, p, cos, sin, dtype)
+        q, k, v = _qkv(hn, p, cos, sin, cfg)
         ck, cv = write(ck, k), write(cv, v)
         attn = attention(q, ck.astype(dtype), cv.astype(dtype), mask)
-        h = h + jnp.einsum("bshk,hkd->bsd", attn, p["wo"].astype(dtype))
+        h = h + proj(attn, p, "wo", cfg)
         hn = rms_norm(h, p["mlp_norm"], cfg.rms_norm_eps)
-        h = h + _mlp(hn, p, dtype)
+        h = h + _mlp(hn, p, cfg)
         return h, (ck, cv)
 
     x, (ks, vs) = jax.lax.scan(body, x, (params["layers"], cache["k"], cache["v"]))

@@ -17,8 +17,10 @@ class Completion:
     """One generated continuation.
 
     text         : decoded new text, cut before the first stop string (the stop string excluded)
-    token_ids    : the generated token ids (up to and including EOS / the stop string's last token)
-    logprobs     : log-probability of each generated token under the sampling distribution
+    token_ids    : the generated token ids, up to and including EOS; with multi-token stop strings the
+                   generator stops at the next check, so ids may run past the stop string (text never does)
+    logprobs     : the model's log-probability of each generated token (log_softmax of the raw
+                   logits at temperature 1, whatever the sampling settings)
     finish_reason: "eos" | "stop" (a stop string) | "length" (max_new_tokens reached)
     """
 
