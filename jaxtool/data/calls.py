@@ -123,6 +123,8 @@ def parse_pythonic(text: str) -> list[ToolCall] | ParseError:
         tree = ast.parse(src, mode="eval").body
     except SyntaxError as e:
         return ParseError(f"not a Python call list: {e.msg}", text)
+    except (ValueError, RecursionError, MemoryError) as e:  # NUL bytes, absurd nesting
+        return ParseError(f"not a Python call list: {type(e).__name__}", text)
     nodes = tree.elts if isinstance(tree, (ast.List, ast.Tuple)) else [tree]
     calls = []
     for node in nodes:
@@ -194,6 +196,8 @@ def parse_json_calls(text: str) -> list[ToolCall] | ParseError:
             obj, pos = decoder.raw_decode(src, pos)
         except json.JSONDecodeError as e:
             return ParseError(f"not JSON: {e.msg} at char {e.pos}", text)
+        except RecursionError:
+            return ParseError("not JSON: nested too deeply", text)
         objs.extend(obj if isinstance(obj, list) else [obj])
     calls = []
     for obj in objs:
