@@ -150,10 +150,9 @@ class Trainer:
         self.valid_ds = make(self.valid_tok.examples, eval_cfg) if self.valid_tok and self.valid_tok.examples else None
         self.max_turns = self._max_turns()
         # steps
-        per_epoch = self.train_ds.num_batches or self._count_batches(self.train_ds)
-        self.total_steps = min(per_epoch, c.max_steps) if c.max_steps else per_epoch
-        if c.max_steps and not self.train_ds.num_batches:
-            self.total_steps = c.max_steps
+        all_epochs = self.train_ds.num_batches or self._count_batches(self.train_ds)
+        self.steps_per_epoch = max(1, -(-all_epochs // c.epochs))
+        self.total_steps = min(all_epochs, c.max_steps) if c.max_steps else all_epochs
         # mesh + parameters
         self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
         p_sh = sharding.tree_shardings(llama.param_axes(self.model_cfg), model.params, self.mesh)
@@ -362,7 +361,7 @@ class Trainer:
                     step += 1
                     tokens_done += m["tokens"]
                     m.update(step=step, tokens_per_s=m["tokens"] / max(dt, 1e-9), step_s=dt,
-                             epoch=(step - 1) // max(1, self.train_ds.num_batches or self.total_steps))
+                             epoch=(step - 1) // self.steps_per_epoch)
                     last = m
                     if step % max(1, c.log_every) == 0 or step == self.total_steps:
                         metrics_log.write({"split": "train", **m})
