@@ -45,6 +45,8 @@ class DataConfig:
     valid: str = ""                # optional held-out set, same kind
     format: str = "hermes"         # chat format (jaxtool.data.formats)
     max_length: int = 1024         # longest tokenized example (tokens)
+    max_prompt_length: int = 0     # drop (and count) examples whose prompt (tokens before the first
+                                   # assistant turn) is longer; 0 = no limit
     truncation: str = "drop"       # drop | drop_oldest_turns
     packing: bool = False          # SFT only: pack several examples per row
     bucket_multiple: int = 128     # padding buckets (fewer shapes, fewer recompiles)
@@ -232,8 +234,7 @@ def read_yaml(path: str) -> dict:
         raise ConfigError(f"{path}: top level must be a mapping of keys")
     base = data.pop("base", None)
     if base:
-        parent = read_yaml(os.path.join(os.path.dirname(path), base))
-        merged = dict(_flatten(parent))
+        merged = dict(read_yaml(os.path.join(os.path.dirname(path), base))["__flat__"])
         merged.update(dict(_flatten(data)))
         return {"__flat__": merged}
     return {"__flat__": dict(_flatten(data))}

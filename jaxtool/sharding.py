@@ -66,8 +66,15 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
         if len(devices) % known:
             raise ConfigError(f"mesh: {len(devices)} devices do not divide by {known} (data={data} fsdp={fsdp} tensor={tensor})")
         sizes[sizes.index(-1)] = len(devices) // known
-    if math.prod(sizes) != len(devices):
-        raise ConfigError(f"mesh: data×fsdp×tensor = {math.prod(sizes)} but there are {len(devices)} devices")
+    n = math.prod(sizes)
+    if n > len(devices) or len(devices) % n:
+        raise ConfigError(f"mesh: data×fsdp×tensor = {n} does not fit {len(devices)} devices")
+    if n < len(devices):
+        import logging
+
+        logging.getLogger(__name__).warning("mesh uses %d of %d devices (data=%d fsdp=%d tensor=%d)",
+                                            n, len(devices), *sizes)
+        devices = devices[:n]
     try:
         from jax.experimental import mesh_utils
 

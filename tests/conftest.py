@@ -19,3 +19,46 @@ def smollm2_tokenizer():
 
     path = embedded_gguf_path()
     return gguf_tokenizer(_reader(path), path)
+
+
+def make_tiny_tokenizer(texts):
+    """A small byte-level BPE (vocab ≤ 1024) trained on `texts`, with ChatML's special tokens, so
+    training tests run a realistic tokenizer at a tiny vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|im_end|>", unk_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """An HF directory: a 2-layer random Llama (d=64) with a 1k-vocabulary BPE tokenizer trained on
+    the tool-dialogue fixtures. Loads with jaxtool.load_model and with transformers."""
+    import json
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    here = os.path.dirname(__file__)
+    texts = []
+    for name in ("diatool/seeds.jsonl",):
+        with open(os.path.join(here, "fixtures", name), encoding="utf-8") as fh:
+            texts += [ln for ln in fh]
+    texts += [json.dumps(json.loads(t), ensure_ascii=False, indent=1) for t in texts]
+    tok = make_tiny_tokenizer(texts)
+    torch.manual_seed(0)
+    hc = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                     max_position_embeddings=4096, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                     pad_token_id=tok.pad_token_id)
+    d = str(tmp_path_factory.mktemp("tiny_model"))
+    LlamaForCausalLM(hc).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d

@@ -28,6 +28,7 @@ def test_rules_resolve_with_divisibility():
         sharding.logical_to_spec(("nonsense",), mesh)
     with pytest.raises(ConfigError, match="devices"):
         sharding.make_mesh(data=3, fsdp=1, tensor=1)
+    assert sharding.make_mesh(data=1, fsdp=1, tensor=1).size == 1  # a sub-mesh of the first device
 
 
 def test_sharded_forward_equals_single_device():

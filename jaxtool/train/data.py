@@ -58,6 +58,12 @@ def read_preference_rows(path: str, limit: int = 0) -> list[tuple[Conversation, 
     return out
 
 
+def prompt_length(ex) -> int:
+    """Tokens before the first trained (assistant) token."""
+    trained = ex.loss_mask.nonzero()[0]
+    return int(trained[0]) if len(trained) else len(ex)
+
+
 def tokenize_data(spec: str, dc: DataConfig, kind: str, fmt, tokenizer) -> Tokenized:
     from jaxtool.data.tokenize import TruncationReport, tokenize_conversation, tokenize_pair
 
@@ -71,6 +77,10 @@ def tokenize_data(spec: str, dc: DataConfig, kind: str, fmt, tokenizer) -> Token
         out = []
         for c, r in pairs:
             tp = tokenize_pair(c, r, fmt, tokenizer, dc.max_length, dc.truncation, report)
+            if tp is not None and dc.max_prompt_length and max(map(prompt_length, tp)) > dc.max_prompt_length:
+                report.kept -= 1
+                report.drop("prompt longer than max_prompt_length", f"{max(map(prompt_length, tp))} tokens")
+                tp = None
             if tp is not None:
                 out.append(tp)
         return Tokenized(out, report, source=path)
@@ -83,6 +93,10 @@ def tokenize_data(spec: str, dc: DataConfig, kind: str, fmt, tokenizer) -> Token
     for conv in load(spec if ":" in spec else f"conversations:{spec}", on_bad_row=dc.on_bad_row,
                      report=load_report, limit=dc.limit or None):
         ex = tokenize_conversation(conv, fmt, tokenizer, dc.max_length, dc.truncation, report)
+        if ex is not None and dc.max_prompt_length and prompt_length(ex) > dc.max_prompt_length:
+            report.kept -= 1
+            report.drop("prompt longer than max_prompt_length", f"{prompt_length(ex)} tokens")
+            ex = None
         if ex is not None:
             out.append(ex)
     return Tokenized(out, report, load_report, source=spec)

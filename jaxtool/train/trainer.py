@@ -173,9 +173,12 @@ class Trainer:
             # LoRA: the frozen base is the reference (no copy). Full fine-tuning: a frozen copy.
             self.ref_params = self.frozen if self.use_lora else jax.tree.map(jnp.copy, params)
         self.optimizer, self.schedule = make_optimizer(c.optim, self.total_steps)
-        opt_state = jax.jit(self.optimizer.init)(self.trainable)
-        self.state = steps.TrainState(jnp.zeros((), jnp.int32), self.trainable, opt_state)
-        self.state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
+        t_sh = jax.tree.map(lambda x: x.sharding, self.trainable)
+        o_sh = optimizer_state_shardings(jax.eval_shape(self.optimizer.init, self.trainable), t_sh, self.mesh)
+        opt_state = jax.jit(self.optimizer.init, out_shardings=o_sh)(self.trainable)
+        self.state_shardings = steps.TrainState(sharding.replicated(self.mesh), t_sh, o_sh)
+        self.state = steps.TrainState(jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(self.mesh)),
+                                      self.trainable, opt_state)
         kw = dict(cfg=self.model_cfg, lc=c.loss, use_lora=self.use_lora, max_turns=self.max_turns)
         self._train_step = jax.jit(
             lambda st, b, fr, rp: steps.train_step(st, b, fr, rp, optimizer=self.optimizer,
@@ -426,6 +429,25 @@ class Trainer:
         save_hf(out_dir, self._export_config(), jax.device_get(self.merged_params()), self.tokenizer, overwrite=True)
         self.print(f"exported HF model -> {out_dir}")
         return out_dir
+
+
+def optimizer_state_shardings(abstract_opt_state, trainable_shardings, mesh):
+    """Optimizer moments take the sharding of the parameter they track (matched by the parameter's
+    key path at the end of the moment's path); counters and scalars are replicated."""
+    by_path = {}
+    for path, sh in jax.tree_util.tree_flatten_with_path(trainable_shardings)[0]:
+        by_path[tuple(str(getattr(k, "key", k)) for k in path)] = sh
+    depth = max((len(k) for k in by_path), default=0)
+
+    def pick(path, leaf):
+        keys = tuple(str(getattr(k, "key", k)) for k in path if hasattr(k, "key"))
+        for n in range(depth, 0, -1):
+            sh = by_path.get(keys[-n:])
+            if sh is not None and len(sh.spec) <= len(leaf.shape):
+                return sh
+        return sharding.replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(pick, abstract_opt_state)
 
 
 def plot_curves(metrics_path: str, out_png: str) -> str | None:
