@@ -143,3 +143,30 @@ def test_cache_resumes_without_new_requests(tmp_path):
 ])
 def test_parse_verdict(text, expected):
     assert parse_verdict(text) is expected
+
+
+def _section(text, name):
+    return text.split(f"[{name}]:\n", 1)[1].split("\n\n", 1)[0]
+
+
+def test_rubric_sections_follow_functionchat_shapes():
+    from jaxtool.data.sources import functionchat
+    from jaxtool.eval.dialog import collect_turns
+
+    # Dialog item: the query keeps call ids, the ground truth drops them; text gold has tool_calls null
+    dialog = list(functionchat.load(os.path.join(FIX, "dialog_layout_handmade.jsonl"), system_prompt=""))
+    completion = collect_turns([dialog[2]])[0].case(Prediction(text="ok", content="ok"))
+    text = fill_rubric(RUBRICS["completion"], completion)
+    query = json.loads(_section(text, "Query"))
+    assert query[3]["tool_calls"][0]["id"] == "random_id" and query[4]["tool_call_id"] == "random_id"
+    assert json.loads(_section(text, "Ground Truth")) == {
+        "role": "assistant", "content": "Your taxi is booked: a white Kia K5 will arrive in 7 minutes.", "tool_calls": None}
+    call = collect_turns([dialog[1]])[0].case(Prediction(text="x", tool_calls=(ToolCall("book_taxi", {}),)))
+    gt = json.loads(_section(fill_rubric(RUBRICS["call"], call), "Ground Truth"))
+    assert gt["tool_calls"] == [{"type": "function", "function": {
+        "name": "book_taxi", "arguments": '{"pickup": "train station", "destination": "city museum"}'}}]
+    # Singlecall item: the gold object itself plus tool_calls null
+    single = next(iter(functionchat.load(os.path.join(FIX, "FunctionChat-Singlecall.jsonl"))))
+    case = collect_turns([single])[0].case(Prediction(text="x", content="x"))
+    assert json.loads(_section(fill_rubric(RUBRICS["call"], case), "Ground Truth")) == {
+        "name": "getTodayBoxOfficeRanking", "arguments": "{}", "tool_calls": None}

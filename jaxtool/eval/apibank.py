@@ -381,7 +381,10 @@ def evaluate_apibank(items: Sequence[ApiBankItem], backend: Any, fmt: Any, *, le
     records = []
     for it, out in zip(items, outputs):
         rec = {"row": it.row, "file": it.file, "id": it.id, "kind": it.kind, "output": out, "expected": it.expected}
-        rec.update(score_api_item(out, it.expected, library) if it.kind == "api" else score_response_item(out, it.expected))
+        if it.kind == "api":
+            rec.update(score_api_item(out, it.expected, library))
+        else:
+            rec.update(score_response_item(out, it.expected))
         records.append(rec)
     return ApiBankResult(records, summarise(records, level))
 

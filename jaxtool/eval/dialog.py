@@ -19,9 +19,11 @@ Turn type of a gold assistant message, first rule that applies:
    otherwise the text asks for a required parameter of an offered tool (the slot rule's test applied
    to the gold text) -> slot; else -> relevance.
 
-Scores, named as in DiaTool-DPO (Jung et al. 2025, Table 3) and FunctionChat-Bench's scorer:
-per-type accuracy (pass rate), **micro avg** = passed turns / all turns, **macro avg** = mean of the
-per-type accuracies over the types present. Also `call_exact_match`: the share of call turns whose
+Scores: per-type accuracy (pass rate), **micro avg** = passed turns / all turns (FunctionChat-Bench's
+`avg(micro)` in `DialogEvaluationRegistor.get_score`), **macro avg** = mean of the per-type
+accuracies over the types present. These are the micro / macro averages DiaTool-DPO (Jung et al.
+2025) reports in its Table 3 for FunctionChat-Bench Dialog, as the task brief describes them; the
+table itself could not be read from the sources available here. Also `call_exact_match`: the share of call turns whose
 predicted calls equal the gold calls exactly (same calls, same argument values as JSON; no
 acceptable alternatives, no case/space folding), and breakdowns by MDP state (DiaTool data) and by
 subset / tool-set type / category / query type where the data has them.
@@ -106,7 +108,8 @@ class DialogTurn:
                         gold=self.gold, prediction=prediction,
                         acceptable=self.conv.meta.get("acceptable_arguments") or {},
                         later_calls=later_calls(self.conv, self.index),
-                        acceptable_raw=self.conv.meta.get("acceptable_arguments_raw"))
+                        acceptable_raw=self.conv.meta.get("acceptable_arguments_raw"),
+                        gold_raw=self.conv.meta.get("ground_truth_raw"))
 
 
 def collect_turns(conversations: Iterable[Conversation]) -> list[DialogTurn]:
@@ -269,7 +272,8 @@ def register_dialog(subparsers) -> None:
                    help="offline rule-based judge (default) or an LLM judge with FunctionChat's rubrics")
     p.add_argument("--judge-model", default=None, help="LLM judge model name (e.g. gpt-4o)")
     p.add_argument("--judge-base-url", default=None,
-                   help="OpenAI-compatible base URL ending in /v1 (default $OPENAI_BASE_URL or https://api.openai.com/v1)")
+                   help="OpenAI-compatible base URL ending in /v1 "
+                        "(default $OPENAI_BASE_URL, else https://api.openai.com/v1)")
     p.add_argument("--judge-api-key", default=None, help="API key (default $OPENAI_API_KEY)")
     p.add_argument("--rubrics", default=None,
                    help="directory with rubric_{call,completion,relevance,slot}.txt (default: next to the data file)")
@@ -281,9 +285,8 @@ def register_dialog(subparsers) -> None:
 def build_judge(args: argparse.Namespace, data_path: str, out: str) -> Any:
     if args.judge == "rules":
         return RuleJudge()
-    from jaxtool.eval.llm_judge import LLMJudge, load_rubrics
-
     from jaxtool.errors import ConfigError
+    from jaxtool.eval.llm_judge import LLMJudge, load_rubrics
 
     model = args.judge_model
     if not model:

@@ -84,6 +84,7 @@ class TurnCase:
     acceptable: Mapping[str, list] = dataclasses.field(default_factory=dict)
     later_calls: tuple[ToolCall, ...] = ()
     acceptable_raw: Any = None  # as written in the data file, for the LLM judge's rubric
+    gold_raw: Any = None  # FunctionChat Singlecall's gold object {"name", "arguments"}, for the rubric
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,10 +7,12 @@ is filled and sent as a single user message to `POST {base_url}/chat/completions
 (`{"model", "messages", "temperature", "max_tokens"}`; `Authorization: Bearer <key>` when a key is set).
 
 Placeholders, filled as FunctionChat does (JSON, non-ASCII kept):
-`{tools}` the offered tools (OpenAI layout), `{query}` the messages before the turn, `{ground_truth}`
-the gold assistant message without call ids, `{response}` the model's message
-`{"role": "assistant", "content", "tool_calls"}`, `{acceptable_arguments}` the field as written in the
-data file, JSON-encoded (call rubric only). Only these five names are replaced, so other braces in a
+`{tools}` the offered tools (OpenAI layout), `{query}` the messages before the turn (call ids kept),
+`{ground_truth}` the gold assistant message with call ids removed and `"tool_calls": null` when it has
+no call (Singlecall: the gold object `{"name", "arguments"}` plus `"tool_calls": null`), `{response}`
+the model's message `{"role": "assistant", "content", "tool_calls"}` (no ids; the raw text as content
+when the format could not parse a call), `{acceptable_arguments}` the field as written in the data
+file, JSON-encoded (call rubric only). Only these five names are replaced, so other braces in a
 rubric are left alone.
 
 Verdict parsing (`parse_verdict`): the rubric asks for the decision on its own line, repeated. The
@@ -37,7 +39,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Mapping
 
-from jaxtool.data.schema import Message, Tool, ToolCall
+from jaxtool.data.schema import Message, ToolCall
 from jaxtool.errors import ConfigError, JaxtoolError
 from jaxtool.eval.judge import TURN_TYPES, Prediction, TurnCase, Verdict, calls_match
 
@@ -72,17 +74,31 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-def _call_openai(c: ToolCall) -> dict:
-    return {"type": "function", "function": {"name": c.name, "arguments": _dumps(dict(c.arguments))}}
+def _call_openai(c: ToolCall, with_id: bool = False) -> dict:
+    d = {"type": "function", "function": {"name": c.name, "arguments": _dumps(dict(c.arguments))}}
+    return {"id": c.id, **d} if with_id and c.id is not None else d
 
 
-def message_dict(m: Message) -> dict:
-    """OpenAI layout without call ids and without jaxtool's meta labels."""
+def message_dict(m: Message, with_ids: bool = True) -> dict:
+    """OpenAI layout without jaxtool's meta labels; call ids kept only when `with_ids`."""
     d: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:
-        d["tool_calls"] = [_call_openai(c) for c in m.tool_calls]
-    if m.role == "tool" and m.name is not None:
-        d["name"] = m.name
+        d["tool_calls"] = [_call_openai(c, with_ids) for c in m.tool_calls]
+    if m.role == "tool":
+        if with_ids and m.tool_call_id is not None:
+            d["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            d["name"] = m.name
+    return d
+
+
+def ground_truth_dict(case: TurnCase) -> dict:
+    """The gold as FunctionChat shows it to the judge: its calls without ids and `tool_calls: null`
+    when there are none; Singlecall's gold is the object `{"name", "arguments"}` (+ `tool_calls: null`)."""
+    if isinstance(case.gold_raw, Mapping):
+        return {**dict(case.gold_raw), "tool_calls": None}
+    d = message_dict(case.gold, with_ids=False)
+    d.setdefault("tool_calls", None)
     return d
 
 
@@ -97,7 +113,7 @@ def fill_rubric(template: str, case: TurnCase) -> str:
     values = {
         "tools": _dumps([t.to_dict() for t in case.tools]),
         "query": _dumps([message_dict(m) for m in case.context]),
-        "ground_truth": _dumps(message_dict(case.gold)),
+        "ground_truth": _dumps(ground_truth_dict(case)),
         "response": _dumps(response_dict(case.prediction)),
         "acceptable_arguments": _dumps(acceptable),
     }

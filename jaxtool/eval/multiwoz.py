@@ -235,7 +235,8 @@ def summarise(records: Sequence[dict], n_dialogues: int, domain_source: str = "p
         "note": "MultiWOZ 2.1-layout data; not MultiWOZ 2.4 test labels unless the file is 2.4",
     }
     if domain_source == "predicted" and labelled:
-        summary["domain_accuracy"] = sum(bool(set(r["domains"]) & set(r["gold_domains"])) for r in labelled) / len(labelled)
+        hits = sum(bool(set(r["domains"]) & set(r["gold_domains"])) for r in labelled)
+        summary["domain_accuracy"] = hits / len(labelled)
     return summary
 
 

@@ -175,7 +175,8 @@ def _gold(raw: Any, type_of_output: Any, field: str) -> Message:
     return Message("assistant", msg.content, tool_calls=msg.tool_calls, meta={"type_of_output": type_of_output})
 
 
-def _item(messages: tuple[Message, ...], tools: tuple[Tool, ...], gold: Message, meta: dict, where: str) -> Conversation:
+def _item(messages: tuple[Message, ...], tools: tuple[Tool, ...], gold: Message, meta: dict,
+          where: str) -> Conversation:
     conv = Conversation(messages=messages + (gold,), tools=tools,
                         meta={"source": "functionchat", **meta, "eval_turns": [len(messages)]})
     try:
@@ -215,6 +216,7 @@ def _singlecall(rec: dict, idx: Any, sys_text: str | None, tools_type: str) -> I
         for ttype, tools in sets:
             meta = {"subset": "singlecall", "row": idx, "serial_num": query.get("serial_num"),
                     "function_name": rec.get("function_name"), "tools_type": ttype,
+                    "ground_truth_raw": json.loads(truth_raw),
                     "acceptable_arguments": parse_acceptable(acc_raw), "acceptable_arguments_raw": acc_raw}
             out.append(_item(messages, tools, gold, meta, f"row {idx} query {q} {ttype}"))
     return iter(out)
