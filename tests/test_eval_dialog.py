@@ -348,3 +348,9 @@ def test_system_messages_and_tools_reach_the_prompt():
     backend = ScriptedBackend(lambda p: "Which city?")
     evaluate_dialogs([conv], backend, FakeFormat(), prompt_fn=fake_prompt_ids)
     assert backend.prompts[0].startswith('tools: ["get_weather"]\nsystem: be brief\nuser: weather?')
+
+
+def test_progress_bar_goes_to_stderr(capsys):
+    evaluate_dialogs([_trajectory()], ScriptedBackend(_respond), FakeFormat(), prompt_fn=fake_prompt_ids, progress=True)
+    err = capsys.readouterr().err
+    assert "dialog turns" in err and "5/5" in err

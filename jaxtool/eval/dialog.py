@@ -153,10 +153,13 @@ def evaluate_dialogs(conversations: Iterable[Conversation], backend: Any, fmt: A
                                    stop_strings=tuple(getattr(fmt, "stop_strings", ()) or ()),
                                    desc="dialog turns", progress=progress)
     records = []
+    bar = textgen.progress_bar(len(turns), "judging", progress and getattr(judge, "name", "") != "rules")
     for t, prompt, text in zip(turns, prompts, texts):
         pred = Prediction.from_reply(text, fmt.parse(text))
         verdict = judge.judge(t.case(pred))
         records.append(_record(t, prompt, text, pred, verdict))
+        bar.update(1)
+    bar.close()
     return DialogResult(records, summarise(records, judge=getattr(judge, "name", type(judge).__name__)))
 
 

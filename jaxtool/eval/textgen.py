@@ -44,7 +44,7 @@ def generate_texts(backend: Any, prompts: Sequence[Sequence[int]], *, batch_size
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     out: list[str] = []
-    bar = _bar(len(prompts), desc, progress)
+    bar = progress_bar(len(prompts), desc, progress)
     for start in range(0, len(prompts), batch_size):
         chunk = [list(p) for p in prompts[start:start + batch_size]]
         comps = backend.generate(chunk, max_new_tokens=max_new_tokens, stop_strings=tuple(stop_strings),
@@ -65,14 +65,15 @@ class _NoBar:
         pass
 
 
-def _bar(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar on stderr, or a no-op stand-in when disabled."""
     if not enabled:
         return _NoBar()
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a runtime dependency
         return _NoBar()
-    return tqdm(total=total, desc=desc, unit="prompt", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True)
 
 
 # --------------------------------------------------------------------------------------------
