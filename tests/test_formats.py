@@ -615,6 +615,12 @@ def test_unrepresentable_conversations_raise_format_errors():
         fmt = get_format(name)
         body = [s.text for s in fmt.render(odd_name) if s.trainable][0]
         assert fmt.parse(body).tool_calls == (ToolCall("Market Trends API", {}),)
+    # "ª" is an identifier, but Python parses it as "a" (NFKC): not expressible as a keyword argument
+    nfkc = Conversation(messages=(Message("user", "x"), Message("assistant", None, tool_calls=(ToolCall("f", {"ª": 1}),))))
+    with pytest.raises(FormatError, match="Python call"):
+        get_format("pythonic").render(nfkc)
+    fmt = get_format("react")
+    assert fmt.parse([s.text for s in fmt.render(nfkc) if s.trainable][0]).tool_calls == (ToolCall("f", {"ª": 1}),)
 
 
 def test_chat_template_refuses_templates_that_drop_tool_calls(smollm2_tokenizer):

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import keyword
 import math
+import unicodedata
 from typing import Any, Mapping, Sequence
 
 from jaxtool.data.schema import ToolCall
@@ -67,8 +68,15 @@ def _py_literal(value: Any, where: str) -> str:
     raise ValueError(f"{where}: value of type {type(value).__name__} has no literal form")
 
 
+def _is_identifier(name: str) -> bool:
+    """A Python identifier that survives parsing unchanged: Python NFKC-normalises identifiers, so
+    e.g. `ª` (a valid identifier) would come back as `a`."""
+    return (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
+            and unicodedata.normalize("NFKC", name) == name)
+
+
 def _is_call_name(name: str) -> bool:
-    return bool(name) and all(p.isidentifier() and not keyword.iskeyword(p) for p in name.split("."))
+    return bool(name) and all(_is_identifier(p) for p in name.split("."))
 
 
 def render_pythonic_call(call: ToolCall) -> str:
@@ -76,7 +84,7 @@ def render_pythonic_call(call: ToolCall) -> str:
         raise ValueError(f"tool name {call.name!r} is not a (dotted) Python identifier")
     parts = []
     for k, v in call.arguments.items():
-        if not (isinstance(k, str) and k.isidentifier() and not keyword.iskeyword(k)):
+        if not _is_identifier(k):
             raise ValueError(f"argument name {k!r} of {call.name} is not a Python identifier")
         parts.append(f"{k}={_py_literal(v, f'{call.name}.{k}')}")
     return f"{call.name}({', '.join(parts)})"

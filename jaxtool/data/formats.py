@@ -1131,17 +1131,27 @@ def get_format(name: str, tokenizer=None, **options) -> ChatFormat:
     raise ConfigError(f"unknown chat format {name!r}{hint}; choose one of {list(FORMAT_NAMES)}")
 
 
-NOTES = """Format details inferred rather than read from a source:
+NOTES = """Format details inferred (or deliberately different from a source), per format:
 - llama3_json: several calls in one turn are joined with "; " (vLLM's llama3_json parser convention; Meta's
   template raises); an assistant message with text and calls is refused (Meta's template drops the text);
-  the date line uses the template's fallback "26 Jul 2024" (newer copies call strftime_now()).
+  the date line uses the template's fallback "26 Jul 2024" (newer copies call strftime_now()); a tool result
+  string is written raw, as Meta's prompt-format documentation shows — the HF template pipes any iterable
+  (in Jinja that includes strings) through tojson, which would JSON-quote it.
 - functionary_v3_llama3: arguments are serialised with json.dumps(ensure_ascii=False) (the template pastes the
-  OpenAI arguments string as given); oneOf types keep first-seen order (functionary uses an unordered set).
+  OpenAI arguments string as given); oneOf types keep first-seen order (functionary uses an unordered set);
+  parsing keeps the text of a ">>>all" block exactly (functionary strips it).
 - hermes: no default persona when tools exist without a system message (Qwen3's rule; Qwen2.5 inserts
-  "You are Qwen, ..."); text after the last </tool_call> is kept as content.
-- pythonic: text + calls in one message is written text, newline, call list; tool results are ChatML `tool` turns.
-- react: the whole layout (markers, "Available tools:" JSON lines, EOS after each assistant turn, thought of a
-  text reply from meta["thought"], pythonic Action with JSON fallback) — CALM-IT rows were not available.
+  "You are Qwen, ..."); text after the last </tool_call> is kept as content; tool names are JSON-escaped.
+- pythonic: text + calls in one message is written text, newline, call list (BFCL asks for calls only);
+  tool results are ChatML `tool` turns.
+- react: the whole layout — markers, "Available tools:" JSON lines, the EOS after each assistant turn, the
+  thought of a text reply taken from meta["thought"], pythonic Action with a JSON-list fallback — CALM-IT's
+  own rows were not available to read.
 - alpaca: multi-turn continuation blocks, "Available tools:" in the Instruction, API-Bank style
-  "API-Request: [...]" calls and "API-Response: ..." results.
+  "API-Request: [...]" calls and "API-Response: ..." results; plain-text formats get the tokenizer's own
+  automatic BOS (if it adds one) in front, as Alpaca's training did through tokenizer() defaults.
+- chat_template: end of an assistant turn = the last known end-of-turn marker in its rendered text; parse
+  guesses the call syntax (hermes, Llama JSON, pythonic).
+- all: a stop string or special token inside message text is refused at tokenization (it would become the
+  control token itself and end the turn mid-argument).
 """

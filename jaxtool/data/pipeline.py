@@ -334,6 +334,11 @@ class BatchDataset(grain.IterDataset):
         self.report = report
         self.config = config
 
+    @property
+    def local_batch_size(self) -> int:
+        """Rows per batch on this process (global_batch_size / process_count)."""
+        return self.plan.local_batch
+
     def __iter__(self) -> BatchIterator:
         return BatchIterator(self._parent.__iter__(), self.plan)
 
