@@ -163,8 +163,12 @@ def restore_params(ckpt_dir: str, cfg: LlamaConfig, shardings=None, step: int | 
             items, _ = ck.restore({"params": target}, step)
             return items["params"]
         spec = meta["lora"]
-        shapes = jax.eval_shape(lambda: lora.init_adapters(cfg, spec["rank"], spec["targets"], jax.random.key(0)))
+        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shapes = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev),
+            jax.eval_shape(lambda: lora.init_adapters(cfg, spec["rank"], spec["targets"], jax.random.key(0))))
         items, _ = ck.restore({"adapters": shapes}, step)
+        items["adapters"] = jax.device_get(items["adapters"])  # merged onto wherever the base lives
     finally:
         ck.close()
     from jaxtool.api import load_model

@@ -45,7 +45,7 @@ def pairs_dir(tmp_path_factory):
 
 def test_sft_drives_training_loss_near_zero(tiny_model_dir, tmp_path):
     c = cfg(tiny_model_dir, tmp_path / "sft", f"data.train=conversations:{SEEDS}", "data.limit=2",
-            "batch_size=2", "epochs=60", "optim.lr=3e-3", "optim.schedule=constant", "log_every=1")
+            "batch_size=2", "epochs=60", "optim.lr=5e-3", "optim.schedule=constant", "log_every=1")
     res = Trainer(c).run()
     losses = [m["loss"] for m in metrics(res.run_dir)]
     print(f"[sft] loss {losses[0]:.3f} -> {losses[-1]:.4f} in {len(losses)} steps")
@@ -110,8 +110,11 @@ def test_sharded_step_equals_single_device(tiny_model_dir, tmp_path, pairs_dir):
     assert eight.state.trainable["layers"]["w_up"].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
     np.testing.assert_allclose(r8.last_metrics["loss"], r1.last_metrics["loss"], rtol=1e-5)
     np.testing.assert_allclose(r8.last_metrics["grad_norm"], r1.last_metrics["grad_norm"], rtol=1e-4)
+    # Adam's first update is ~lr·sign(g): a gradient within rounding of zero can move its weight by
+    # up to lr differently under another reduction order, so updated weights agree to a fraction of lr.
     for x, y in zip(jax.tree.leaves(one.state.trainable), jax.tree.leaves(eight.state.trainable)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-6)
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-4)
+        assert np.mean(np.abs(np.asarray(x) - np.asarray(y)) > 2e-6) < 1e-3
 
 
 def test_lora_freezes_base_and_exports_merged_weights(tiny_model_dir, tmp_path):

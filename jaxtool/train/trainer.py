@@ -186,7 +186,8 @@ class Trainer:
             donate_argnums=(0,), out_shardings=(self.state_shardings, None))
         self._eval_step = jax.jit(lambda tr, b, fr, rp: steps.eval_step(tr, b, fr, rp, **kw))
         self._ref_step = jax.jit(lambda p, b: steps.pair_reference(p, b, self.model_cfg, self.max_turns))
-        self.reference = None
+        self.reference = self.valid_reference = None
+        self._reference_done = False
 
     def _max_turns(self) -> int:
         if self.cfg.loss.max_turns:
@@ -233,6 +234,21 @@ class Trainer:
             np.savez(path, **{f"{s}/{k}": v for s in ref for k, v in ref[s].items()})
         return ref
 
+    def _ensure_reference(self) -> None:
+        """Precompute reference log-probs once (train and held-out sets), cached in the run dir."""
+        c = self.cfg
+        if self._reference_done or not (c.data.kind == "preference" and steps.needs_reference(c.loss)
+                                        and c.loss.reference == "precomputed"):
+            return
+        t0 = time.time()
+        os.makedirs(c.run_dir, exist_ok=True)
+        self.reference = self._precompute_reference(self.train_ds, os.path.join(c.run_dir, "reference.npz"))
+        if self.valid_ds is not None:
+            self.valid_reference = self._precompute_reference(self.valid_ds,
+                                                              os.path.join(c.run_dir, "reference_valid.npz"))
+        self._reference_done = True
+        self.print(f"reference log-probs precomputed in {time.time() - t0:.1f}s")
+
     def _attach_reference(self, batch: dict, rows, ref) -> dict:
         B = batch["chosen"]["inputs"].shape[0]
         T = max(self.max_turns, 1)
@@ -253,6 +269,7 @@ class Trainer:
     def evaluate(self) -> dict | None:
         if self.valid_ds is None:
             return None
+        self._ensure_reference()
         totals: dict[str, float] = {}
         it = iter(self.valid_ds)
         with sharding.use_mesh(self.mesh):
@@ -323,13 +340,7 @@ class Trainer:
             self.tokenizer.save_pretrained(os.path.join(ckpt_dir, "tokenizer"))
         self.ckpt = checkpoint.Checkpointer(ckpt_dir, keep=c.keep)
         # reference log-probs: from the initial parameters, so before any checkpoint is restored
-        self.reference = self.valid_reference = None
-        if c.data.kind == "preference" and steps.needs_reference(c.loss) and c.loss.reference == "precomputed":
-            t0 = time.time()
-            self.reference = self._precompute_reference(self.train_ds, os.path.join(run_dir, "reference.npz"))
-            if self.valid_ds is not None:
-                self.valid_reference = self._precompute_reference(self.valid_ds, os.path.join(run_dir, "reference_valid.npz"))
-            self.print(f"reference log-probs precomputed in {time.time() - t0:.1f}s")
+        self._ensure_reference()
         start_step, data_state = self._restore() if resume else (0, None)
         if resume:
             self.print(f"resuming from step {start_step}" if start_step else "no checkpoint to resume: starting at step 0")
