@@ -159,6 +159,12 @@ def test_variables_answer_of_other_type_is_compared_exactly():
     ok(d, {"x": "data['sales']"}, {"x": ["data['sales']"]})
     bad(d, {"x": "data['Sales']"}, {"x": ["data['sales']"]}, "value_error:others")  # no normalisation
     bad(d, {"x": 3}, {"x": ["data['sales']"]}, "type_error:simple")
+    # a value of the doc's type is also compared exactly when the answers are of another type
+    # (live_multiple_595-158-1: a string parameter whose answer is the integer 2)
+    ds = doc({"n": P("string")}, ["n"])
+    ok(ds, {"n": "Two Rooms"}, {"n": [2, "Two Rooms"]})
+    bad(ds, {"n": "two rooms"}, {"n": [2, "Two Rooms"]}, "value_error:others")
+    ok(ds, {"n": "two rooms"}, {"n": ["Two Rooms", 2]})  # first answer a string: normalised comparison
 
 
 def test_none_answers_for_optional_typed_parameters():
