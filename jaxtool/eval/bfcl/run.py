@@ -6,6 +6,14 @@ The chat format and the tokenizer-side prompt builder are passed in (`fmt`, `pro
 loop runs with any object that has `fmt.parse(text)` / `fmt.stop_strings` and any function
 `prompt_ids(conv, fmt, tokenizer) -> list[int]`; the CLI takes them from
 `jaxtool.data.formats.get_format` and `jaxtool.data.tokenize.prompt_ids`.
+
+Example (the AST categories, BFCL's prompt-based mode, the embedded SmolLM2-135M-Instruct)::
+
+    jaxtool eval bfcl --model smollm2 --backend jax --format pythonic --out runs/eval/bfcl_smollm2 \
+        --categories simple_python,multiple,parallel,parallel_multiple,live_simple,live_multiple,live_parallel,live_parallel_multiple
+
+BFCL prompts are long (live_multiple up to ~7.4k, live_irrelevance up to ~8k SmolLM2 tokens in this
+style); `--max-prompt-tokens` turns prompts that leave no room for the answer into counted failures.
 """
 
 from __future__ import annotations
