@@ -1,0 +1,190 @@
+"""Scoring BFCL items: one verdict per item, per-category accuracy, BFCL's aggregates, the report,
+and scoring a predictions file from any model (`jaxtool eval bfcl-score`).
+
+Aggregates (`summarize`), named as BFCL's leaderboard names them:
+- `non_live_ast`: unweighted mean of simple, multiple, parallel, parallel_multiple accuracies
+  (BFCL's "simple" also averages simple_java and simple_javascript, which jaxtool does not run,
+  so here simple = simple_python);
+- `live_ast`: item-weighted accuracy over live_simple, live_multiple, live_parallel,
+  live_parallel_multiple (BFCL weights the live categories by size);
+- `irrelevance`: unweighted mean of irrelevance and live_irrelevance; `relevance`: live_relevance;
+- `overall_unweighted`: mean of the per-category accuracies of every category run;
+- `overall_weighted`: correct items / items over every category run.
+An aggregate lists the categories it used and those it lacked (`missing`); with `--limit` the
+numbers are on the first N items of each category (`complete: false`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+from jaxtool.data.sources.bfcl import AST_CATEGORIES, RELEVANCE_CATEGORIES, BFCLItem
+from jaxtool.errors import DataError
+from jaxtool.eval.bfcl.checker import Verdict, check_ast, check_relevance
+from jaxtool.eval.bfcl.decode import Call, DecodeError, calls_from_json, decode_json, decode_pythonic
+
+SYNTAXES = ("pythonic", "json")
+
+AGGREGATES = {
+    "non_live_ast": (("simple_python", "multiple", "parallel", "parallel_multiple"), "unweighted"),
+    "live_ast": (("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple"), "weighted"),
+    "irrelevance": (("irrelevance", "live_irrelevance"), "unweighted"),
+    "relevance": (("live_relevance",), "unweighted"),
+}
+
+
+def decode_text(text: str, syntax: str = "pythonic") -> list[Call] | DecodeError:
+    if syntax == "pythonic":
+        return decode_pythonic(text)
+    if syntax == "json":
+        return decode_json(text)
+    raise DataError(f"--format must be one of {SYNTAXES}, got {syntax!r}")
+
+
+def score_item(item: BFCLItem, calls: Sequence[Call] | DecodeError, *, underscore_names: bool = False) -> Verdict:
+    """The verdict for one item given the model's decoded calls (or why decoding failed)."""
+    if item.category in RELEVANCE_CATEGORIES:
+        return check_relevance(item.category, calls)
+    if item.ground_truth is None:
+        raise DataError(f"BFCL item {item.id}: category {item.category} needs a ground truth")
+    return check_ast(item.category, item.functions, calls, item.ground_truth, underscore_names=underscore_names)
+
+
+# ------------------------------------------------------------------------------------------------
+# summaries and reports
+# ------------------------------------------------------------------------------------------------
+
+def category_score(valid: Iterable[bool]) -> dict:
+    valid = list(valid)
+    correct = sum(1 for v in valid if v)
+    return {"correct": correct, "total": len(valid), "accuracy": correct / len(valid) if valid else float("nan")}
+
+
+def summarize(valid_by_category: Mapping[str, Sequence[bool]], *,
+              complete: Mapping[str, bool] | None = None) -> dict:
+    """Per-category scores plus BFCL's aggregates (see the module docstring)."""
+    cats = {c: category_score(v) for c, v in valid_by_category.items() if len(v)}
+    out: dict[str, Any] = {"categories": cats, "aggregates": {}}
+    for name, (members, rule) in AGGREGATES.items():
+        used = [c for c in members if c in cats]
+        if not used:
+            continue
+        if rule == "weighted":
+            correct = sum(cats[c]["correct"] for c in used)
+            total = sum(cats[c]["total"] for c in used)
+            acc = correct / total
+        else:
+            acc = sum(cats[c]["accuracy"] for c in used) / len(used)
+        out["aggregates"][name] = {"accuracy": acc, "rule": f"{rule} mean", "categories": used,
+                                   "missing": [c for c in members if c not in cats]}
+    if cats:
+        out["overall_unweighted"] = sum(c["accuracy"] for c in cats.values()) / len(cats)
+        total = sum(c["total"] for c in cats.values())
+        out["overall_weighted"] = sum(c["correct"] for c in cats.values()) / total
+        out["items"] = total
+    if complete is not None:
+        out["complete"] = all(complete.get(c, False) for c in cats)
+    return out
+
+
+def table_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    header = ["category", "correct", "total", "accuracy"]
+    rows: list[list[Any]] = []
+    for c, s in summary["categories"].items():
+        rows.append([c, s["correct"], s["total"], s["accuracy"]])
+    for name, a in summary["aggregates"].items():
+        label = f"{name} ({a['rule']}" + (f"; missing {', '.join(a['missing'])})" if a["missing"] else ")")
+        rows.append([label, "", "", a["accuracy"]])
+    if "overall_unweighted" in summary:
+        rows.append(["overall (unweighted mean of categories)", "", "", summary["overall_unweighted"]])
+        rows.append(["overall (item-weighted)", "", summary["items"], summary["overall_weighted"]])
+    return header, rows
+
+
+def write_bfcl_report(out_dir: str, records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
+                      name: str = "bfcl") -> dict[str, str]:
+    """`<name>_items.jsonl`, `<name>_summary.json`, `<name>.md`, `<name>.png` in out_dir."""
+    from jaxtool.eval.report import write_report
+
+    header, rows = table_rows(summary)
+    chart = {c: s["accuracy"] for c, s in summary["categories"].items()}
+    return write_report(out_dir, name, items=records, summary=summary, header=header, rows=rows, chart=chart,
+                        chart_title="BFCL accuracy per category")
+
+
+# ------------------------------------------------------------------------------------------------
+# predictions files
+# ------------------------------------------------------------------------------------------------
+
+def prediction_calls(row: Mapping[str, Any], syntax: str, where: str) -> list[Call] | DecodeError:
+    """The calls of one predictions row.
+
+    `{"id", "calls": [{"name", "arguments"}, ...]}` — already-parsed calls (`[]`: no call;
+    `null`: the output could not be parsed); `{"id", "text": "..."}` — raw output, decoded with
+    `syntax`; `{"id", "result": "..."}` — BFCL's own result files, read like "text".
+    """
+    if "calls" in row:
+        calls = row["calls"]
+        if calls is None:
+            return DecodeError(str(row.get("error") or "the output could not be parsed into calls"))
+        if not isinstance(calls, list):
+            raise DataError(f"{where}: field 'calls' must be a list of {{\"name\", \"arguments\"}} objects or null, "
+                            f"got {type(calls).__name__}")
+        decoded = calls_from_json(calls)
+        if isinstance(decoded, DecodeError):
+            raise DataError(f"{where}: field 'calls': {decoded.reason}")
+        return decoded
+    for key in ("text", "result"):
+        if key in row:
+            if not isinstance(row[key], str):
+                raise DataError(f"{where}: field {key!r} must be a string, got {type(row[key]).__name__}")
+            return decode_text(row[key], syntax)
+    raise DataError(f"{where}: expected a field 'calls' (a list) or 'text' (a string)")
+
+
+def read_predictions(path: str, known_ids: Iterable[str], category: str,
+                     syntax: str = "pythonic") -> dict[str, list[Call] | DecodeError]:
+    """id -> decoded calls, for a JSONL predictions file; unknown or repeated ids are errors naming the row."""
+    known = set(known_ids)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    out: dict[str, list[Call] | DecodeError] = {}
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, row {i}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not JSON ({e.msg} at char {e.pos})") from None
+            if not isinstance(row, Mapping) or not isinstance(row.get("id"), str):
+                raise DataError(f"{where}: expected an object with a string field 'id'")
+            rid = row["id"]
+            if rid not in known:
+                raise DataError(f"{where}: id {rid!r} is not an item of BFCL category {category}")
+            if rid in out:
+                raise DataError(f"{where}: id {rid!r} appears a second time")
+            out[rid] = prediction_calls(row, syntax, where)
+    return out
+
+
+def score_predictions(items: Sequence[BFCLItem], predictions: Mapping[str, list[Call] | DecodeError], *,
+                      underscore_names: bool = False) -> dict:
+    """One verdict per item, in dataset order; items without a prediction fail as "missing_prediction"."""
+    verdicts, missing = [], []
+    for item in items:
+        if item.id in predictions:
+            v = score_item(item, predictions[item.id], underscore_names=underscore_names)
+        else:
+            missing.append(item.id)
+            v = Verdict(False, "missing_prediction", "no prediction for this id")
+        verdicts.append({"id": item.id, **v.to_dict()})
+    score = category_score(v["valid"] for v in verdicts)
+    return {**score, "missing": len(missing), "missing_ids": missing, "verdicts": verdicts}
+
+
+__all__ = ["AST_CATEGORIES", "RELEVANCE_CATEGORIES", "SYNTAXES", "decode_text", "score_item", "summarize",
+           "table_rows", "write_bfcl_report", "read_predictions", "score_predictions", "prediction_calls"]
