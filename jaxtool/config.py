@@ -142,14 +142,35 @@ def _all_keys(cls, prefix="") -> list[str]:
     return keys
 
 
+# common names from other trainers -> ours (used only to suggest the right key)
+SYNONYMS = {
+    "learning_rate": "lr", "max_grad_norm": "grad_clip", "clip": "grad_clip", "num_epochs": "epochs",
+    "gradient_accumulation_steps": "grad_accum", "grad_accumulation": "grad_accum", "batch": "batch_size",
+    "train_batch_size": "batch_size", "max_seq_len": "max_length", "max_seq_length": "max_length",
+    "seq_len": "max_length", "lr_scheduler_type": "schedule", "scheduler": "schedule", "warmup": "warmup_steps",
+    "adam_beta1": "b1", "adam_beta2": "b2", "adam_epsilon": "eps", "lora_r": "rank", "r": "rank",
+    "lora_alpha": "alpha", "target_modules": "targets", "output_dir": "run_dir", "save_steps": "save_every",
+    "logging_steps": "log_every", "eval_steps": "eval_every", "loss_type": "type", "rho": "margin",
+}
+
+
 def _unknown(key: str, cls, where: str) -> ConfigError:
     keys = _all_keys(cls)
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-    if not close:  # match on the last component (e.g. "lr" -> "optim.lr")
-        last = key.rsplit(".", 1)[-1]
-        close = [k for k in keys if k.rsplit(".", 1)[-1] == last][:1] or \
-            difflib.get_close_matches(last, [k.rsplit(".", 1)[-1] for k in keys], n=1, cutoff=0.6)
-        close = [next(k for k in keys if k.endswith("." + close[0]) or k == close[0])] if close else []
+    *section, last = key.split(".")
+    prefix = ".".join(section) + "." if section else ""
+    in_section = [k for k in keys if k.startswith(prefix) and "." not in k[len(prefix):]] if prefix else \
+        [k for k in keys if "." not in k]
+    close: list[str] = []
+    target = SYNONYMS.get(last.lower().replace("-", "_"))
+    if target:
+        close = [k for k in in_section if k == prefix + target] or [k for k in keys if k.rsplit(".", 1)[-1] == target]
+    if not close and in_section:
+        names = [k[len(prefix):] for k in in_section]
+        close = [prefix + n for n in difflib.get_close_matches(last, names, n=1, cutoff=0.5)]
+    if not close:  # right name, wrong section (e.g. "lr" for "optim.lr")
+        close = [k for k in keys if k.rsplit(".", 1)[-1] == (target or last)]
+    if not close:
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"{where}: unknown key {key!r}{hint}")
 

@@ -99,6 +99,15 @@ def _reload(tiny_model_dir, run_dir, common):
     return t
 
 
+def assert_same_update(p, q, lr):
+    """Parameters after one AdamW step from the same start. Adam's first update is ~lr·sign(g), so a
+    gradient within float32 rounding of zero can move its weight by up to 2·lr differently under
+    another summation order; every other weight must agree to 1e-6 and at most 0.1% may differ."""
+    for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(q)):
+        d = np.abs(np.asarray(x) - np.asarray(y))
+        assert d.max() <= 2 * lr + 1e-6 and np.mean(d > 1e-6) < 1e-3
+
+
 def test_sharded_step_equals_single_device(tiny_model_dir, tmp_path, pairs_dir):
     common = ["data.kind=preference", f"data.train=diatool:{pairs_dir}/train.jsonl", "loss.type=diatool_dpo",
               "loss.reference=online", "batch_size=8", "max_steps=1", "optim.lr=1e-3", "data.limit=16"]
@@ -110,11 +119,7 @@ def test_sharded_step_equals_single_device(tiny_model_dir, tmp_path, pairs_dir):
     assert eight.state.trainable["layers"]["w_up"].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
     np.testing.assert_allclose(r8.last_metrics["loss"], r1.last_metrics["loss"], rtol=1e-5)
     np.testing.assert_allclose(r8.last_metrics["grad_norm"], r1.last_metrics["grad_norm"], rtol=1e-4)
-    # Adam's first update is ~lr·sign(g): a gradient within rounding of zero can move its weight by
-    # up to lr differently under another reduction order, so updated weights agree to a fraction of lr.
-    for x, y in zip(jax.tree.leaves(one.state.trainable), jax.tree.leaves(eight.state.trainable)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-4)
-        assert np.mean(np.abs(np.asarray(x) - np.asarray(y)) > 2e-6) < 1e-3
+    assert_same_update(one.state.trainable, eight.state.trainable, lr=1e-3)
 
 
 def test_lora_freezes_base_and_exports_merged_weights(tiny_model_dir, tmp_path):
@@ -161,8 +166,7 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_model_dir, tmp_path):
     b = Trainer(cfg(tiny_model_dir, tmp_path / "b", *common, "optim.grad_accum=2"))
     ra, rb = a.run(), b.run()
     np.testing.assert_allclose(ra.last_metrics["loss"], rb.last_metrics["loss"], rtol=1e-5)
-    for x, y in zip(jax.tree.leaves(a.state.trainable), jax.tree.leaves(b.state.trainable)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+    assert_same_update(a.state.trainable, b.state.trainable, lr=1e-3)
 
 
 def test_config_errors_name_the_key(tmp_path):
