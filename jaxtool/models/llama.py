@@ -408,46 +408,80 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rot * sin
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, chunk: int | None = None) -> jax.Array:
     """Grouped-query attention.
 
     q [B, S, H, Dh]; k, v [B, T, K, Dh]; mask [B, S, T] bool (True = may attend).
-    Scores in the compute dtype, softmax in float32 (as HF). Returns [B, S, H, Dh].
+    The G = H/K query heads sharing a KV head are folded into the query axis ([B, K, G·S, Dh]), so
+    each KV head is one batched matmul and K/V are never repeated. Scores in the compute dtype,
+    softmax in float32 (as HF).
+
+    chunk: for causal self-attention (S == T), queries are processed in blocks of `chunk` that only
+    look at keys up to the block's end — the upper triangle is never computed. The mask still
+    applies inside each block, so padding and packed segments work unchanged.
     """
     B, S, H, Dh = q.shape
-    K = k.shape[2]
+    T, K = k.shape[1], k.shape[2]
     G = H // K
-    qg = q.reshape(B, S, K, G, Dh)
-    scores = jnp.einsum("bskgd,btkd->bkgst", qg, k) * jnp.asarray(Dh ** -0.5, q.dtype)
-    scores = scores.astype(jnp.float32)
-    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgst,btkd->bskgd", probs, v)
-    return out.reshape(B, S, H, Dh)
+    kk = k.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
+    vv = v.transpose(0, 2, 1, 3)
+    scale = jnp.asarray(Dh ** -0.5, q.dtype)
+    neg = jnp.finfo(jnp.float32).min
+
+    def block(q_blk, m_blk, t_end):  # q_blk [B, C, H, Dh], m_blk [B, C, t_end]
+        C = q_blk.shape[1]
+        qg = q_blk.reshape(B, C, K, G, Dh).transpose(0, 2, 3, 1, 4).reshape(B, K, G * C, Dh)
+        s = jnp.einsum("bkqd,bktd->bkqt", qg, kk[:, :, :t_end]) * scale
+        m = jnp.broadcast_to(m_blk[:, None, None], (B, 1, G, C, t_end)).reshape(B, 1, G * C, t_end)
+        s = jnp.where(m, s.astype(jnp.float32), neg)
+        pr = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+        o = jnp.einsum("bkqt,bktd->bkqd", pr, vv[:, :, :t_end])
+        return o.reshape(B, K, G, C, Dh).transpose(0, 3, 1, 2, 4).reshape(B, C, H, Dh)
+
+    if not chunk or S != T or S <= chunk or S % chunk:
+        return block(q, mask, T)
+    return jnp.concatenate([block(q[:, i:i + chunk], mask[:, i:i + chunk, :i + chunk], i + chunk)
+                            for i in range(0, S, chunk)], axis=1)
 
 
-# einsums of each projection: (x @ W, x @ A, (x A) @ B). LoRA adapters live next to their weight in
-# the layer dict as "<name>_lora_a" / "<name>_lora_b" (see jaxtool.models.lora).
+def attention_chunk(seq_len: int) -> int:
+    """Query block size for causal training attention (≤ 32 blocks per layer)."""
+    return max(128, -(-seq_len // 32))
+
+
+# Each projection as (number of input dims of the weight, its einsum for documentation). Weights
+# keep their head-split layout (wq [D, H, Dh], wo [H, Dh, D]) for sharding; the matmul itself is
+# done on 2-D views ([tokens, in] @ [in, out]), which XLA's CPU backend differentiates much faster
+# than the equivalent multi-dimensional einsum. LoRA adapters live next to their weight in the layer
+# dict as "<name>_lora_a" [.., in.., r] / "<name>_lora_b" [.., r, out..] (see jaxtool.models.lora).
 PROJ_EINSUMS = {
-    "wq": ("bsd,dhk->bshk", "bsd,dr->bsr", "bsr,rhk->bshk"),
-    "wk": ("bsd,dhk->bshk", "bsd,dr->bsr", "bsr,rhk->bshk"),
-    "wv": ("bsd,dhk->bshk", "bsd,dr->bsr", "bsr,rhk->bshk"),
-    "wo": ("bshk,hkd->bsd", "bshk,hkr->bsr", "bsr,rd->bsd"),
-    "w_gate": ("bsd,df->bsf", "bsd,dr->bsr", "bsr,rf->bsf"),
-    "w_up": ("bsd,df->bsf", "bsd,dr->bsr", "bsr,rf->bsf"),
-    "w_down": ("bsf,fd->bsd", "bsf,fr->bsr", "bsr,rd->bsd"),
+    "wq": (1, "bsd,dhk->bshk"),
+    "wk": (1, "bsd,dhk->bshk"),
+    "wv": (1, "bsd,dhk->bshk"),
+    "wo": (2, "bshk,hkd->bsd"),
+    "w_gate": (1, "bsd,df->bsf"),
+    "w_up": (1, "bsd,df->bsf"),
+    "w_down": (1, "bsf,fd->bsd"),
 }
+
+
+def _matmul(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
+    """Contract the last n_in dims of x with the first n_in dims of w, as one 2-D matmul."""
+    lead, inner = x.shape[:-n_in], x.shape[-n_in:]
+    out = w.shape[n_in:]
+    y = x.reshape(-1, math.prod(inner)) @ w.reshape(math.prod(inner), math.prod(out))
+    return y.reshape(lead + out)
 
 
 def proj(x: jax.Array, p: Mapping[str, jax.Array], name: str, cfg: "LlamaConfig") -> jax.Array:
     """x @ W (+ lora_scale · (x @ A) @ B when the layer carries adapters for W)."""
     dtype = cfg.compute_dtype
-    eq, eq_a, eq_b = PROJ_EINSUMS[name]
-    y = jnp.einsum(eq, x, p[name].astype(dtype))
+    n_in = PROJ_EINSUMS[name][0]
+    y = _matmul(x, p[name].astype(dtype), n_in)
     a = p.get(name + "_lora_a")
     if a is not None:
-        low = jnp.einsum(eq_a, x, a.astype(dtype))
-        y = y + jnp.asarray(cfg.lora_scale, dtype) * jnp.einsum(eq_b, low, p[name + "_lora_b"].astype(dtype))
+        low = _matmul(x, a.astype(dtype), n_in)
+        y = y + jnp.asarray(cfg.lora_scale, dtype) * _matmul(low, p[name + "_lora_b"].astype(dtype), 1)
     return y
 
 
@@ -472,7 +506,7 @@ def block(x: jax.Array, p: Mapping[str, jax.Array], cos, sin, mask, cfg: LlamaCo
     """One transformer block (pre-norm attention + pre-norm SwiGLU), x [B, S, D]."""
     h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
     q, k, v = _qkv(h, p, cos, sin, cfg)
-    attn = attention(q, k, v, mask)
+    attn = attention(q, k, v, mask, chunk=attention_chunk(x.shape[1]))
     x = x + proj(attn, p, "wo", cfg)
     x = constrain(x, ("batch", "seq", "act_embed"))
     h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
@@ -560,36 +594,71 @@ def cache_axes() -> dict:
     return {"k": ax, "v": ax}
 
 
+def cached_attention(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, k_new: jax.Array, v_new: jax.Array,
+                     start: jax.Array) -> jax.Array:
+    """Attention of T new tokens over a row's cached keys (slots < start[b]) and, causally, over
+    themselves — without copying the cache: the two score blocks share one float32 softmax.
+
+    q [B, T, H, Dh]; k_cache, v_cache [B, S, K, Dh]; k_new, v_new [B, T, K, Dh]; start [B].
+    """
+    B, T, H, Dh = q.shape
+    S, K = k_cache.shape[1], k_cache.shape[2]
+    G = H // K
+    scale = jnp.asarray(Dh ** -0.5, q.dtype)
+    neg = jnp.finfo(jnp.float32).min
+    qg = q.reshape(B, T, K, G, Dh).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, Dh)
+    s_old = jnp.einsum("bkqd,bskd->bkqs", qg, k_cache.astype(q.dtype)) * scale
+    s_new = jnp.einsum("bkqd,btkd->bkqt", qg, k_new) * scale
+    old_ok = (jnp.arange(S)[None, :] < start[:, None])[:, None, None, :]             # [B, 1, 1, S]
+    causal = jnp.tile(jnp.arange(T)[:, None] >= jnp.arange(T)[None, :], (G, 1))       # [G*T, T]
+    s_old = jnp.where(old_ok, s_old.astype(jnp.float32), neg)
+    s_new = jnp.where(causal[None, None], s_new.astype(jnp.float32), neg)
+    m = jnp.maximum(jnp.max(s_old, axis=-1, keepdims=True), jnp.max(s_new, axis=-1, keepdims=True))
+    p_old, p_new = jnp.exp(s_old - m), jnp.exp(s_new - m)
+    denom = jnp.sum(p_old, axis=-1, keepdims=True) + jnp.sum(p_new, axis=-1, keepdims=True)
+    dtype = v_new.dtype
+    o = (jnp.einsum("bkqs,bskd->bkqd", (p_old / denom).astype(dtype), v_cache.astype(dtype))
+         + jnp.einsum("bkqt,btkd->bkqd", (p_new / denom).astype(dtype), v_new))
+    return o.reshape(B, K, G, T, Dh).transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
+
+
 def forward_cached(params, tokens: jax.Array, cache: Mapping[str, jax.Array], start: jax.Array,
-                   cfg: LlamaConfig) -> tuple[jax.Array, dict]:
+                   cfg: LlamaConfig, prefill: bool = False) -> tuple[jax.Array, dict]:
     """Run tokens [B, T] whose row b starts at cache offset start[b]; return (logits [B, T, V], cache).
 
-    Keys/values of the new tokens are written into the cache at start[b] + (0..T-1); token t of
-    row b attends to cache slots 0 … start[b] + t. Right-padded prompts therefore need no mask:
-    a row's padding sits after its real tokens and is overwritten as decoding proceeds.
+    Token t of row b attends to the row's cached slots < start[b] and to new tokens ≤ t; then the
+    new keys/values are written into the cache at start[b] + (0..T-1), in place when the caller
+    donates the cache. Right-padded prompts need no mask: a row's padding sits after its real
+    tokens and is overwritten as decoding proceeds.
+
+    prefill=True (static): the rows' caches are empty (start = 0); attention is plain causal
+    self-attention over the new tokens (chunked for long prompts) and the cache is not read.
     """
     B, T = tokens.shape
-    max_len = cache["k"].shape[2]
     start = start.astype(jnp.int32)
     positions = start[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
     cos, sin = rope_tables(positions, rope_inv_freq(cfg))
-    mask = jnp.arange(max_len)[None, None, :] <= positions[:, :, None]  # [B, T, max_len]
     x = embed_tokens(params, tokens, cfg)
-    dtype = cfg.compute_dtype
-
-    def write(c, new):  # c [B, max_len, K, Dh], new [B, T, K, Dh]
-        return jax.vmap(lambda cb, nb, s: jax.lax.dynamic_update_slice(cb, nb.astype(cb.dtype), (s, 0, 0)))(c, new, start)
+    self_mask = make_mask(None, B, T) if prefill else None
+    cache_dtype = cache["k"].dtype
 
     def body(h, layer):
         p, ck, cv = layer
         hn = rms_norm(h, p["attn_norm"], cfg.rms_norm_eps)
         q, k, v = _qkv(hn, p, cos, sin, cfg)
-        ck, cv = write(ck, k), write(cv, v)
-        attn = attention(q, ck.astype(dtype), cv.astype(dtype), mask)
+        if prefill:
+            attn = attention(q, k, v, self_mask, chunk=attention_chunk(T))
+        else:
+            attn = cached_attention(q, ck, cv, k, v, start)
         h = h + proj(attn, p, "wo", cfg)
         hn = rms_norm(h, p["mlp_norm"], cfg.rms_norm_eps)
         h = h + _mlp(hn, p, cfg)
-        return h, (ck, cv)
+        return h, (k.astype(cache_dtype), v.astype(cache_dtype))
 
     x, (ks, vs) = jax.lax.scan(body, x, (params["layers"], cache["k"], cache["v"]))
-    return unembed(params, x, cfg), {"k": ks, "v": vs}
+
+    def write(c, new):  # c [L, B, S, K, Dh], new [L, B, T, K, Dh]: row b at offset start[b]
+        return jax.vmap(lambda cb, nb, s: jax.lax.dynamic_update_slice(cb, nb, (0, s, 0, 0)),
+                        in_axes=(1, 1, 0), out_axes=1)(c, new, start)
+
+    return unembed(params, x, cfg), {"k": write(cache["k"], ks), "v": write(cache["v"], vs)}
