@@ -15,7 +15,6 @@ COMMANDS = [
     ("quickstart", "jaxtool.commands.quickstart"),
     ("train", "jaxtool.train.cli"),
     ("convert", "jaxtool.commands.convert"),
-    ("chat", "jaxtool.commands.chat"),
     ("data", "jaxtool.data.cli"),
     ("eval", "jaxtool.eval.cli"),
     ("bench", "jaxtool.bench"),

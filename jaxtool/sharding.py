@@ -206,6 +206,16 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def initialize_distributed(**kwargs) -> None:
     """Multi-host start-up (TPU pods, multi-node GPU): call once per process before anything else.
-    On TPU the coordinator is discovered automatically; elsewhere pass coordinator_address,
-    num_processes and process_id (or set the JAX_COORDINATOR_* environment variables)."""
+
+    On TPU and under SLURM / Open MPI, JAX discovers the cluster by itself. Otherwise set
+    JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID, or pass
+    coordinator_address / num_processes / process_id."""
+    import os
+
+    env = {"coordinator_address": os.environ.get("JAX_COORDINATOR_ADDRESS"),
+           "num_processes": os.environ.get("JAX_NUM_PROCESSES"),
+           "process_id": os.environ.get("JAX_PROCESS_ID")}
+    for k, v in env.items():
+        if v is not None and k not in kwargs:
+            kwargs[k] = int(v) if k != "coordinator_address" else v
     jax.distributed.initialize(**kwargs)

@@ -165,7 +165,10 @@ def test_scan_remat_and_unrolled_agree(jax_case):
     grad = jax.jit(jax.grad(lambda p, cfg: jnp.mean(llama.forward(p, ids, cfg) ** 2)), static_argnums=1)
     g0 = grad(m.params, m.config)
     g1 = grad(m.params, m.config.replace(remat="full"))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6), g0, g1)
+    # remat recomputes the forward inside the backward, so float32 sums may associate differently:
+    # agreement relative to each gradient's scale
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                                                         atol=1e-4 * float(np.abs(np.asarray(b)).max())), g0, g1)
 
 
 def test_bf16_compute_with_fp32_params_tracks_fp32(jax_case):

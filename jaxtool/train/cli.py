@@ -27,12 +27,19 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host run: call jax.distributed.initialize() first (see launch/)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from jaxtool.config import dump_yaml, load_config
     from jaxtool.errors import ConfigError
+
+    if args.distributed:
+        from jaxtool.sharding import initialize_distributed
+
+        initialize_distributed()
 
     overrides = list(args.overrides)
     path = args.config

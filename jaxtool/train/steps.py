@@ -148,7 +148,7 @@ def train_step(state: TrainState, batch, frozen, ref_params, *, cfg: llama.Llama
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
-    metrics = {"loss": loss_sum / denom, "grad_norm": optax.global_norm(grads), "count": count}
+    metrics = {"loss": loss_sum / denom, "grad_norm": optax.tree.norm(grads), "count": count}
     metrics.update({k: v / denom for k, v in sums.items() if k not in ("tokens", "nll_sum")})
     metrics["tokens"] = sums["tokens"]
     if schedule is not None:
