@@ -28,5 +28,5 @@ def test_jax_and_hf_backends_give_identical_bfcl_verdicts(fmt_name):
     theirs = run_items(items, HFBackend.load("smollm2", batch_size=8), fmt, prompt_ids, **kw)
     assert [r["id"] for r in ours] == [r["id"] for r in theirs]
     for a, b in zip(ours, theirs):
-        assert a["text"] == b["text"], a["id"]          # greedy generations are identical ...
+        assert a["output"] == b["output"], a["id"]      # greedy generations are identical ...
         assert (a["valid"], a["error_type"]) == (b["valid"], b["error_type"]), a["id"]  # ... and so are verdicts
