@@ -62,3 +62,24 @@ def tiny_model_dir(tmp_path_factory):
     LlamaForCausalLM(hc).save_pretrained(d)
     tok.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def smollm2_model():
+    """The embedded SmolLM2-135M-Instruct as a jaxtool Model (loaded once per test session)."""
+    import jaxtool
+
+    return jaxtool.load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf():
+    """transformers' own load of the same GGUF file (PyTorch, float32): the reference oracle."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from jaxtool.models.gguf import embedded_gguf_path
+
+    d, f = os.path.split(embedded_gguf_path())
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(d, gguf_file=f)

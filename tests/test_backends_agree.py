@@ -17,15 +17,13 @@ FIX = os.path.join(os.path.dirname(__file__), "fixtures", "bfcl")
 
 
 @pytest.mark.parametrize("fmt_name", ["pythonic"])
-def test_jax_and_hf_backends_give_identical_bfcl_verdicts(fmt_name):
-    import jaxtool
-
+def test_jax_and_hf_backends_give_identical_bfcl_verdicts(fmt_name, smollm2_model, smollm2_hf):
     items = read_category("simple_python", root=FIX, limit=3) + read_category("irrelevance", root=FIX, limit=2)
-    model = jaxtool.load_model("smollm2")
+    model = smollm2_model
     fmt = get_format(fmt_name, tokenizer=model.tokenizer)
     kw = dict(style="prompting", batch_size=8, max_new_tokens=40, progress=False)
     ours = run_items(items, JaxBackend(model, batch_size=8), fmt, prompt_ids, **kw)
-    theirs = run_items(items, HFBackend.load("smollm2", batch_size=8), fmt, prompt_ids, **kw)
+    theirs = run_items(items, HFBackend(*smollm2_hf, batch_size=8), fmt, prompt_ids, **kw)
     assert [r["id"] for r in ours] == [r["id"] for r in theirs]
     for a, b in zip(ours, theirs):
         assert a["output"] == b["output"], a["id"]      # greedy generations are identical ...

@@ -28,8 +28,8 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="module")
-def smol():
-    return jaxtool.load_model("smollm2")
+def smol(smollm2_model):
+    return smollm2_model
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,14 @@ def prompts(smol):
                                     return_dict=True)["input_ids"] for q in QUESTIONS]
 
 
-def test_greedy_equals_transformers_generate_on_20_prompts(smol, prompts):
+@pytest.fixture(scope="module")
+def hf_backend(smollm2_hf):
+    return HFBackend(*smollm2_hf, batch_size=20)
+
+
+def test_greedy_equals_transformers_generate_on_20_prompts(smol, prompts, hf_backend):
     ours = JaxBackend(smol, batch_size=20).generate(prompts, max_new_tokens=20)
-    hf = HFBackend.load("smollm2", batch_size=20).generate(prompts, max_new_tokens=20)
+    hf = hf_backend.generate(prompts, max_new_tokens=20)
     mismatches = [i for i, (a, b) in enumerate(zip(ours, hf)) if a.token_ids != b.token_ids]
     assert not mismatches, [(QUESTIONS[i], ours[i].text, hf[i].text) for i in mismatches]
     assert ours[0].text.startswith("The capital of France is Paris")

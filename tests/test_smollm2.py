@@ -26,16 +26,13 @@ CHATS = [
 
 
 @pytest.fixture(scope="module")
-def hf_ref():
-    d, f = os.path.split(embedded_gguf_path())
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-    return model, tok
+def hf_ref(smollm2_hf):
+    return smollm2_hf
 
 
 @pytest.fixture(scope="module")
-def ours():
-    return jaxtool.load_model("smollm2")
+def ours(smollm2_model):
+    return smollm2_model
 
 
 def test_gguf_weights_bit_identical_to_transformers_loader(hf_ref):
