@@ -108,6 +108,7 @@ class TrainConfig:
     log_every: int = 1
     eval_every: int = 0            # 0 = only at the end (when data.valid is set)
     export_hf: bool = False        # write <run_dir>/hf at the end (LoRA merged)
+    selective_logits: bool = True  # output layer + softmax only at trained (assistant) positions
     progress: bool = True
 
 

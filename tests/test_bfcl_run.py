@@ -288,3 +288,13 @@ def test_eval_group_help_and_missing_benchmarks(monkeypatch, capsys):
     with pytest.warns(UserWarning, match="register_report"):
         parser = cli.build_parser()
     assert parser is not None
+
+
+def test_fc_style_parse_error_from_a_real_format_is_undecodable():
+    from jaxtool.data.formats import get_format
+    from jaxtool.eval.bfcl.decode import DecodeError
+    from jaxtool.eval.bfcl.run import decode_completion
+
+    out = decode_completion('<tool_call>\n{"name": "f", "arguments": {"x": 1-2-3-}}\n</tool_call>',
+                            get_format("hermes"), "fc")
+    assert isinstance(out, DecodeError)

@@ -354,3 +354,14 @@ def test_progress_bar_goes_to_stderr(capsys):
     evaluate_dialogs([_trajectory()], ScriptedBackend(_respond), FakeFormat(), prompt_fn=fake_prompt_ids, progress=True)
     err = capsys.readouterr().err
     assert "dialog turns" in err and "5/5" in err
+
+
+def test_malformed_tool_call_from_the_real_hermes_parser_is_an_attempted_call():
+    """The hermes parser returns a (falsy) ParseError for a <tool_call> whose body is not JSON: the
+    judge must see it as a malformed call — a decline turn with such a reply fails."""
+    from jaxtool.data.formats import get_format
+    from jaxtool.eval.judge import Prediction
+
+    text = '<tool_call>\n{"name": "convert_units", "arguments": {"amount": 2025-11-03}}\n</tool_call>'
+    pred = Prediction.from_reply(text, get_format("hermes").parse(text))
+    assert pred.error and "not JSON" in pred.error and not pred.tool_calls

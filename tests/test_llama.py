@@ -144,13 +144,19 @@ def test_kv_cache_prefill_and_decode_equal_full_forward(jax_case):
     logits, cache = step_fn(m.params, jnp.asarray(prompt), cache, jnp.zeros(2, jnp.int32), cfg)
     for i, n in enumerate(lengths):
         assert np.abs(np.asarray(logits[i, :n]) - full[i][:n]).max() <= 1e-4
-    pos = jnp.asarray(lengths)
-    for step in range(6):  # feed the true continuation token by token, each row at its own offset
-        tok = jnp.asarray([[seqs[i][lengths[i] + step]] for i in range(2)], jnp.int32)
-        logits, cache = step_fn(m.params, tok, cache, pos, cfg)
-        for i in range(2):
-            assert np.abs(np.asarray(logits[i, 0]) - full[i][lengths[i] + step]).max() <= 1e-4
-        pos = pos + 1
+    pos0 = jnp.asarray(lengths)
+    # the per-layer layout (unstacked weights, one cache buffer per layer) must decode identically
+    up = llama.unstack_layers(m.params)
+    cache_pl = llama.init_cache(cfg, 2, 32, per_layer=True)
+    _, cache_pl = step_fn(up, jnp.asarray(prompt), cache_pl, jnp.zeros(2, jnp.int32), cfg)
+    for params, c in ((m.params, cache), (up, cache_pl)):
+        pos = pos0
+        for step in range(6):  # feed the true continuation token by token, each row at its own offset
+            tok = jnp.asarray([[seqs[i][lengths[i] + step]] for i in range(2)], jnp.int32)
+            logits, c = step_fn(params, tok, c, pos, cfg)
+            for i in range(2):
+                assert np.abs(np.asarray(logits[i, 0]) - full[i][lengths[i] + step]).max() <= 1e-4
+            pos = pos + 1
 
 
 def test_scan_remat_and_unrolled_agree(jax_case):

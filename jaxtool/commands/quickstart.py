@@ -44,11 +44,12 @@ class QuickstartConfig:
     out: str = "runs/quickstart"
     model: str = "smollm2"
     format: str = "hermes"
-    heldout_fraction: float = 0.08    # share of the bundled dialogues held out for evaluation
-    sft_dialogues: int = 24           # training dialogues used for SFT (0 = all)
-    dpo_pairs: int = 26               # trajectory pairs used for DiaTool-DPO (stratified over pair kinds)
+    heldout_fraction: float = 0.05    # share of the bundled dialogues held out for evaluation
+    sft_dialogues: int = 12           # bundled (call) dialogues used for SFT (0 = all)
+    sft_variants: int = 8             # + chosen slot-filling / out-of-tool trajectories built from them
+    dpo_pairs: int = 12               # trajectory pairs used for DiaTool-DPO (stratified over pair kinds)
     max_length: int = 768
-    eval_max_new_tokens: int = 96
+    eval_max_new_tokens: int = 64
     eval_batch_size: int = 8
     seed: int = 0
     sft: TrainConfig = dataclasses.field(default_factory=lambda: _train(
@@ -101,11 +102,29 @@ def prepare_data(qc: QuickstartConfig, data_dir: str) -> dict:
     held_ids = sorted({c.meta["id"] for c in convs} - set(train_ids))
     rng = random.Random(qc.seed)
     sft_ids = sorted(rng.sample(train_ids, min(len(train_ids), qc.sft_dialogues or len(train_ids))))
+    # SFT: the call dialogues themselves, plus the *chosen* side of slot-filling (Type 2) and
+    # out-of-tool (Type 3) pairs of other training dialogues, so SFT also shows asking and declining
+    variant_pool = [p for p in train_pairs if p["type"] in (2, 3) and p["seed_id"] not in sft_ids]
+    rng.shuffle(variant_pool)
+    variants, seen = [], set()
+    by_type = {t: [p for p in variant_pool if p["type"] == t] for t in (2, 3)}
+    while len(variants) < qc.sft_variants and any(by_type.values()):
+        for t in (2, 3):
+            while by_type[t] and len(variants) < qc.sft_variants:
+                p = by_type[t].pop()
+                if p["seed_id"] in seen:
+                    continue
+                seen.add(p["seed_id"])
+                variants.append(p)
+                break
     sft_path = os.path.join(data_dir, "sft.jsonl")
     with open(sft_path, "w", encoding="utf-8") as fh:
         for c in convs:
             if c.meta["id"] in sft_ids:
                 fh.write(c.to_json() + "\n")
+        for p in variants:
+            side = p["chosen"] if isinstance(p["chosen"], dict) else json.loads(p["chosen"])
+            fh.write(json.dumps({**side, "meta": {"id": f"{p['seed_id']}:{p['kind']}"}}, ensure_ascii=False) + "\n")
     # DPO pairs: round-robin over pair kinds so every Table 1 row is represented
     by_kind: dict[str, list] = {}
     for p in train_pairs:
@@ -124,19 +143,21 @@ def prepare_data(qc: QuickstartConfig, data_dir: str) -> dict:
     flows_path = os.path.join(pairs_dir, "valid_flows.jsonl")
     return {"sft": sft_path, "dpo": dpo_path, "heldout_flows": flows_path, "pairs_dir": pairs_dir,
             "n_dialogues": len(convs), "n_seeds": seed_report.kept, "train_ids": train_ids, "heldout_ids": held_ids,
-            "sft_ids": sft_ids, "n_pairs_built": sum(stats.pairs.values()), "n_dpo": len(chosen),
+            "sft_ids": sft_ids, "sft_variants": [f"{p['seed_id']}:{p['kind']}" for p in variants],
+            "n_pairs_built": sum(stats.pairs.values()), "n_dpo": len(chosen),
             "dpo_kinds": sorted({p["kind"] for p in chosen})}
 
 
 def evaluate(model_dir: str, flows_path: str, qc: QuickstartConfig, progress: bool, tag: str) -> dict:
     from jaxtool.data.formats import get_format
     from jaxtool.eval.dialog import evaluate_dialogs
-    from jaxtool.eval.dialog_data import load_dialogs
+    from jaxtool.data.schema import Conversation
     from jaxtool.sample.jax_backend import JaxBackend
 
     backend = JaxBackend.load(model_dir, batch_size=qc.eval_batch_size)
     fmt = get_format(qc.format, tokenizer=backend.tokenizer)
-    convs = list(load_dialogs(f"diatool:{flows_path}"))
+    with open(flows_path, encoding="utf-8") as fh:  # the builder's held-out chosen trajectories
+        convs = [Conversation.from_dict(json.loads(ln)) for ln in fh if ln.strip()]
     res = evaluate_dialogs(convs, backend, fmt, batch_size=qc.eval_batch_size, max_new_tokens=qc.eval_max_new_tokens,
                            progress=progress)
     out = os.path.join(qc.out, "eval", tag)
@@ -173,7 +194,7 @@ def stage_config(qc: QuickstartConfig, base: TrainConfig, model_path: str, name:
     c = copy.deepcopy(base)
     c.model.path = model_path
     c.data.kind, c.data.train, c.data.format, c.data.max_length = kind, train, qc.format, qc.max_length
-    c.data.bucket_multiple = 64
+    c.data.bucket_multiple = qc.max_length  # one shape: one compilation per stage
     c.run_dir, c.export_hf, c.progress, c.seed = os.path.join(qc.out, name), True, progress, qc.seed
     return c
 
@@ -212,8 +233,9 @@ def run(args) -> int:
     t = stage("2/7 data: bundled dialogues -> SFT set + DiaTool-DPO trajectory pairs")
     data = prepare_data(qc, os.path.join(qc.out, "data"))
     print(f"{data['n_dialogues']} dialogues: {len(data['train_ids'])} train, {len(data['heldout_ids'])} held out "
-          f"({', '.join(data['heldout_ids'])})\n{data['n_pairs_built']} pairs built; SFT on {len(data['sft_ids'])} "
-          f"dialogues, DiaTool-DPO on {data['n_dpo']} pairs of {len(data['dpo_kinds'])} kinds")
+          f"({', '.join(data['heldout_ids'])})\n{data['n_pairs_built']} trajectory pairs built; SFT on "
+          f"{len(data['sft_ids'])} call dialogues + {len(data['sft_variants'])} slot-filling/out-of-tool "
+          f"trajectories; DiaTool-DPO on {data['n_dpo']} pairs of {len(data['dpo_kinds'])} kinds")
     timings["data"] = time.time() - t
 
     t = stage("3/7 evaluate the base model on held-out dialogue flows")

@@ -64,10 +64,10 @@ class Prediction:
     @classmethod
     def from_reply(cls, text: str, reply: Any) -> "Prediction":
         """From a chat format's `Reply(content, tool_calls, error)` (duck-typed)."""
-        err = getattr(reply, "error", None)
+        err = getattr(reply, "error", None)  # a ParseError is falsy by design: test against None
         return cls(text=text, content=getattr(reply, "content", None),
                    tool_calls=tuple(getattr(reply, "tool_calls", None) or ()),
-                   error=str(err) if err else None)
+                   error=None if err is None else str(getattr(err, "reason", err)))
 
     def to_dict(self) -> dict:
         return {"content": self.content, "tool_calls": [_call_dict(c) for c in self.tool_calls],

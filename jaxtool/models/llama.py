@@ -408,10 +408,12 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rot * sin
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, chunk: int | None = None) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, chunk: int | None = None,
+              heads_first: bool = False) -> jax.Array:
     """Grouped-query attention.
 
-    q [B, S, H, Dh]; k, v [B, T, K, Dh]; mask [B, S, T] bool (True = may attend).
+    q [B, S, H, Dh]; k, v [B, T, K, Dh] (or [B, K, T, Dh] with heads_first); mask [B, S, T] bool
+    (True = may attend).
     The G = H/K query heads sharing a KV head are folded into the query axis ([B, K, G·S, Dh]), so
     each KV head is one batched matmul and K/V are never repeated. Scores in the compute dtype,
     softmax in float32 (as HF).
@@ -421,10 +423,12 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, chunk: 
     applies inside each block, so padding and packed segments work unchanged.
     """
     B, S, H, Dh = q.shape
-    T, K = k.shape[1], k.shape[2]
+    if heads_first:  # k, v already [B, K, T, Dh] (the KV-cache layout)
+        kk, vv = k, v
+    else:
+        kk, vv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
+    K, T = kk.shape[1], kk.shape[2]
     G = H // K
-    kk = k.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
-    vv = v.transpose(0, 2, 1, 3)
     scale = jnp.asarray(Dh ** -0.5, q.dtype)
     neg = jnp.finfo(jnp.float32).min
 
@@ -582,15 +586,23 @@ def forward(params, tokens: jax.Array, cfg: LlamaConfig, positions: jax.Array | 
 # KV cache (incremental decoding)
 # ============================================================================================
 
-def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> dict:
-    """Empty cache: k, v [L, B, max_len, K, Dh] in the compute dtype."""
+def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None, per_layer: bool = False) -> dict:
+    """Empty cache: k, v [L, B, K, max_len, Dh] in the compute dtype (heads before positions, so
+    attention reads each head's keys contiguously, with no transpose per step). per_layer=True: k, v
+    are tuples of L arrays [B, K, max_len, Dh] (for `unstack_layers` params)."""
     dtype = dtype or cfg.compute_dtype
-    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    if per_layer:
+        shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
+        return {n: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)) for n in ("k", "v")}
+    shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
 
-def cache_axes() -> dict:
-    ax = ("layers", "batch", "cache_seq", "act_kv_heads", None)
+def cache_axes(cfg: LlamaConfig | None = None, per_layer: bool = False) -> dict:
+    if per_layer:
+        ax = ("batch", "act_kv_heads", "cache_seq", None)
+        return {n: tuple(ax for _ in range(cfg.num_layers)) for n in ("k", "v")}
+    ax = ("layers", "batch", "act_kv_heads", "cache_seq", None)
     return {"k": ax, "v": ax}
 
 
@@ -599,16 +611,17 @@ def cached_attention(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, k_new
     """Attention of T new tokens over a row's cached keys (slots < start[b]) and, causally, over
     themselves — without copying the cache: the two score blocks share one float32 softmax.
 
-    q [B, T, H, Dh]; k_cache, v_cache [B, S, K, Dh]; k_new, v_new [B, T, K, Dh]; start [B].
+    q [B, T, H, Dh]; k_cache, v_cache [B, K, S, Dh]; k_new, v_new [B, T, K, Dh]; start [B].
     """
     B, T, H, Dh = q.shape
-    S, K = k_cache.shape[1], k_cache.shape[2]
+    K, S = k_cache.shape[1], k_cache.shape[2]
     G = H // K
     scale = jnp.asarray(Dh ** -0.5, q.dtype)
     neg = jnp.finfo(jnp.float32).min
     qg = q.reshape(B, T, K, G, Dh).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, Dh)
-    s_old = jnp.einsum("bkqd,bskd->bkqs", qg, k_cache.astype(q.dtype)) * scale
-    s_new = jnp.einsum("bkqd,btkd->bkqt", qg, k_new) * scale
+    kn, vn = k_new.transpose(0, 2, 1, 3), v_new.transpose(0, 2, 1, 3)                 # [B, K, T, Dh]
+    s_old = jnp.einsum("bkqd,bksd->bkqs", qg, k_cache.astype(q.dtype)) * scale
+    s_new = jnp.einsum("bkqd,bktd->bkqt", qg, kn) * scale
     old_ok = (jnp.arange(S)[None, :] < start[:, None])[:, None, None, :]             # [B, 1, 1, S]
     causal = jnp.tile(jnp.arange(T)[:, None] >= jnp.arange(T)[None, :], (G, 1))       # [G*T, T]
     s_old = jnp.where(old_ok, s_old.astype(jnp.float32), neg)
@@ -617,13 +630,14 @@ def cached_attention(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, k_new
     p_old, p_new = jnp.exp(s_old - m), jnp.exp(s_new - m)
     denom = jnp.sum(p_old, axis=-1, keepdims=True) + jnp.sum(p_new, axis=-1, keepdims=True)
     dtype = v_new.dtype
-    o = (jnp.einsum("bkqs,bskd->bkqd", (p_old / denom).astype(dtype), v_cache.astype(dtype))
-         + jnp.einsum("bkqt,btkd->bkqd", (p_new / denom).astype(dtype), v_new))
+    o = (jnp.einsum("bkqs,bksd->bkqd", (p_old / denom).astype(dtype), v_cache.astype(dtype))
+         + jnp.einsum("bkqt,bktd->bkqd", (p_new / denom).astype(dtype), vn))
     return o.reshape(B, K, G, T, Dh).transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
 
 
 def forward_cached(params, tokens: jax.Array, cache: Mapping[str, jax.Array], start: jax.Array,
-                   cfg: LlamaConfig, prefill: bool = False) -> tuple[jax.Array, dict]:
+                   cfg: LlamaConfig, prefill: bool = False, logits_at: jax.Array | None = None
+                   ) -> tuple[jax.Array, dict]:
     """Run tokens [B, T] whose row b starts at cache offset start[b]; return (logits [B, T, V], cache).
 
     Token t of row b attends to the row's cached slots < start[b] and to new tokens ≤ t; then the
@@ -633,6 +647,8 @@ def forward_cached(params, tokens: jax.Array, cache: Mapping[str, jax.Array], st
 
     prefill=True (static): the rows' caches are empty (start = 0); attention is plain causal
     self-attention over the new tokens (chunked for long prompts) and the cache is not read.
+    logits_at [B]: return logits [B, 1, V] of that position of each row only (e.g. the last prompt
+    token), skipping the output projection everywhere else.
     """
     B, T = tokens.shape
     start = start.astype(jnp.int32)
@@ -640,7 +656,7 @@ def forward_cached(params, tokens: jax.Array, cache: Mapping[str, jax.Array], st
     cos, sin = rope_tables(positions, rope_inv_freq(cfg))
     x = embed_tokens(params, tokens, cfg)
     self_mask = make_mask(None, B, T) if prefill else None
-    cache_dtype = cache["k"].dtype
+    cache_dtype = jax.tree.leaves(cache["k"])[0].dtype
 
     def body(h, layer):
         p, ck, cv = layer
@@ -653,12 +669,56 @@ def forward_cached(params, tokens: jax.Array, cache: Mapping[str, jax.Array], st
         h = h + proj(attn, p, "wo", cfg)
         hn = rms_norm(h, p["mlp_norm"], cfg.rms_norm_eps)
         h = h + _mlp(hn, p, cfg)
-        return h, (k.astype(cache_dtype), v.astype(cache_dtype))
+        return h, (k.transpose(0, 2, 1, 3).astype(cache_dtype), v.transpose(0, 2, 1, 3).astype(cache_dtype))
 
-    x, (ks, vs) = jax.lax.scan(body, x, (params["layers"], cache["k"], cache["v"]))
+    # Row b's new entries go to slots start[b] + (0..T-1): one scatter, in place when the cache is
+    # donated (no per-row update_slice under vmap: that transposes the whole cache every step).
+    b_idx = jnp.broadcast_to(jnp.arange(B)[:, None], (B, T))
+    t_idx = positions
 
-    def write(c, new):  # c [L, B, S, K, Dh], new [L, B, T, K, Dh]: row b at offset start[b]
-        return jax.vmap(lambda cb, nb, s: jax.lax.dynamic_update_slice(cb, nb, (0, s, 0, 0)),
-                        in_axes=(1, 1, 0), out_axes=1)(c, new, start)
+    def write_stacked(c, new):  # c [L, B, K, S, Dh], new [L, B, K, T, Dh]
+        return c.at[:, b_idx, :, t_idx, :].set(new.transpose(1, 3, 0, 2, 4), unique_indices=True)
 
-    return unembed(params, x, cfg), {"k": write(cache["k"], ks), "v": write(cache["v"], vs)}
+    def write_layer(c, new):    # c [B, K, S, Dh], new [B, K, T, Dh]
+        return c.at[b_idx, :, t_idx, :].set(new.transpose(0, 2, 1, 3), unique_indices=True)
+
+    if isinstance(params["layers"], (list, tuple)):  # per-layer weights and caches (`unstack_layers`)
+        # write the new keys/values first, then attend over the updated cache (slots ≤ start + t):
+        # each layer's cache buffer is updated in place, with no copy
+        S = cache["k"][0].shape[2]
+        mask = jnp.arange(S)[None, None, :] <= positions[:, :, None]  # [B, T, S]
+        ks, vs = [], []
+        for p, ck, cv in zip(params["layers"], cache["k"], cache["v"]):
+            hn = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
+            q, k, v = _qkv(hn, p, cos, sin, cfg)
+            ck = write_layer(ck, k.transpose(0, 2, 1, 3).astype(cache_dtype))
+            cv = write_layer(cv, v.transpose(0, 2, 1, 3).astype(cache_dtype))
+            if prefill:
+                attn = attention(q, k, v, self_mask, chunk=attention_chunk(T))
+            else:
+                attn = attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask, heads_first=True)
+            x = x + proj(attn, p, "wo", cfg)
+            x = x + _mlp(rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps), p, cfg)
+            ks.append(ck)
+            vs.append(cv)
+        new_cache = {"k": tuple(ks), "v": tuple(vs)}
+    else:
+        x, (ks, vs) = jax.lax.scan(body, x, (params["layers"], cache["k"], cache["v"]))
+        new_cache = {"k": write_stacked(cache["k"], ks), "v": write_stacked(cache["v"], vs)}
+    if logits_at is not None:
+        x = jnp.take_along_axis(x, logits_at.astype(jnp.int32)[:, None, None], axis=1)
+    return unembed(params, x, cfg), new_cache
+
+
+def unstack_layers(params: dict) -> dict:
+    """The same parameters with `layers` as a tuple of per-layer dicts (a one-time copy).
+
+    `forward_cached` then runs the layers as an unrolled loop over separate buffers (with a
+    per-layer cache, `init_cache(..., per_layer=True)`). On CPU this makes decoding faster: inside
+    `lax.scan`, XLA's CPU backend copies each layer's weight and cache slices out of the stacked
+    arrays on every step, multiplying the memory traffic that bounds decoding. (Accelerators read
+    the slices in place; keep the stacked layout there.)
+    """
+    L = jax.tree.leaves(params["layers"])[0].shape[0]
+    layers = tuple(jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(L))
+    return {**params, "layers": layers}

@@ -84,8 +84,9 @@ def prefill(params, cfg: llama.LlamaConfig, prompts: jax.Array, prompt_lens: jax
             max_new_tokens: int, key: jax.Array) -> DecodeState:
     """Run the right-padded prompts [B, P] through the model, filling the cache."""
     B = prompts.shape[0]
-    logits, cache = llama.forward_cached(params, prompts, cache, jnp.zeros((B,), jnp.int32), cfg, prefill=True)
-    last = jnp.take_along_axis(logits, (prompt_lens - 1)[:, None, None], axis=1)[:, 0]
+    logits, cache = llama.forward_cached(params, prompts, cache, jnp.zeros((B,), jnp.int32), cfg, prefill=True,
+                                         logits_at=prompt_lens - 1)
+    last = logits[:, 0]
     return DecodeState(
         cache=cache, last_logits=last.astype(jnp.float32), pos=prompt_lens.astype(jnp.int32),
         done=jnp.zeros((B,), bool), tokens=jnp.zeros((B, max_new_tokens), jnp.int32),

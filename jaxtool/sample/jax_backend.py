@@ -53,15 +53,19 @@ class JaxBackend:
             return bool(multi) and any(s in tok.decode(new_ids) for s in multi)
 
         pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
-        out: list[Completion] = []
-        for start in range(0, len(prompts), self.batch_size):
-            batch = [list(p) for p in prompts[start:start + self.batch_size]]
+        # Longest prompts first, every batch padded to `batch_size` rows: few distinct shapes, so few
+        # compilations, and little padding inside a batch. Results go back in the callers' order.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[Completion | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            batch = [list(prompts[i]) for i in rows]
+            batch += [batch[-1]] * (self.batch_size - len(batch))  # filler rows, discarded
             res = generate_ids(self.model.params, cfg, batch, max_new_tokens=max_new_tokens, sampling=sampling,
                                stop_ids=stop_ids, stop_check=stop_check if multi else None,
-                               seed=seed + start, pad_id=pad, mesh=self.mesh)
-            for ids, lps, reason in zip(res.tokens, res.logprobs, res.finish_reasons):
+                               seed=seed + start, pad_id=pad, mesh=self.mesh, length_multiple=128)
+            for i, ids, lps, reason in zip(rows, res.tokens, res.logprobs, res.finish_reasons):
                 body = ids[:-1] if reason == "eos" else ids
                 text, hit = cut_at_stop(tok.decode(body, skip_special_tokens=False), stop_strings)
-                out.append(Completion(text=text, token_ids=ids, logprobs=lps,
-                                      finish_reason="stop" if hit else reason))
+                out[i] = Completion(text=text, token_ids=ids, logprobs=lps, finish_reason="stop" if hit else reason)
         return out

@@ -25,6 +25,7 @@ import optax
 from jaxtool import losses
 from jaxtool.config import LossConfig
 from jaxtool.models import llama, lora
+from jaxtool.sharding import constrain
 
 TURN_LOSSES = ("dmpo", "diatool_dpo")
 DPO_FAMILY = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge"}
@@ -40,10 +41,40 @@ def _params(trainable, frozen, use_lora: bool):
     return lora.attach(frozen, trainable) if use_lora else trainable
 
 
-def _token_logps(params, batch, cfg: llama.LlamaConfig):
-    logits = llama.forward(params, batch["inputs"], cfg, positions=batch["positions"],
-                           segment_ids=batch["segment_ids"])
-    return losses.token_logps(logits, batch["targets"])
+def _token_logps(params, batch, cfg: llama.LlamaConfig, n_logits: int | None = None):
+    """Log-probs [B, L] of the targets (0 where not trained).
+
+    n_logits (static): when set, the output projection and softmax run only on each row's first
+    `n_logits` trained positions (gathered per row, so batch sharding is kept); untrained positions
+    get 0. With assistant tokens a fraction of each dialogue, this skips most of the vocabulary-sized
+    work; `n_logits` must be ≥ the largest number of trained targets in a row (see `logits_budget`).
+    """
+    h = llama.hidden_states(params, batch["inputs"], cfg, positions=batch["positions"],
+                            segment_ids=batch["segment_ids"])
+    if n_logits is None:
+        return losses.token_logps(llama.unembed(params, h, cfg), batch["targets"])
+    B, L = batch["targets"].shape
+    mask = batch["loss_mask"] > 0
+    idx = constrain(jax.vmap(lambda m: jnp.nonzero(m, size=n_logits, fill_value=0)[0])(mask), ("batch", None))
+    valid = jnp.arange(n_logits)[None, :] < jnp.sum(mask, axis=1, keepdims=True)           # [B, K]
+    hk = constrain(jnp.take_along_axis(h, idx[:, :, None], axis=1), ("batch", None, "act_embed"))  # [B, K, D]
+    tk = jnp.take_along_axis(batch["targets"], idx, axis=1)
+    lp = jnp.where(valid, losses.token_logps(llama.unembed(params, hk, cfg), tk), 0.0)
+    # one-hot scatter back to [B, L] (a dense op: partitions along the batch like everything else)
+    onehot = idx[:, :, None] == jnp.arange(L)[None, None, :]
+    return constrain(jnp.einsum("bk,bkl->bl", lp, onehot.astype(lp.dtype)), ("batch", None))
+
+
+def logits_budget(loss_mask, multiple: int = 64) -> int | None:
+    """Static `n_logits` for a host batch: the most trained targets in any row, rounded up to
+    `multiple`; None (full logits) when that is most of the row anyway."""
+    import numpy as np
+
+    m = np.asarray(loss_mask)
+    m = m.reshape(-1, m.shape[-1])
+    most = int((m > 0).sum(axis=1).max()) if m.size else 0
+    k = max(multiple, -(-most // multiple) * multiple)
+    return None if k >= 0.75 * m.shape[-1] else k
 
 
 def _concat(chosen: dict, rejected: dict) -> dict:
@@ -63,11 +94,11 @@ def reference_values(token_lp: jax.Array, batch: dict, max_turns: int) -> dict:
     return out
 
 
-def pair_reference(params, batch: dict, cfg: llama.LlamaConfig, max_turns: int) -> dict:
+def pair_reference(params, batch: dict, cfg: llama.LlamaConfig, max_turns: int, n_logits: int | None = None) -> dict:
     """Reference log-probs of a preference batch: {"chosen": {...}, "rejected": {...}}."""
     B = batch["chosen"]["inputs"].shape[0]
     both = _concat(batch["chosen"], batch["rejected"])
-    lp = jax.lax.stop_gradient(_token_logps(params, both, cfg))
+    lp = jax.lax.stop_gradient(_token_logps(params, both, cfg, n_logits))
     vals = reference_values(lp, both, max_turns)
     return {"chosen": jax.tree.map(lambda x: x[:B], vals), "rejected": jax.tree.map(lambda x: x[B:], vals)}
 
@@ -97,23 +128,24 @@ def needs_reference(lc: LossConfig) -> bool:
     return lc.type in DPO_FAMILY or lc.type in TURN_LOSSES
 
 
-def _micro_loss(trainable, frozen, ref_params, micro, *, cfg, lc: LossConfig, use_lora: bool, max_turns: int):
+def _micro_loss(trainable, frozen, ref_params, micro, *, cfg, lc: LossConfig, use_lora: bool, max_turns: int,
+                n_logits: int | None = None):
     """Sum of per-unit losses of one micro-batch, its unit count and metric sums."""
     params = _params(trainable, frozen, use_lora)
     if lc.type == "sft":
-        lp = _token_logps(params, micro, cfg)
+        lp = _token_logps(params, micro, cfg, n_logits)
         mask = micro["loss_mask"].astype(jnp.float32)
         nll = -jnp.sum(lp * mask)
         count = jnp.sum(mask)
         return nll, (count, {"nll_sum": nll, "tokens": count})
     B = micro["chosen"]["inputs"].shape[0]
     both = _concat(micro["chosen"], micro["rejected"])
-    lp = _token_logps(params, both, cfg)
+    lp = _token_logps(params, both, cfg, n_logits)
     vals = reference_values(lp, both, max_turns)
     pol = {"chosen": jax.tree.map(lambda x: x[:B], vals), "rejected": jax.tree.map(lambda x: x[B:], vals)}
     ref = None
     if needs_reference(lc):
-        ref = micro["ref"] if "ref" in micro else pair_reference(ref_params, micro, cfg, max_turns)
+        ref = micro["ref"] if "ref" in micro else pair_reference(ref_params, micro, cfg, max_turns, n_logits)
     per_pair, metrics = preference_losses(lc, pol, ref)
     # pairs with no trained token on a side (empty padding rows) contribute nothing
     valid = ((pol["chosen"]["len"] > 0) & (pol["rejected"]["len"] > 0)).astype(jnp.float32)
@@ -128,9 +160,9 @@ def _split_micro(batch, n: int):
 
 def train_step(state: TrainState, batch, frozen, ref_params, *, cfg: llama.LlamaConfig, lc: LossConfig,
                optimizer: optax.GradientTransformation, use_lora: bool, max_turns: int, grad_accum: int,
-               schedule=None):
+               schedule=None, n_logits: int | None = None):
     """One optimizer step on a global batch; returns (new state, metrics dict of scalars)."""
-    kw = dict(cfg=cfg, lc=lc, use_lora=use_lora, max_turns=max_turns)
+    kw = dict(cfg=cfg, lc=lc, use_lora=use_lora, max_turns=max_turns, n_logits=n_logits)
     grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
 
     def body(g_acc, mb):
@@ -156,8 +188,9 @@ def train_step(state: TrainState, batch, frozen, ref_params, *, cfg: llama.Llama
     return TrainState(state.step + 1, trainable, opt_state), metrics
 
 
-def eval_step(trainable, batch, frozen, ref_params, *, cfg, lc: LossConfig, use_lora: bool, max_turns: int):
+def eval_step(trainable, batch, frozen, ref_params, *, cfg, lc: LossConfig, use_lora: bool, max_turns: int,
+              n_logits: int | None = None):
     """Loss sums and metric sums of a batch without updating (for held-out evaluation)."""
     loss, (count, sums) = _micro_loss(trainable, frozen, ref_params, batch, cfg=cfg, lc=lc, use_lora=use_lora,
-                                      max_turns=max_turns)
+                                      max_turns=max_turns, n_logits=n_logits)
     return {"loss_sum": loss, "count": count, **{k: v for k, v in sums.items()}}

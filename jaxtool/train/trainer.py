@@ -181,13 +181,24 @@ class Trainer:
                                       self.trainable, opt_state)
         kw = dict(cfg=self.model_cfg, lc=c.loss, use_lora=self.use_lora, max_turns=self.max_turns)
         self._train_step = jax.jit(
-            lambda st, b, fr, rp: steps.train_step(st, b, fr, rp, optimizer=self.optimizer,
-                                                   grad_accum=c.optim.grad_accum, schedule=self.schedule, **kw),
-            donate_argnums=(0,), out_shardings=(self.state_shardings, None))
-        self._eval_step = jax.jit(lambda tr, b, fr, rp: steps.eval_step(tr, b, fr, rp, **kw))
-        self._ref_step = jax.jit(lambda p, b: steps.pair_reference(p, b, self.model_cfg, self.max_turns))
+            lambda st, b, fr, rp, n_logits: steps.train_step(st, b, fr, rp, optimizer=self.optimizer,
+                                                             grad_accum=c.optim.grad_accum, schedule=self.schedule,
+                                                             n_logits=n_logits, **kw),
+            donate_argnums=(0,), out_shardings=(self.state_shardings, None), static_argnames=("n_logits",))
+        self._eval_step = jax.jit(lambda tr, b, fr, rp, n_logits: steps.eval_step(tr, b, fr, rp, n_logits=n_logits, **kw),
+                                  static_argnames=("n_logits",))
+        self._ref_step = jax.jit(lambda p, b, n_logits: steps.pair_reference(p, b, self.model_cfg, self.max_turns,
+                                                                             n_logits),
+                                 static_argnames=("n_logits",))
         self.reference = self.valid_reference = None
         self._reference_done = False
+
+    def _n_logits(self, batch: dict) -> int | None:
+        if not self.cfg.selective_logits:
+            return None
+        masks = [batch["chosen"]["loss_mask"], batch["rejected"]["loss_mask"]] if "chosen" in batch else [batch["loss_mask"]]
+        budgets = [steps.logits_budget(m) for m in masks]
+        return None if any(b is None for b in budgets) else max(budgets)
 
     def _max_turns(self) -> int:
         if self.cfg.loss.max_turns:
@@ -223,7 +234,8 @@ class Trainer:
         with sharding.use_mesh(self.mesh):
             for batch in it:
                 rows = it.last_rows
-                vals = jax.device_get(self._ref_step(ref_params, sharding.shard_batch(batch, self.mesh)))
+                vals = jax.device_get(self._ref_step(ref_params, sharding.shard_batch(batch, self.mesh),
+                                                     n_logits=self._n_logits(batch)))
                 for b, items in enumerate(rows):
                     for item in items:
                         for s in ("chosen", "rejected"):
@@ -277,7 +289,7 @@ class Trainer:
                 if self.valid_reference is not None:
                     batch = self._attach_reference(batch, it.last_rows, self.valid_reference)
                 out = jax.device_get(self._eval_step(self.state.trainable, sharding.shard_batch(batch, self.mesh),
-                                                     self.frozen, self.ref_params))
+                                                     self.frozen, self.ref_params, n_logits=self._n_logits(batch)))
                 for k, v in out.items():
                     totals[k] = totals.get(k, 0.0) + float(v)
         count = max(totals.pop("count", 0.0), 1.0)
@@ -369,7 +381,7 @@ class Trainer:
                         batch = self._attach_reference(batch, it.last_rows, self.reference)
                     t0 = time.time()
                     self.state, m = self._train_step(self.state, sharding.shard_batch(batch, self.mesh),
-                                                     self.frozen, self.ref_params)
+                                                     self.frozen, self.ref_params, n_logits=self._n_logits(batch))
                     m = {k: float(v) for k, v in jax.device_get(m).items()}
                     dt = time.time() - t0
                     step += 1

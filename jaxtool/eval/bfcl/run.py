@@ -43,8 +43,9 @@ def decode_completion(text: str, fmt: Any, style: str):
     if style == "prompting":
         return decode_pythonic(text)
     reply = fmt.parse(text)
-    if getattr(reply, "error", None):
-        return DecodeError(str(reply.error))
+    err = getattr(reply, "error", None)  # a ParseError is falsy by design: test against None
+    if err is not None:
+        return DecodeError(str(getattr(err, "reason", err)))
     return calls_from_tool_calls(getattr(reply, "tool_calls", None) or ())
 
 

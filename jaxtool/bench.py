@@ -1,0 +1,512 @@
+"""`jaxtool bench {sft,dpo,decode,scaling,all}`: our cost side by side with the PyTorch/transformers
+path, in the same process, on the same machine and inputs.
+
+  sft      tokens/s of one full training step (forward + backward + AdamW) on the SmolLM2-135M
+           shape, float32 and bfloat16, for a small batch × length grid: jaxtool's jitted step vs
+           transformers' LlamaForCausalLM + torch.optim.AdamW. A/B alternate, warm-up excluded,
+           medians reported. MFU = model FLOPs/s ÷ a matmul peak measured here by this command.
+  dpo      DiaTool-DPO and DPO steps relative to the SFT step at equal tokens, with reference
+           log-probs precomputed (carried with the batch) and computed on the fly (frozen params).
+  decode   new tokens/s of batched greedy decoding (batch 1, 8, 32; 128 new tokens) vs
+           transformers `generate` on the same prompts.
+  scaling  step time and peak memory (XLA's own accounting) vs sequence length and batch, with and
+           without remat; compile time vs number of layers, scanned vs unrolled.
+
+Every comparison prints a table (ours, theirs, ratio) and is written to OUT/bench.json; `all`
+also draws OUT/bench.png. On a GPU/TPU backend the same commands run and MFU is reported against
+the chip's bf16 peak as well (e.g. `--shape llama3.2-1b` on an H100). PyTorch is needed only for
+the "theirs" columns (pip install "jaxtool[test]"); without it those columns are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+SECTIONS = ("sft", "dpo", "decode", "scaling")
+
+# bf16 dense matmul peaks (TFLOP/s) of accelerators, for MFU on GPU/TPU backends
+CHIP_PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
+                  "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6 lite": 918.0, "TPU v6e": 918.0}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="speed and memory, side by side with PyTorch/transformers",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("section", choices=SECTIONS + ("all",), help="what to measure")
+    p.add_argument("--out", default="runs/bench", help="directory for bench.json / bench.png")
+    p.add_argument("--shape", default="smollm2-135m", help="model preset whose shape is benchmarked "
+                   "(random weights; e.g. llama3.2-1b on a GPU)")
+    p.add_argument("--grid", default=None, help="batch×length list for sft/dpo, e.g. 4x512,2x1024 "
+                   "(default: 4x512,2x1024 on CPU, 8x1024,8x2048 on accelerators)")
+    p.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes for the sft section")
+    p.add_argument("--repeats", type=int, default=3, help="measured steps per configuration (median)")
+    p.add_argument("--decode-batches", default="1,8,32")
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch/transformers columns")
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+def _median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _sync(x):
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+def backend_info() -> dict:
+    import jax
+
+    d = jax.devices()[0]
+    return {"platform": d.platform, "device": getattr(d, "device_kind", str(d)), "devices": jax.device_count(),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "jax": jax.__version__}
+
+
+def chip_peak(device_kind: str) -> float | None:
+    for k, v in CHIP_PEAK_BF16.items():
+        if k.lower() in device_kind.lower():
+            return v * 1e12
+    return None
+
+
+def measure_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large square JAX matmul on this machine (the MFU denominator on CPU)."""
+    import jax
+    import jax.numpy as jnp
+
+    if jax.devices()[0].platform != "cpu":
+        n = 8192
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    _sync(f(a, a))
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        _sync(f(a, a))
+        ts.append(time.perf_counter() - t)
+    return 2 * n ** 3 / min(ts)
+
+
+def measure_torch_matmul_peak(n: int = 2048, repeats: int = 5) -> float | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    a = torch.ones(n, n)
+    a @ a
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ a
+        ts.append(time.perf_counter() - t)
+    return 2 * n ** 3 / min(ts)
+
+
+def _grid(spec: str | None, accelerator: bool) -> list[tuple[int, int]]:
+    spec = spec or ("8x1024,8x2048" if accelerator else "4x512,2x1024")
+    out = []
+    for part in spec.split(","):
+        b, l = part.lower().split("x")
+        out.append((int(b), int(l)))
+    return out
+
+
+def _random_batch(B: int, L: int, vocab: int, seed: int = 0, mask_fraction: float = 1.0):
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    mask = np.ones((B, L), np.int32)
+    if mask_fraction < 1.0:
+        mask[:, : int(L * (1 - mask_fraction))] = 0
+    return {"inputs": rng.randint(0, vocab, (B, L)).astype(np.int32),
+            "targets": rng.randint(0, vocab, (B, L)).astype(np.int32),
+            "loss_mask": mask, "turn_ids": np.where(mask > 0, (np.arange(L) * 3 // L)[None, :], -1).astype(np.int32),
+            "positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)), "segment_ids": np.ones((B, L), np.int32)}
+
+
+class _Timer:
+    """Alternating A/B timing: call `run(name, fn)` in turn; the first call of each is warm-up."""
+
+    def __init__(self):
+        self.times: dict[str, list[float]] = {}
+        self.first: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> None:
+        t = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t
+        if name in self.first:
+            self.times.setdefault(name, []).append(dt)
+        else:
+            self.first[name] = dt
+
+    def median(self, name: str) -> float:
+        return _median(self.times.get(name, []))
+
+
+# --------------------------------------------------------------------------------------------
+# ours / theirs: one training step
+# --------------------------------------------------------------------------------------------
+
+def _jax_sft_step(cfg, B: int, L: int, lc=None, reference: str | None = None):
+    """A ready-to-call jitted step of ours on a random batch; returns (call, tokens per call)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxtool.config import LossConfig, OptimConfig
+    from jaxtool.models import llama
+    from jaxtool.train import steps
+    from jaxtool.train.optim import make_optimizer
+
+    lc = lc or LossConfig(type="sft")
+    params = llama.init_params(cfg, jax.random.key(0))
+    opt, _ = make_optimizer(OptimConfig(lr=1e-5), 1000)
+    state = {"s": steps.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params))}
+    max_turns = 3 if lc.type in steps.TURN_LOSSES else 0
+    if lc.type == "sft":
+        batch = jax.tree.map(jnp.asarray, _random_batch(B, L, cfg.vocab_size))
+    else:  # B pairs of length L: 2·B·L tokens through the model
+        batch = {"chosen": _random_batch(B, L, cfg.vocab_size, 1), "rejected": _random_batch(B, L, cfg.vocab_size, 2)}
+        if reference == "precomputed":
+            T = max(max_turns, 1)
+            batch["ref"] = {s: {"seq": jnp.full((B,), -100.0), "turns": jnp.full((B, T), -30.0)}
+                            for s in ("chosen", "rejected")}
+        batch = jax.tree.map(jnp.asarray, batch)
+    ref_params = params if reference == "online" else None
+    f = jax.jit(lambda st, b, rp: steps.train_step(st, b, None, rp, cfg=cfg, lc=lc, optimizer=opt, use_lora=False,
+                                                   max_turns=max_turns, grad_accum=1), donate_argnums=(0,))
+
+    def call():
+        state["s"], m = f(state["s"], batch, ref_params)
+        _sync(m["loss"])
+
+    tokens = B * L * (1 if lc.type == "sft" else 2)
+    return call, tokens
+
+
+def _torch_sft_step(cfg, B: int, L: int, dtype: str):
+    """The same step in transformers + torch.optim.AdamW (eager PyTorch, CPU threads as configured)."""
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig as HFConfig
+    from transformers import LlamaForCausalLM
+
+    from jaxtool.models.llama import LlamaConfig  # noqa: F401  (cfg type)
+
+    hf = HFConfig(**{k: v for k, v in cfg.to_hf("float32").items() if k not in ("architectures", "torch_dtype")})
+    tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(hf).to(tdtype).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+    b = _random_batch(B, L, cfg.vocab_size)
+    ids = torch.tensor(b["inputs"], dtype=torch.long)
+    labels = torch.tensor(b["targets"], dtype=torch.long)
+
+    def call():
+        out = model(input_ids=ids)
+        loss = torch.nn.functional.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    del np
+    return call, B * L
+
+
+def _have_torch(args) -> bool:
+    if getattr(args, "no_torch", False):
+        return False
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------
+
+def bench_sft(args, cfg0, peak: float, torch_peak: float | None) -> list[dict]:
+    import jax
+
+    accel = jax.devices()[0].platform != "cpu"
+    rows = []
+    for dtype in args.dtypes.split(","):
+        for B, L in _grid(args.grid, accel):
+            cfg = cfg0.replace(dtype=dtype, param_dtype="float32")
+            ours, tokens = _jax_sft_step(cfg, B, L)
+            timer = _Timer()
+            theirs = _torch_sft_step(cfg, B, L, dtype)[0] if _have_torch(args) and not accel else None
+            for _ in range(args.repeats + 1):  # first round = warm-up (and compilation)
+                timer.run("ours", ours)
+                if theirs:
+                    timer.run("theirs", theirs)
+            t_ours, t_theirs = timer.median("ours"), timer.median("theirs") if theirs else float("nan")
+            flops = cfg.flops_per_token(L) * tokens
+            row = {"section": "sft", "dtype": dtype, "batch": B, "length": L, "tokens": tokens,
+                   "ours_s": t_ours, "theirs_s": t_theirs, "ours_tok_s": tokens / t_ours,
+                   "theirs_tok_s": tokens / t_theirs if theirs else float("nan"),
+                   "speedup": t_theirs / t_ours if theirs else float("nan"),
+                   "ours_mfu": flops / t_ours / peak, "theirs_mfu": (flops / t_theirs / torch_peak) if theirs and torch_peak else float("nan"),
+                   "compile_s": timer.first["ours"] - t_ours}
+            if accel and chip_peak(backend_info()["device"]):
+                row["ours_mfu_vs_chip_bf16"] = flops / t_ours / chip_peak(backend_info()["device"])
+            rows.append(row)
+            print(_fmt_row(row), flush=True)
+    return rows
+
+
+def bench_dpo(args, cfg0, peak: float) -> list[dict]:
+    import jax
+
+    from jaxtool.config import LossConfig
+
+    accel = jax.devices()[0].platform != "cpu"
+    rows = []
+    B, L = _grid(args.grid, accel)[0]
+    pairs = max(1, B // 2)  # equal tokens: `pairs` pairs × 2 sides × L = B × L
+    cfg = cfg0.replace(dtype="float32" if not accel else "bfloat16")
+    variants = [("sft", None, None), ("diatool_dpo", "precomputed", "diatool_dpo (ref precomputed)"),
+                ("diatool_dpo", "online", "diatool_dpo (ref on the fly)"), ("dpo", "precomputed", "dpo (ref precomputed)")]
+    calls = {}
+    for loss, ref, label in variants:
+        lc = LossConfig(type=loss, beta=0.5, gamma=0.5, margin=2.0)
+        calls[label or "sft"] = _jax_sft_step(cfg, B if loss == "sft" else pairs, L, lc=lc, reference=ref)[0]
+    timer = _Timer()
+    for _ in range(args.repeats + 1):
+        for name, call in calls.items():
+            timer.run(name, call)
+    base = timer.median("sft")
+    for name in calls:
+        t = timer.median(name)
+        row = {"section": "dpo", "variant": name, "tokens": B * L, "step_s": t, "relative_to_sft": t / base}
+        rows.append(row)
+        print(f"  {name:34s} {t:8.2f}s/step  ×{t / base:.2f} of the SFT step at equal tokens ({B * L} tokens)",
+              flush=True)
+    return rows
+
+
+def bench_decode(args, cfg0) -> list[dict]:
+    import jax
+    import numpy as np
+
+    from jaxtool.models import llama
+    from jaxtool.sample.generate import Sampling, generate_ids
+
+    cfg = cfg0.replace(dtype="float32")
+    params = llama.init_params(cfg, jax.random.key(0))
+    N = args.new_tokens
+    rng = np.random.RandomState(0)
+    rows = []
+    torch_model = None
+    if _have_torch(args) and jax.devices()[0].platform == "cpu":
+        import torch
+        from transformers import LlamaConfig as HFConfig
+        from transformers import LlamaForCausalLM
+
+        from jaxtool.convert import params_to_state_dict
+
+        hf = HFConfig(**{k: v for k, v in cfg.to_hf("float32").items() if k not in ("architectures", "torch_dtype")})
+        torch_model = LlamaForCausalLM(hf).eval()
+        sd = {k: torch.from_numpy(np.array(v)) for k, v in params_to_state_dict(params, cfg, "float32").items()}
+        torch_model.load_state_dict(sd, strict=False)
+        torch_model.tie_weights()
+    for B in [int(b) for b in args.decode_batches.split(",")]:
+        prompts = [rng.randint(3, cfg.vocab_size, 64).tolist() for _ in range(B)]
+        timer = _Timer()
+
+        def ours():
+            generate_ids(params, cfg, prompts, max_new_tokens=N, sampling=Sampling(), stop_ids=[], chunk=N)
+
+        def theirs():
+            import torch
+
+            with torch.no_grad():
+                torch_model.generate(torch.tensor(prompts), max_new_tokens=N, min_new_tokens=N, do_sample=False,
+                                     eos_token_id=None, pad_token_id=0)
+
+        for _ in range(2):  # warm-up + one measured run each (decoding is long and steady)
+            timer.run("ours", ours)
+            if torch_model is not None:
+                timer.run("theirs", theirs)
+        t_o = timer.median("ours")
+        t_t = timer.median("theirs") if torch_model is not None else float("nan")
+        row = {"section": "decode", "batch": B, "new_tokens": N, "ours_tok_s": B * N / t_o,
+               "theirs_tok_s": B * N / t_t, "speedup": t_t / t_o, "ours_s": t_o, "theirs_s": t_t}
+        rows.append(row)
+        print(f"  batch {B:3d}: ours {row['ours_tok_s']:8.1f} new tok/s   transformers {row['theirs_tok_s']:8.1f}   "
+              f"×{row['speedup']:.2f}", flush=True)
+    return rows
+
+
+def bench_scaling(args, cfg0) -> list[dict]:
+    import jax
+    import jax.numpy as jnp
+
+    from jaxtool.config import LossConfig, OptimConfig
+    from jaxtool.models import llama
+    from jaxtool.train import steps
+    from jaxtool.train.optim import make_optimizer
+
+    rows = []
+    opt, _ = make_optimizer(OptimConfig(lr=1e-5), 1000)
+    lc = LossConfig(type="sft")
+    small = cfg0.replace(num_layers=4)
+
+    def compiled_step(cfg, B, L):
+        params = jax.eval_shape(lambda: llama.init_params(cfg, jax.random.key(0)))
+        state = jax.eval_shape(lambda p: steps.TrainState(jnp.zeros((), jnp.int32), p, opt.init(p)), params)
+        batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _random_batch(B, L, cfg.vocab_size))
+        f = jax.jit(lambda st, b: steps.train_step(st, b, None, None, cfg=cfg, lc=lc, optimizer=opt, use_lora=False,
+                                                   max_turns=0, grad_accum=1), donate_argnums=(0,))
+        t = time.perf_counter()
+        c = f.lower(state, batch).compile()
+        return c, time.perf_counter() - t
+
+    # memory (XLA's buffer assignment: temporaries + arguments) and time vs length / batch / remat
+    for remat in ("none", "full"):
+        for B, L in [(1, 256), (1, 512), (1, 1024), (2, 512), (4, 512)]:
+            cfg = small.replace(remat=remat)
+            c, ct = compiled_step(cfg, B, L)
+            mem = c.memory_analysis()
+            temp = getattr(mem, "temp_size_in_bytes", float("nan"))
+            call, _ = _jax_sft_step(cfg, B, L)
+            call()
+            ts = []
+            for _ in range(2):
+                t = time.perf_counter()
+                call()
+                ts.append(time.perf_counter() - t)
+            row = {"section": "scaling", "kind": "memory_time", "layers": cfg.num_layers, "remat": remat, "batch": B,
+                   "length": L, "step_s": min(ts), "temp_mb": temp / 2 ** 20}
+            rows.append(row)
+            print(f"  remat={remat:4s} {B}×{L:5d}: step {row['step_s']:6.2f}s  temporaries {row['temp_mb']:8.1f} MiB",
+                  flush=True)
+    # compile time vs depth, scanned vs unrolled layers
+    for layers in (2, 4, 8, 16):
+        for scan in (True, False):
+            cfg = cfg0.replace(num_layers=layers, scan_layers=scan)
+            _, ct = compiled_step(cfg, 1, 128)
+            rows.append({"section": "scaling", "kind": "compile", "layers": layers, "scan": scan, "compile_s": ct})
+            print(f"  compile, {layers:2d} layers, {'scanned' if scan else 'unrolled':8s}: {ct:6.1f}s", flush=True)
+    return rows
+
+
+def _fmt_row(r: dict) -> str:
+    theirs = f"{r['theirs_tok_s']:8.1f}" if r["theirs_tok_s"] == r["theirs_tok_s"] else "     n/a"
+    return (f"  {r['dtype']:8s} {r['batch']}×{r['length']:<5d} ours {r['ours_tok_s']:8.1f} tok/s  transformers {theirs} "
+            f"tok/s  ×{r['speedup']:.2f}   MFU ours {r['ours_mfu']:.2f}")
+
+
+def _table(rows: list[dict]) -> str:
+    from jaxtool.eval.report import markdown_table
+
+    out = []
+    sft = [r for r in rows if r["section"] == "sft"]
+    if sft:
+        out.append(markdown_table(
+            ["SFT step", "ours tok/s", "transformers tok/s", "ratio", "ours MFU", "transformers MFU"],
+            [[f"{r['dtype']} {r['batch']}×{r['length']}", r["ours_tok_s"], r["theirs_tok_s"], r["speedup"],
+              r["ours_mfu"], r["theirs_mfu"]] for r in sft]))
+    dpo = [r for r in rows if r["section"] == "dpo"]
+    if dpo:
+        out.append(markdown_table(["preference step (equal tokens)", "s/step", "× SFT step"],
+                                  [[r["variant"], r["step_s"], r["relative_to_sft"]] for r in dpo]))
+    dec = [r for r in rows if r["section"] == "decode"]
+    if dec:
+        out.append(markdown_table(["greedy decode", "ours new tok/s", "transformers new tok/s", "ratio"],
+                                  [[f"batch {r['batch']}", r["ours_tok_s"], r["theirs_tok_s"], r["speedup"]] for r in dec]))
+    mem = [r for r in rows if r.get("kind") == "memory_time"]
+    if mem:
+        out.append(markdown_table(["scaling (4-layer slice)", "remat", "step s", "temporaries MiB"],
+                                  [[f"{r['batch']}×{r['length']}", r["remat"], r["step_s"], r["temp_mb"]] for r in mem]))
+    comp = [r for r in rows if r.get("kind") == "compile"]
+    if comp:
+        layers = sorted({r["layers"] for r in comp})
+        get = lambda n, s: next(r["compile_s"] for r in comp if r["layers"] == n and r["scan"] == s)  # noqa: E731
+        out.append(markdown_table(["compile time", "scanned s", "unrolled s"],
+                                  [[f"{n} layers", get(n, True), get(n, False)] for n in layers]))
+    return "\n\n".join(out)
+
+
+def _chart(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [s for s in ("sft", "decode") if any(r["section"] == s for r in rows)]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.6), squeeze=False)
+    for ax, sec in zip(axes[0], panels):
+        rs = [r for r in rows if r["section"] == sec]
+        labels = [f"{r.get('dtype', '')} {r['batch']}×{r.get('length', r.get('new_tokens'))}".strip() for r in rs]
+        x = range(len(rs))
+        ax.bar([i - 0.2 for i in x], [r["ours_tok_s"] for r in rs], 0.4, label="jaxtool")
+        ax.bar([i + 0.2 for i in x], [r["theirs_tok_s"] for r in rs], 0.4, label="transformers")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(labels, rotation=20, fontsize=8)
+        ax.set_title("SFT step tokens/s" if sec == "sft" else "greedy decode new tokens/s")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args) -> int:
+    from jaxtool.models import llama
+
+    t0 = time.time()
+    cfg = llama.preset(args.shape)
+    info = backend_info()
+    sections = SECTIONS if args.section == "all" else (args.section,)
+    print(f"jaxtool bench {args.section}: {args.shape} shape ({cfg.num_params() / 1e6:.0f}M params, random weights) "
+          f"on {info['platform']} ({info['device']}, {info['cores']} cores)", flush=True)
+    peak = measure_matmul_peak()
+    torch_peak = measure_torch_matmul_peak() if _have_torch(args) and info["platform"] == "cpu" else None
+    tp = f"{torch_peak / 1e9:.0f}" if torch_peak else "n/a"
+    print(f"measured matmul peak (2048² float32): JAX {peak / 1e9:.0f} GFLOP/s, PyTorch {tp} GFLOP/s", flush=True)
+    rows: list[dict] = []
+    if "sft" in sections:
+        print("\n[sft] one training step (forward + backward + AdamW), A/B alternating, median of "
+              f"{args.repeats}", flush=True)
+        rows += bench_sft(args, cfg, peak, torch_peak)
+    if "dpo" in sections:
+        print("\n[dpo] preference step vs SFT step at equal tokens", flush=True)
+        rows += bench_dpo(args, cfg, peak)
+    if "decode" in sections:
+        print(f"\n[decode] greedy, {args.new_tokens} new tokens, 64-token prompts", flush=True)
+        rows += bench_decode(args, cfg)
+    if "scaling" in sections:
+        print("\n[scaling] 4-layer slice of the shape; compile time vs depth", flush=True)
+        rows += bench_scaling(args, cfg)
+    table = _table(rows)
+    print("\n" + table)
+    os.makedirs(args.out, exist_ok=True)
+    result = {"backend": info, "shape": args.shape, "matmul_peak_flops": peak, "torch_matmul_peak_flops": torch_peak,
+              "rows": rows, "wall_s": time.time() - t0, "args": {k: v for k, v in vars(args).items() if k != "func"}}
+    with open(os.path.join(args.out, "bench.json"), "w") as fh:
+        json.dump(result, fh, indent=2, default=str)
+    with open(os.path.join(args.out, "bench.md"), "w") as fh:
+        fh.write(table + "\n")
+    _chart(rows, os.path.join(args.out, "bench.png"))
+    print(f"\nwrote {args.out}/bench.json, bench.md, bench.png in {time.time() - t0:.0f}s")
+    return 0
+
+
+__all__ = ["register", "run", "measure_matmul_peak", "SECTIONS", "dataclasses"]
