@@ -21,7 +21,6 @@ the "theirs" columns (pip install "jaxtool[test]"); without it those columns are
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -49,6 +48,9 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="measured steps per configuration (median)")
     p.add_argument("--decode-batches", default="1,8,32")
     p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--scaling-grid", default="1x256,1x512,1x1024,2x512,4x512",
+                   help="batch×length points of the scaling section")
+    p.add_argument("--scaling-layers", default="2,4,8,16", help="depths for the compile-time comparison")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch/transformers columns")
     p.set_defaults(func=run)
 
@@ -185,7 +187,7 @@ def _jax_sft_step(cfg, B: int, L: int, lc=None, reference: str | None = None):
             batch["ref"] = {s: {"seq": jnp.full((B,), -100.0), "turns": jnp.full((B, T), -30.0)}
                             for s in ("chosen", "rejected")}
         batch = jax.tree.map(jnp.asarray, batch)
-    ref_params = params if reference == "online" else None
+    ref_params = jax.tree.map(jnp.copy, params) if reference == "online" else None  # frozen, not donated
     f = jax.jit(lambda st, b, rp: steps.train_step(st, b, None, rp, cfg=cfg, lc=lc, optimizer=opt, use_lora=False,
                                                    max_turns=max_turns, grad_accum=1), donate_argnums=(0,))
 
@@ -199,12 +201,9 @@ def _jax_sft_step(cfg, B: int, L: int, lc=None, reference: str | None = None):
 
 def _torch_sft_step(cfg, B: int, L: int, dtype: str):
     """The same step in transformers + torch.optim.AdamW (eager PyTorch, CPU threads as configured)."""
-    import numpy as np
     import torch
     from transformers import LlamaConfig as HFConfig
     from transformers import LlamaForCausalLM
-
-    from jaxtool.models.llama import LlamaConfig  # noqa: F401  (cfg type)
 
     hf = HFConfig(**{k: v for k, v in cfg.to_hf("float32").items() if k not in ("architectures", "torch_dtype")})
     tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
@@ -222,7 +221,6 @@ def _torch_sft_step(cfg, B: int, L: int, dtype: str):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    del np
     return call, B * L
 
 
@@ -379,7 +377,7 @@ def bench_scaling(args, cfg0) -> list[dict]:
 
     # memory (XLA's buffer assignment: temporaries + arguments) and time vs length / batch / remat
     for remat in ("none", "full"):
-        for B, L in [(1, 256), (1, 512), (1, 1024), (2, 512), (4, 512)]:
+        for B, L in _grid(args.scaling_grid, False):
             cfg = small.replace(remat=remat)
             c, ct = compiled_step(cfg, B, L)
             mem = c.memory_analysis()
@@ -397,7 +395,7 @@ def bench_scaling(args, cfg0) -> list[dict]:
             print(f"  remat={remat:4s} {B}×{L:5d}: step {row['step_s']:6.2f}s  temporaries {row['temp_mb']:8.1f} MiB",
                   flush=True)
     # compile time vs depth, scanned vs unrolled layers
-    for layers in (2, 4, 8, 16):
+    for layers in [int(n) for n in args.scaling_layers.split(",")]:
         for scan in (True, False):
             cfg = cfg0.replace(num_layers=layers, scan_layers=scan)
             _, ct = compiled_step(cfg, 1, 128)
@@ -509,4 +507,4 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["register", "run", "measure_matmul_peak", "SECTIONS", "dataclasses"]
+__all__ = ["register", "run", "measure_matmul_peak", "SECTIONS"]
