@@ -225,6 +225,16 @@ def test_completion_not_mentioning_any_tool_value_fails():
     assert not v.passed and "mentions none" in v.reason
 
 
+def test_reply_that_writes_the_tool_result_itself_fails():
+    gold = assistant("제리 출국날은 2024년 4월 23일입니다.")
+    echo = '<tool_response>\n{"ddayDate": "2024-04-23", "daysRemaining": 48}\n</tool_response>'
+    assert judge("completion", said("48일 남았어요."), gold, (DDAY_TOOL,), DDAY).passed  # the value alone passes
+    for text in (echo, "Thought: done\nObservation: 48", "API-Response: {'daysRemaining': 48}"):
+        v = judge("completion", said(text), gold, (DDAY_TOOL,), DDAY)
+        assert not v.passed and "writes a tool result" in v.reason, text
+    assert not judge("relevance", said(echo), REJECT_GOLD).passed
+
+
 def test_completion_with_status_only_result_needs_a_non_empty_reply():
     ctx = (user("할 일 추가해줘"), assistant(None, [ToolCall("add_task", {})]),
            tool_result("add_task", '{"status": "success"}'))

@@ -37,7 +37,10 @@ completion No call, a non-empty reply, and the reply mentions at least one infor
            such as {"status": "success"}), a non-empty reply passes.
 
 A reply whose tool-call markup the chat format could not parse (`Prediction.error`) fails every
-type: for *call* it is not a valid call, for the others it is an attempted call.
+type: for *call* it is not a valid call, for the others it is an attempted call. A reply that writes
+a tool result itself (the markup a format uses to introduce one: `<tool_response>`, Llama 3's
+`ipython` header, ReAct's `Observation:`, `API-Response:`) fails every non-call type: it made up
+what the tool would say instead of answering, even when a value it copied matches.
 """
 
 from __future__ import annotations
@@ -223,6 +226,17 @@ def tool_results_before(context: Sequence[Message]) -> list[str]:
 # the judge
 # --------------------------------------------------------------------------------------------
 
+# markup that introduces a tool result in the chat formats (hermes, llama3_json / functionary,
+# react, alpaca); an assistant reply containing one is impersonating the tool
+TOOL_RESULT_MARKUP = ("<tool_response>", "<|start_header_id|>ipython", "\nObservation:", "API-Response:")
+
+
+def impersonated_tool_result(text: str) -> str | None:
+    """The tool-result markup `text` contains, or None."""
+    padded = "\n" + text
+    return next((m for m in TOOL_RESULT_MARKUP if m in padded), None)
+
+
 class RuleJudge:
     """Offline judge implementing the rules of the module docstring. Stateless."""
 
@@ -243,6 +257,9 @@ class RuleJudge:
         text = (p.content or "").strip()
         if not text:
             return Verdict(False, "empty reply")
+        markup = impersonated_tool_result(text)
+        if markup:
+            return Verdict(False, f"reply writes a tool result itself ({markup.strip()!r})")
         return getattr(self, f"_{case.turn_type}")(case, text)
 
     def _relevance(self, case: TurnCase, text: str) -> Verdict:
