@@ -44,7 +44,10 @@ def register(sub) -> None:
                    "(random weights; e.g. llama3.2-1b on a GPU)")
     p.add_argument("--grid", default=None, help="batch×length list for sft/dpo, e.g. 4x512,2x1024 "
                    "(default: 4x512,2x1024 on CPU, 8x1024,8x2048 on accelerators)")
-    p.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes for the sft section")
+    p.add_argument("--dtypes", default="float32,bfloat16",
+                   help="compute dtypes for the sft section (on CPU, dtypes after the first run only the first "
+                        "grid point, to keep `all` within 15 minutes; --full-grid runs every point)")
+    p.add_argument("--full-grid", action="store_true", help="every dtype on every grid point, also on CPU")
     p.add_argument("--repeats", type=int, default=3, help="measured steps per configuration (median)")
     p.add_argument("--decode-batches", default="1,8,32")
     p.add_argument("--new-tokens", type=int, default=128)
@@ -147,9 +150,11 @@ class _Timer:
         self.first: dict[str, float] = {}
 
     def run(self, name: str, fn: Callable[[], Any]) -> None:
+        """Time `fn()`; a `fn` that returns a float has timed itself (the PyTorch worker) and that
+        time is used."""
         t = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t
+        out = fn()
+        dt = out if isinstance(out, float) else time.perf_counter() - t
         if name in self.first:
             self.times.setdefault(name, []).append(dt)
         else:
@@ -224,6 +229,97 @@ def _torch_sft_step(cfg, B: int, L: int, dtype: str):
     return call, B * L
 
 
+def _torch_decode_call(hf_config: dict, state_dict: dict, prompts: list[list[int]], new_tokens: int):
+    """transformers `generate` (greedy, exactly `new_tokens` new tokens) on the given weights."""
+    import torch
+    from transformers import LlamaConfig as HFConfig
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM(HFConfig(**hf_config)).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=False)
+    model.tie_weights()
+    ids = torch.tensor(prompts)
+
+    def call():
+        with torch.no_grad():
+            model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                           eos_token_id=None, pad_token_id=0)
+    return call
+
+
+def _torch_worker_main(conn) -> None:
+    """The PyTorch side of the benchmark, in its own process: it keeps torch's allocator and OpenMP
+    threads out of the JAX process (in one process, the first JAX step after a torch step ran up to
+    50% slower here), and it sleeps on the pipe while our side runs."""
+    calls: dict[str, Callable[[], Any]] = {}
+    while True:
+        op, *a = conn.recv()
+        try:
+            if op == "close":
+                conn.send(("ok", None))
+                return
+            if op == "peak":
+                conn.send(("ok", measure_torch_matmul_peak()))
+            elif op == "sft":
+                name, cfg, B, L, dtype = a
+                calls[name] = _torch_sft_step(cfg, B, L, dtype)[0]
+                conn.send(("ok", None))
+            elif op == "decode":
+                name, hf_config, sd, prompts, n = a
+                calls[name] = _torch_decode_call(hf_config, sd, prompts, n)
+                conn.send(("ok", None))
+            elif op == "run":
+                t = time.perf_counter()
+                calls[a[0]]()
+                conn.send(("ok", time.perf_counter() - t))
+            elif op == "drop":
+                calls.pop(a[0], None)
+                conn.send(("ok", None))
+        except Exception as e:  # report to the parent instead of dying silently
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class TorchSide:
+    """A spawned process holding the transformers/PyTorch side; `call(name)` runs one step there and
+    returns its wall time (measured in the worker, so pipe latency is excluded)."""
+
+    def __init__(self):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_torch_worker_main, args=(child,), daemon=True)
+        self._proc.start()
+
+    def _ask(self, *msg):
+        self._conn.send(msg)
+        status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"PyTorch benchmark worker: {value}")
+        return value
+
+    def peak(self) -> float | None:
+        return self._ask("peak")
+
+    def build_sft(self, name: str, cfg, B: int, L: int, dtype: str) -> None:
+        self._ask("sft", name, cfg, B, L, dtype)
+
+    def build_decode(self, name: str, hf_config: dict, state_dict: dict, prompts, new_tokens: int) -> None:
+        self._ask("decode", name, hf_config, state_dict, prompts, new_tokens)
+
+    def run(self, name: str) -> float:
+        return self._ask("run", name)
+
+    def drop(self, name: str) -> None:
+        self._ask("drop", name)
+
+    def close(self) -> None:
+        try:
+            self._ask("close")
+        finally:
+            self._proc.join(timeout=30)
+
+
 def _have_torch(args) -> bool:
     if getattr(args, "no_torch", False):
         return False
@@ -238,17 +334,25 @@ def _have_torch(args) -> bool:
 # sections
 # --------------------------------------------------------------------------------------------
 
-def bench_sft(args, cfg0, peak: float, torch_peak: float | None) -> list[dict]:
+def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "TorchSide | None" = None
+              ) -> list[dict]:
     import jax
 
     accel = jax.devices()[0].platform != "cpu"
     rows = []
-    for dtype in args.dtypes.split(","):
-        for B, L in _grid(args.grid, accel):
+    for di, dtype in enumerate(args.dtypes.split(",")):
+        grid = _grid(args.grid, accel)
+        if di > 0 and not accel and not getattr(args, "full_grid", False):
+            grid = grid[:1]
+        for B, L in grid:
             cfg = cfg0.replace(dtype=dtype, param_dtype="float32")
             ours, tokens = _jax_sft_step(cfg, B, L)
             timer = _Timer()
-            theirs = _torch_sft_step(cfg, B, L, dtype)[0] if _have_torch(args) and not accel else None
+            theirs = None
+            if torch_side is not None and not accel:
+                name = f"sft-{dtype}-{B}x{L}"
+                torch_side.build_sft(name, cfg, B, L, dtype)
+                theirs = lambda name=name: torch_side.run(name)  # noqa: E731
             for _ in range(args.repeats + 1):  # first round = warm-up (and compilation)
                 timer.run("ours", ours)
                 if theirs:
@@ -265,6 +369,8 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None) -> list[dict]:
                 row["ours_mfu_vs_chip_bf16"] = flops / t_ours / chip_peak(backend_info()["device"])
             rows.append(row)
             print(_fmt_row(row), flush=True)
+            if theirs:
+                torch_side.drop(name)
     return rows
 
 
@@ -298,7 +404,7 @@ def bench_dpo(args, cfg0, peak: float) -> list[dict]:
     return rows
 
 
-def bench_decode(args, cfg0) -> list[dict]:
+def bench_decode(args, cfg0, torch_side: "TorchSide | None" = None) -> list[dict]:
     import jax
     import numpy as np
 
@@ -310,19 +416,12 @@ def bench_decode(args, cfg0) -> list[dict]:
     N = args.new_tokens
     rng = np.random.RandomState(0)
     rows = []
-    torch_model = None
-    if _have_torch(args) and jax.devices()[0].platform == "cpu":
-        import torch
-        from transformers import LlamaConfig as HFConfig
-        from transformers import LlamaForCausalLM
-
+    hf_config, state_dict = None, None
+    if torch_side is not None and jax.devices()[0].platform == "cpu":
         from jaxtool.convert import params_to_state_dict
 
-        hf = HFConfig(**{k: v for k, v in cfg.to_hf("float32").items() if k not in ("architectures", "torch_dtype")})
-        torch_model = LlamaForCausalLM(hf).eval()
-        sd = {k: torch.from_numpy(np.array(v)) for k, v in params_to_state_dict(params, cfg, "float32").items()}
-        torch_model.load_state_dict(sd, strict=False)
-        torch_model.tie_weights()
+        hf_config = {k: v for k, v in cfg.to_hf("float32").items() if k not in ("architectures", "torch_dtype")}
+        state_dict = {k: np.asarray(v) for k, v in params_to_state_dict(params, cfg, "float32").items()}
     for B in [int(b) for b in args.decode_batches.split(",")]:
         prompts = [rng.randint(3, cfg.vocab_size, 64).tolist() for _ in range(B)]
         timer = _Timer()
@@ -330,19 +429,20 @@ def bench_decode(args, cfg0) -> list[dict]:
         def ours():
             generate_ids(params, cfg, prompts, max_new_tokens=N, sampling=Sampling(), stop_ids=[], chunk=N)
 
-        def theirs():
-            import torch
+        if state_dict is not None:
+            torch_side.build_decode(f"decode-{B}", hf_config, state_dict, prompts, N)
 
-            with torch.no_grad():
-                torch_model.generate(torch.tensor(prompts), max_new_tokens=N, min_new_tokens=N, do_sample=False,
-                                     eos_token_id=None, pad_token_id=0)
+        def theirs(B=B):
+            return torch_side.run(f"decode-{B}")
 
         for _ in range(2):  # warm-up + one measured run each (decoding is long and steady)
             timer.run("ours", ours)
-            if torch_model is not None:
+            if state_dict is not None:
                 timer.run("theirs", theirs)
+        if state_dict is not None:
+            torch_side.drop(f"decode-{B}")
         t_o = timer.median("ours")
-        t_t = timer.median("theirs") if torch_model is not None else float("nan")
+        t_t = timer.median("theirs") if state_dict is not None else float("nan")
         row = {"section": "decode", "batch": B, "new_tokens": N, "ours_tok_s": B * N / t_o,
                "theirs_tok_s": B * N / t_t, "speedup": t_t / t_o, "ours_s": t_o, "theirs_s": t_t}
         rows.append(row)
@@ -476,20 +576,31 @@ def run(args) -> int:
     print(f"jaxtool bench {args.section}: {args.shape} shape ({cfg.num_params() / 1e6:.0f}M params, random weights) "
           f"on {info['platform']} ({info['device']}, {info['cores']} cores)", flush=True)
     peak = measure_matmul_peak()
-    torch_peak = measure_torch_matmul_peak() if _have_torch(args) and info["platform"] == "cpu" else None
+    # the PyTorch side lives in its own process (TorchSide); only the CPU comparison uses it
+    torch_side = TorchSide() if _have_torch(args) and info["platform"] == "cpu" and (
+        {"sft", "decode"} & set(sections)) else None
+    try:
+        return _run_sections(args, cfg, sections, info, peak, torch_side, t0)
+    finally:
+        if torch_side is not None:
+            torch_side.close()
+
+
+def _run_sections(args, cfg, sections, info, peak, torch_side, t0) -> int:
+    torch_peak = torch_side.peak() if torch_side else None
     tp = f"{torch_peak / 1e9:.0f}" if torch_peak else "n/a"
     print(f"measured matmul peak (2048² float32): JAX {peak / 1e9:.0f} GFLOP/s, PyTorch {tp} GFLOP/s", flush=True)
     rows: list[dict] = []
     if "sft" in sections:
         print("\n[sft] one training step (forward + backward + AdamW), A/B alternating, median of "
               f"{args.repeats}", flush=True)
-        rows += bench_sft(args, cfg, peak, torch_peak)
+        rows += bench_sft(args, cfg, peak, torch_peak, torch_side)
     if "dpo" in sections:
         print("\n[dpo] preference step vs SFT step at equal tokens", flush=True)
         rows += bench_dpo(args, cfg, peak)
     if "decode" in sections:
         print(f"\n[decode] greedy, {args.new_tokens} new tokens, 64-token prompts", flush=True)
-        rows += bench_decode(args, cfg)
+        rows += bench_decode(args, cfg, torch_side)
     if "scaling" in sections:
         print("\n[scaling] 4-layer slice of the shape; compile time vs depth", flush=True)
         rows += bench_scaling(args, cfg)

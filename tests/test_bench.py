@@ -26,3 +26,17 @@ def test_bench_all_runs_on_a_tiny_shape(tmp_path, capsys):
     assert (out / "bench.png").is_file() and (out / "bench.md").read_text().count("|") > 10
     printed = capsys.readouterr().out
     assert "transformers" in printed and "ratio" in printed
+
+
+def test_torch_worker_reports_errors_instead_of_hanging():
+    import pytest
+
+    from jaxtool.bench import TorchSide
+
+    side = TorchSide()
+    try:
+        assert side.peak() > 0
+        with pytest.raises(RuntimeError, match="PyTorch benchmark worker: KeyError"):
+            side.run("never-built")
+    finally:
+        side.close()
