@@ -48,7 +48,9 @@ def register(sub) -> None:
                    help="compute dtypes for the sft section (on CPU, dtypes after the first run only the first "
                         "grid point, to keep `all` within 15 minutes; --full-grid runs every point)")
     p.add_argument("--full-grid", action="store_true", help="every dtype on every grid point, also on CPU")
-    p.add_argument("--repeats", type=int, default=3, help="measured steps per configuration (median)")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="measured steps per configuration (median); in the sft section each measured step "
+                        "follows an untimed step of the same side")
     p.add_argument("--decode-batches", default="1,8,32")
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--scaling-grid", default="1x256,1x512,1x1024,2x512,4x512",
@@ -148,6 +150,7 @@ class _Timer:
     def __init__(self):
         self.times: dict[str, list[float]] = {}
         self.first: dict[str, float] = {}
+        self.switch_times: dict[str, list[float]] = {}
 
     def run(self, name: str, fn: Callable[[], Any]) -> None:
         """Time `fn()`; a `fn` that returns a float has timed itself (the PyTorch worker) and that
@@ -159,6 +162,12 @@ class _Timer:
             self.times.setdefault(name, []).append(dt)
         else:
             self.first[name] = dt
+
+    def switch(self, name: str, fn: Callable[[], Any]) -> None:
+        """Run `fn` once untimed but record how long it took (the step after a switch of side)."""
+        t = time.perf_counter()
+        out = fn()
+        self.switch_times.setdefault(name, []).append(out if isinstance(out, float) else time.perf_counter() - t)
 
     def median(self, name: str) -> float:
         return _median(self.times.get(name, []))
@@ -353,10 +362,18 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
                 name = f"sft-{dtype}-{B}x{L}"
                 torch_side.build_sft(name, cfg, B, L, dtype)
                 theirs = lambda name=name: torch_side.run(name)  # noqa: E731
-            for _ in range(args.repeats + 1):  # first round = warm-up (and compilation)
-                timer.run("ours", ours)
-                if theirs:
-                    timer.run("theirs", theirs)
+            # A/B rounds: each side runs two steps per round and only the second is timed. The first
+            # step after the other framework ran is a switch step: on the 2-core CPU ours took
+            # 18.5 s there instead of 12.6 s (and its next step 12.7 s), whether torch ran in this
+            # process or in its worker, so timing it would measure the switch, not the step.
+            timer.run("ours", ours)  # warm-up round (compilation)
+            if theirs:
+                timer.run("theirs", theirs)
+            for _ in range(args.repeats):
+                for side, fn in (("ours", ours), ("theirs", theirs)):
+                    if fn:
+                        timer.switch(side, fn)
+                        timer.run(side, fn)
             t_ours, t_theirs = timer.median("ours"), timer.median("theirs") if theirs else float("nan")
             flops = cfg.flops_per_token(L) * tokens
             row = {"section": "sft", "dtype": dtype, "batch": B, "length": L, "tokens": tokens,
@@ -364,7 +381,9 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
                    "theirs_tok_s": tokens / t_theirs if theirs else float("nan"),
                    "speedup": t_theirs / t_ours if theirs else float("nan"),
                    "ours_mfu": flops / t_ours / peak, "theirs_mfu": (flops / t_theirs / torch_peak) if theirs and torch_peak else float("nan"),
-                   "compile_s": timer.first["ours"] - t_ours}
+                   "compile_s": timer.first["ours"] - t_ours,
+                   "ours_switch_step_s": _median(timer.switch_times.get("ours", [])),
+                   "theirs_switch_step_s": _median(timer.switch_times.get("theirs", []))}
             if accel and chip_peak(backend_info()["device"]):
                 row["ours_mfu_vs_chip_bf16"] = flops / t_ours / chip_peak(backend_info()["device"])
             rows.append(row)
@@ -507,7 +526,9 @@ def bench_scaling(args, cfg0) -> list[dict]:
 def _fmt_row(r: dict) -> str:
     theirs = f"{r['theirs_tok_s']:8.1f}" if r["theirs_tok_s"] == r["theirs_tok_s"] else "     n/a"
     return (f"  {r['dtype']:8s} {r['batch']}×{r['length']:<5d} ours {r['ours_tok_s']:8.1f} tok/s  transformers {theirs} "
-            f"tok/s  ×{r['speedup']:.2f}   MFU ours {r['ours_mfu']:.2f}")
+            f"tok/s  ×{r['speedup']:.2f}   MFU ours {r['ours_mfu']:.2f}"
+            f"   (switch step: ours {r.get('ours_switch_step_s', float('nan')):.1f}s, "
+            f"theirs {r.get('theirs_switch_step_s', float('nan')):.1f}s)")
 
 
 def _table(rows: list[dict]) -> str:
@@ -592,8 +613,8 @@ def _run_sections(args, cfg, sections, info, peak, torch_side, t0) -> int:
     print(f"measured matmul peak (2048² float32): JAX {peak / 1e9:.0f} GFLOP/s, PyTorch {tp} GFLOP/s", flush=True)
     rows: list[dict] = []
     if "sft" in sections:
-        print("\n[sft] one training step (forward + backward + AdamW), A/B alternating, median of "
-              f"{args.repeats}", flush=True)
+        print("\n[sft] one training step (forward + backward + AdamW); A/B rounds, median of "
+              f"{args.repeats}; each timed step follows an untimed step of the same side", flush=True)
         rows += bench_sft(args, cfg, peak, torch_peak, torch_side)
     if "dpo" in sections:
         print("\n[dpo] preference step vs SFT step at equal tokens", flush=True)
