@@ -24,6 +24,7 @@ RUNTIME = [
     "tqdm>=4.66",
     "matplotlib>=3.8",
     "tensorboardX>=2.6",
+    "gguf>=0.10",  # reads the embedded SmolLM2 GGUF (pure Python + numpy; no torch)
 ]
 
 TEST = [
@@ -47,7 +48,6 @@ setup(
     install_requires=RUNTIME,
     extras_require={
         "test": TEST,
-        "gguf": ["gguf>=0.10", "torch==2.13.0", "accelerate>=1.0"],
         "tfds": ["tensorflow-datasets>=4.9"],
     },
     entry_points={"console_scripts": ["jaxtool=jaxtool.cli:main"]},

@@ -393,7 +393,9 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
     return rows
 
 
-def bench_dpo(args, cfg0, peak: float) -> list[dict]:
+def bench_dpo(args, cfg0, peak: float, sft_rows: list[dict] = ()) -> list[dict]:
+    """Preference steps relative to the SFT step at equal tokens. When the sft section already timed
+    the SFT step at this shape and dtype (`sft_rows`), that time is the base and is not re-measured."""
     import jax
 
     from jaxtool.config import LossConfig
@@ -405,6 +407,10 @@ def bench_dpo(args, cfg0, peak: float) -> list[dict]:
     cfg = cfg0.replace(dtype="float32" if not accel else "bfloat16")
     variants = [("sft", None, None), ("diatool_dpo", "precomputed", "diatool_dpo (ref precomputed)"),
                 ("diatool_dpo", "online", "diatool_dpo (ref on the fly)"), ("dpo", "precomputed", "dpo (ref precomputed)")]
+    done = next((r for r in sft_rows if r.get("section") == "sft" and (r["batch"], r["length"]) == (B, L)
+                 and r["dtype"] == cfg.dtype), None)
+    if done is not None:
+        variants = variants[1:]
     calls = {}
     for loss, ref, label in variants:
         lc = LossConfig(type=loss, beta=0.5, gamma=0.5, margin=2.0)
@@ -413,9 +419,9 @@ def bench_dpo(args, cfg0, peak: float) -> list[dict]:
     for _ in range(args.repeats + 1):
         for name, call in calls.items():
             timer.run(name, call)
-    base = timer.median("sft")
-    for name in calls:
-        t = timer.median(name)
+    base = done["ours_s"] if done is not None else timer.median("sft")
+    times = {"sft": base, **{name: timer.median(name) for name in calls}}
+    for name, t in times.items():
         row = {"section": "dpo", "variant": name, "tokens": B * L, "step_s": t, "relative_to_sft": t / base}
         rows.append(row)
         print(f"  {name:34s} {t:8.2f}s/step  ×{t / base:.2f} of the SFT step at equal tokens ({B * L} tokens)",
@@ -618,7 +624,7 @@ def _run_sections(args, cfg, sections, info, peak, torch_side, t0) -> int:
         rows += bench_sft(args, cfg, peak, torch_peak, torch_side)
     if "dpo" in sections:
         print("\n[dpo] preference step vs SFT step at equal tokens", flush=True)
-        rows += bench_dpo(args, cfg, peak)
+        rows += bench_dpo(args, cfg, peak, rows)
     if "decode" in sections:
         print(f"\n[decode] greedy, {args.new_tokens} new tokens, 64-token prompts", flush=True)
         rows += bench_decode(args, cfg, torch_side)
