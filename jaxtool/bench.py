@@ -3,8 +3,9 @@ path, in the same process, on the same machine and inputs.
 
   sft      tokens/s of one full training step (forward + backward + AdamW) on the SmolLM2-135M
            shape, float32 and bfloat16, for a small batch × length grid: jaxtool's jitted step vs
-           transformers' LlamaForCausalLM + torch.optim.AdamW. A/B alternate, warm-up excluded,
-           medians reported. MFU = model FLOPs/s ÷ a matmul peak measured here by this command.
+           transformers' LlamaForCausalLM + torch.optim.AdamW (in a worker process). A/B rounds,
+           warm-up excluded, medians reported. MFU = model FLOPs/s ÷ the matmul peak this command
+           measures here for the same framework and dtype.
   dpo      DiaTool-DPO and DPO steps relative to the SFT step at equal tokens, with reference
            log-probs precomputed (carried with the batch) and computed on the fly (frozen params).
   decode   new tokens/s of batched greedy decoding (batch 1, 8, 32; 128 new tokens) vs
@@ -107,12 +108,12 @@ def measure_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5)
     return 2 * n ** 3 / min(ts)
 
 
-def measure_torch_matmul_peak(n: int = 2048, repeats: int = 5) -> float | None:
+def measure_torch_matmul_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> float | None:
     try:
         import torch
     except ImportError:
         return None
-    a = torch.ones(n, n)
+    a = torch.ones(n, n, dtype=getattr(torch, dtype))
     a @ a
     ts = []
     for _ in range(repeats):
@@ -268,7 +269,7 @@ def _torch_worker_main(conn) -> None:
                 conn.send(("ok", None))
                 return
             if op == "peak":
-                conn.send(("ok", measure_torch_matmul_peak()))
+                conn.send(("ok", measure_torch_matmul_peak(dtype=a[0] if a else "float32")))
             elif op == "sft":
                 name, cfg, B, L, dtype = a
                 calls[name] = _torch_sft_step(cfg, B, L, dtype)[0]
@@ -307,8 +308,8 @@ class TorchSide:
             raise RuntimeError(f"PyTorch benchmark worker: {value}")
         return value
 
-    def peak(self) -> float | None:
-        return self._ask("peak")
+    def peak(self, dtype: str = "float32") -> float | None:
+        return self._ask("peak", dtype)
 
     def build_sft(self, name: str, cfg, B: int, L: int, dtype: str) -> None:
         self._ask("sft", name, cfg, B, L, dtype)
@@ -345,11 +346,19 @@ def _have_torch(args) -> bool:
 
 def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "TorchSide | None" = None
               ) -> list[dict]:
+    """MFU of each dtype's rows is against that dtype's own matmul peak, measured here for each
+    framework (on CPUs with AMX, PyTorch's bf16 matmul is several times its float32 one)."""
     import jax
 
     accel = jax.devices()[0].platform != "cpu"
     rows = []
     for di, dtype in enumerate(args.dtypes.split(",")):
+        if dtype != "float32" and not accel:
+            peak = measure_matmul_peak(dtype)
+            torch_peak = torch_side.peak(dtype) if torch_side is not None else None
+            tp = f"{torch_peak / 1e9:.0f}" if torch_peak else "n/a"
+            print(f"  measured matmul peak (2048² {dtype}): JAX {peak / 1e9:.0f} GFLOP/s, PyTorch {tp} GFLOP/s",
+                  flush=True)
         grid = _grid(args.grid, accel)
         if di > 0 and not accel and not getattr(args, "full_grid", False):
             grid = grid[:1]
@@ -381,7 +390,8 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
                    "theirs_tok_s": tokens / t_theirs if theirs else float("nan"),
                    "speedup": t_theirs / t_ours if theirs else float("nan"),
                    "ours_mfu": flops / t_ours / peak, "theirs_mfu": (flops / t_theirs / torch_peak) if theirs and torch_peak else float("nan"),
-                   "compile_s": timer.first["ours"] - t_ours,
+                   "compile_s": timer.first["ours"] - t_ours, "ours_peak_flops": peak,
+                   "theirs_peak_flops": torch_peak,
                    "ours_switch_step_s": _median(timer.switch_times.get("ours", [])),
                    "theirs_switch_step_s": _median(timer.switch_times.get("theirs", []))}
             if accel and chip_peak(backend_info()["device"]):
@@ -544,7 +554,7 @@ def _table(rows: list[dict]) -> str:
     sft = [r for r in rows if r["section"] == "sft"]
     if sft:
         out.append(markdown_table(
-            ["SFT step", "ours tok/s", "transformers tok/s", "ratio", "ours MFU", "transformers MFU"],
+            ["SFT step", "ours tok/s", "transformers tok/s", "ratio", "ours MFU (own peak)", "transformers MFU (own peak)"],
             [[f"{r['dtype']} {r['batch']}×{r['length']}", r["ours_tok_s"], r["theirs_tok_s"], r["speedup"],
               r["ours_mfu"], r["theirs_mfu"]] for r in sft]))
     dpo = [r for r in rows if r["section"] == "dpo"]

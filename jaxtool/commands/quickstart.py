@@ -13,7 +13,7 @@
   6. evaluate     after SFT and after DiaTool-DPO; print the before/after table
   7. export       the final model as an HF directory (LoRA merged) that transformers / vLLM load
 
-Sizes (dialogues, pairs, epochs) are in configs/quickstart.yaml and fit ≤ 10 minutes on 2 CPU cores.
+Sizes (dialogues, pairs, epochs) are in configs/quickstart.yaml and take about 10–11 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
