@@ -142,6 +142,8 @@ def evaluate(backend: Any, fmt: Any, prompt_ids: PromptIds, *, categories: Seque
         recs = run_items(items, backend, fmt, prompt_ids, style=style, progress=progress, desc=cat, **run_kw)
         records += recs
         valid[cat] = [r["valid"] for r in recs]
+        print(f"{cat}: {sum(valid[cat])}/{len(recs)} valid{'' if complete[cat] else f' (first {len(recs)} of {len(every)})'}"
+              f"  [{time.time() - t0:.0f}s]", flush=True)
     summary = summarize(valid, complete=complete)
     summary["settings"] = {**dict(settings or {}), "style": style, "limit": limit,
                            "seconds": round(time.time() - t0, 1),
