@@ -31,6 +31,8 @@ import json
 import operator
 from typing import Any, Iterable, Mapping, Sequence
 
+from jaxtool.data.calls import ParseError, call_from_json_obj
+
 Call = tuple  # (name: str, arguments: dict)
 
 
@@ -191,24 +193,13 @@ def _check_size(op: ast.AST, a: Any, b: Any) -> None:
 # ------------------------------------------------------------------------------------------------
 
 def _json_call(obj: Any) -> Call | DecodeError:
-    if not isinstance(obj, Mapping):
-        return DecodeError(f"a call must be a JSON object, got {type(obj).__name__}")
-    if isinstance(obj.get("function"), Mapping):  # OpenAI tool_calls entry
-        obj = obj["function"]
-    name = obj.get("name", obj.get("function"))
-    if not isinstance(name, str) or not name:
-        return DecodeError("call has no string 'name'")
-    args = obj.get("arguments", obj.get("parameters", {}))
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as e:
-            return DecodeError(f"{name}: 'arguments' string is not JSON ({e.msg})")
-    if args is None:
-        args = {}
-    if not isinstance(args, Mapping):
-        return DecodeError(f"{name}: arguments must be an object, got {type(args).__name__}")
-    return (name, dict(args))
+    """One JSON call object (also OpenAI's `{"function": {...}}` and `{"function": "name", ...}`)."""
+    if isinstance(obj, Mapping) and "name" not in obj and isinstance(obj.get("function"), str):
+        obj = {**obj, "name": obj["function"]}
+    call = call_from_json_obj(obj)
+    if isinstance(call, ParseError):
+        return DecodeError(call.reason)
+    return (call.name, dict(call.arguments))
 
 
 def calls_from_json(value: Any) -> list[Call] | DecodeError:
