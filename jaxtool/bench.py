@@ -239,8 +239,8 @@ def _torch_sft_step(cfg, B: int, L: int, dtype: str):
     return call, B * L
 
 
-def _torch_decode_call(hf_config: dict, state_dict: dict, prompts: list[list[int]], new_tokens: int):
-    """transformers `generate` (greedy, exactly `new_tokens` new tokens) on the given weights."""
+def _torch_decode_model(hf_config: dict, state_dict: dict):
+    """transformers LlamaForCausalLM holding the given (numpy) weights."""
     import torch
     from transformers import LlamaConfig as HFConfig
     from transformers import LlamaForCausalLM
@@ -248,6 +248,13 @@ def _torch_decode_call(hf_config: dict, state_dict: dict, prompts: list[list[int
     model = LlamaForCausalLM(HFConfig(**hf_config)).eval()
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=False)
     model.tie_weights()
+    return model
+
+
+def _torch_decode_call(model, prompts: list[list[int]], new_tokens: int):
+    """transformers `generate` (greedy, exactly `new_tokens` new tokens) on `prompts`."""
+    import torch
+
     ids = torch.tensor(prompts)
 
     def call():
@@ -262,6 +269,7 @@ def _torch_worker_main(conn) -> None:
     threads out of the JAX process (in one process, the first JAX step after a torch step ran up to
     50% slower here), and it sleeps on the pipe while our side runs."""
     calls: dict[str, Callable[[], Any]] = {}
+    decode_model = None
     while True:
         op, *a = conn.recv()
         try:
@@ -274,9 +282,12 @@ def _torch_worker_main(conn) -> None:
                 name, cfg, B, L, dtype = a
                 calls[name] = _torch_sft_step(cfg, B, L, dtype)[0]
                 conn.send(("ok", None))
+            elif op == "decode_model":
+                decode_model = _torch_decode_model(*a)
+                conn.send(("ok", None))
             elif op == "decode":
-                name, hf_config, sd, prompts, n = a
-                calls[name] = _torch_decode_call(hf_config, sd, prompts, n)
+                name, prompts, n = a
+                calls[name] = _torch_decode_call(decode_model, prompts, n)
                 conn.send(("ok", None))
             elif op == "run":
                 t = time.perf_counter()
@@ -314,8 +325,12 @@ class TorchSide:
     def build_sft(self, name: str, cfg, B: int, L: int, dtype: str) -> None:
         self._ask("sft", name, cfg, B, L, dtype)
 
-    def build_decode(self, name: str, hf_config: dict, state_dict: dict, prompts, new_tokens: int) -> None:
-        self._ask("decode", name, hf_config, state_dict, prompts, new_tokens)
+    def load_decode_model(self, hf_config: dict, state_dict: dict) -> None:
+        """Send the weights once; `build_decode` calls then only send prompts."""
+        self._ask("decode_model", hf_config, state_dict)
+
+    def build_decode(self, name: str, prompts, new_tokens: int) -> None:
+        self._ask("decode", name, prompts, new_tokens)
 
     def run(self, name: str) -> float:
         return self._ask("run", name)
@@ -352,13 +367,14 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
 
     accel = jax.devices()[0].platform != "cpu"
     rows = []
+    peaks = {"float32": (peak, torch_peak)}  # measured by `run`; other dtypes here, once each
     for di, dtype in enumerate(args.dtypes.split(",")):
-        if dtype != "float32" and not accel:
-            peak = measure_matmul_peak(dtype)
-            torch_peak = torch_side.peak(dtype) if torch_side is not None else None
-            tp = f"{torch_peak / 1e9:.0f}" if torch_peak else "n/a"
-            print(f"  measured matmul peak (2048² {dtype}): JAX {peak / 1e9:.0f} GFLOP/s, PyTorch {tp} GFLOP/s",
-                  flush=True)
+        if dtype not in peaks and not accel:
+            peaks[dtype] = (measure_matmul_peak(dtype), torch_side.peak(dtype) if torch_side is not None else None)
+            tp = f"{peaks[dtype][1] / 1e9:.0f}" if peaks[dtype][1] else "n/a"
+            print(f"  measured matmul peak (2048² {dtype}): JAX {peaks[dtype][0] / 1e9:.0f} GFLOP/s, PyTorch {tp} "
+                  "GFLOP/s", flush=True)
+        peak, torch_peak = peaks.get(dtype, peaks["float32"])
         grid = _grid(args.grid, accel)
         if di > 0 and not accel and not getattr(args, "full_grid", False):
             grid = grid[:1]
@@ -451,12 +467,13 @@ def bench_decode(args, cfg0, torch_side: "TorchSide | None" = None) -> list[dict
     N = args.new_tokens
     rng = np.random.RandomState(0)
     rows = []
-    hf_config, state_dict = None, None
-    if torch_side is not None and jax.devices()[0].platform == "cpu":
+    theirs_on = torch_side is not None and jax.devices()[0].platform == "cpu"
+    if theirs_on:
         from jaxtool.convert import params_to_state_dict
 
         hf_config = {k: v for k, v in cfg.to_hf("float32").items() if k not in ("architectures", "torch_dtype")}
-        state_dict = {k: np.asarray(v) for k, v in params_to_state_dict(params, cfg, "float32").items()}
+        torch_side.load_decode_model(hf_config, {k: np.asarray(v) for k, v in
+                                                 params_to_state_dict(params, cfg, "float32").items()})
     for B in [int(b) for b in args.decode_batches.split(",")]:
         prompts = [rng.randint(3, cfg.vocab_size, 64).tolist() for _ in range(B)]
         timer = _Timer()
@@ -464,20 +481,20 @@ def bench_decode(args, cfg0, torch_side: "TorchSide | None" = None) -> list[dict
         def ours():
             generate_ids(params, cfg, prompts, max_new_tokens=N, sampling=Sampling(), stop_ids=[], chunk=N)
 
-        if state_dict is not None:
-            torch_side.build_decode(f"decode-{B}", hf_config, state_dict, prompts, N)
+        if theirs_on:
+            torch_side.build_decode(f"decode-{B}", prompts, N)
 
         def theirs(B=B):
             return torch_side.run(f"decode-{B}")
 
         for _ in range(2):  # warm-up + one measured run each (decoding is long and steady)
             timer.run("ours", ours)
-            if state_dict is not None:
+            if theirs_on:
                 timer.run("theirs", theirs)
-        if state_dict is not None:
+        if theirs_on:
             torch_side.drop(f"decode-{B}")
         t_o = timer.median("ours")
-        t_t = timer.median("theirs") if state_dict is not None else float("nan")
+        t_t = timer.median("theirs") if theirs_on else float("nan")
         row = {"section": "decode", "batch": B, "new_tokens": N, "ours_tok_s": B * N / t_o,
                "theirs_tok_s": B * N / t_t, "speedup": t_t / t_o, "ours_s": t_o, "theirs_s": t_t}
         rows.append(row)

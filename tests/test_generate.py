@@ -66,6 +66,15 @@ def test_logprobs_are_the_models_and_rows_are_independent(smol, prompts):
         assert alone.tokens[0] == toks
 
 
+def test_unstacked_layers_generate_the_same_tokens(smol, prompts):
+    batch = [prompts[0], prompts[5], prompts[9]]
+    stacked = generate_ids(smol.params, smol.config, batch, max_new_tokens=8, stop_ids=[2])
+    per_layer = generate_ids(llama.unstack_layers(smol.params), smol.config, batch, max_new_tokens=8, stop_ids=[2])
+    assert per_layer.tokens == stacked.tokens
+    for a, b in zip(per_layer.logprobs, stacked.logprobs):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
 def test_stop_strings_cut_text(smol, prompts):
     b = JaxBackend(smol)
     full = b.generate([prompts[0]], max_new_tokens=20)[0]

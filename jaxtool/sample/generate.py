@@ -166,10 +166,11 @@ def generate_ids(params, cfg: llama.LlamaConfig, prompts: Sequence[Sequence[int]
     for i, p in enumerate(prompts):
         arr[i, :len(p)] = p
     stop_arr = jnp.asarray(np.array(sorted(set(stop_ids)) or [-1], np.int32))
-    cache = llama.init_cache(cfg, B, P + N)
+    per_layer = isinstance(params["layers"], (list, tuple))  # `llama.unstack_layers` params
+    cache = llama.init_cache(cfg, B, P + N, per_layer=per_layer)
     with sharding.use_mesh(mesh):
         if mesh is not None:
-            cache = jax.device_put(cache, sharding.tree_shardings(llama.cache_axes(), cache, mesh))
+            cache = jax.device_put(cache, sharding.tree_shardings(llama.cache_axes(cfg, per_layer), cache, mesh))
             arr_dev, lens_dev = sharding.shard_batch((arr, lens), mesh)
         else:
             arr_dev, lens_dev = jnp.asarray(arr), jnp.asarray(lens)
