@@ -11,7 +11,9 @@ import numpy as np
 
 from jaxtool import checkpoint, convert
 from jaxtool.errors import CheckpointError
-from jaxtool.models import llama
+from jaxtool.models import lora
+from jaxtool.models.family import family_of
+from jaxtool.models.run import DEFAULT_RUN, RunOptions
 from jaxtool.models.gguf import embedded_gguf_path
 
 EMBEDDED_ALIASES = ("smollm2", "smollm2-135m-instruct", "default")
@@ -25,23 +27,31 @@ def resolve_model_path(path: str) -> str:
 
 
 class Model:
-    """A Llama model in memory: `.config` (LlamaConfig), `.params` (pytree of arrays), `.tokenizer`."""
+    """A model in memory: `.config` (the architecture, e.g. LlamaConfig), `.run` (RunOptions: compute
+    dtype, remat, LoRA scale, attention), `.params` (pytree of arrays), `.tokenizer`, `.family`."""
 
-    def __init__(self, config: llama.LlamaConfig, params: dict, tokenizer=None, source: str = ""):
+    def __init__(self, config, params: dict, tokenizer=None, source: str = "", run: RunOptions = DEFAULT_RUN):
         self.config = config
         self.params = params
         self.tokenizer = tokenizer
         self.source = source
+        self.run = run
+        self.family = family_of(config)
 
     def __repr__(self) -> str:
         c = self.config
         return (f"Model({self.source or 'in-memory'}: {c.num_layers} layers, d={c.hidden_size}, "
                 f"{c.num_heads} heads / {c.num_kv_heads} KV, vocab {c.vocab_size}, "
-                f"{c.num_params() / 1e6:.1f}M params, {c.param_dtype} params / {c.dtype} compute)")
+                f"{c.num_params() / 1e6:.1f}M params, {self.param_dtype} params / {self.run.compute_dtype} compute)")
+
+    @property
+    def param_dtype(self) -> str:
+        leaves = jax.tree.leaves(self.params)
+        return str(leaves[0].dtype) if leaves else "float32"
 
     @functools.cached_property
     def _forward(self):
-        return jax.jit(lambda p, t: llama.forward(p, t, self.config).astype(jnp.float32))
+        return jax.jit(lambda p, t: self.family.forward(p, t, self.config, run=self.run).astype(jnp.float32))
 
     def logits(self, input_ids) -> np.ndarray:
         """float32 logits [batch, seq, vocab] for int token ids [batch, seq] (causal, no padding)."""
@@ -68,17 +78,18 @@ class Model:
 
 
 def load_model(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None,
-               step: int | None = None, **cfg_overrides) -> Model:
-    """Load a Llama model.
+               step: int | None = None, run: RunOptions | None = None, **run_options) -> Model:
+    """Load a model (its family from config.json's `model_type`; Llama today).
 
     path  : an HF directory (config.json + safetensors), a `.gguf` file, a jaxtool checkpoint
-            directory (latest step unless `step`), or "smollm2" for the embedded default model.
+            directory (latest step unless `step`; a LoRA run's adapters are merged into the base
+            model it names), or "smollm2" for the embedded default model.
     dtype : parameter dtype ("float32", "bfloat16"); compute_dtype defaults to the same.
+    run / run_options : how to compute (`RunOptions`, or its fields: remat=, lora_scale=, attention=).
     shardings : optional pytree of NamedShardings to place (jaxtool checkpoints: restore onto) the params.
     """
     path = resolve_model_path(path)
-    overrides = dict(cfg_overrides)
-    overrides["dtype"] = compute_dtype or dtype
+    run = run or RunOptions(compute_dtype=compute_dtype or dtype, **run_options)
     place = None
     if shardings is not None:
         def place(p, a):  # noqa: E306
@@ -87,13 +98,18 @@ def load_model(path: str, dtype: str = "float32", compute_dtype: str | None = No
                 node = node[k]
             return jax.device_put(a, node)
     if os.path.isdir(path) and checkpoint.is_checkpoint_dir(path):
-        cfg = checkpoint.read_config(path, param_dtype=dtype, **overrides)
-        params = checkpoint.restore_params(path, cfg, shardings, step)
-        return Model(cfg, params, checkpoint.load_tokenizer(path), source=path)
+        cfg = checkpoint.read_config(path)
+        if "lora" in checkpoint.read_meta(path):
+            adapters, spec = checkpoint.restore_adapters(path, cfg, step)
+            base = load_model(spec["base_model"], dtype=dtype, shardings=shardings, run=run)
+            params = lora.merge(base.params, adapters, spec["scale"])
+        else:
+            params = checkpoint.restore_params(path, cfg, shardings, step, dtype=dtype)
+        return Model(cfg, params, checkpoint.load_tokenizer(path), source=path, run=run)
     if os.path.isdir(path):
-        cfg, params, tok = convert.load_hf(path, param_dtype=dtype, place=place, **overrides)
+        cfg, params, tok = convert.load_hf(path, param_dtype=dtype, place=place)
     elif os.path.isfile(path) and path.endswith(".gguf"):
-        cfg, params, tok = convert.load_gguf(path, param_dtype=dtype, place=place, **overrides)
+        cfg, params, tok = convert.load_gguf(path, param_dtype=dtype, place=place)
     elif os.path.exists(path):
         raise CheckpointError(f"{path}: expected an HF model directory, a jaxtool checkpoint directory or a .gguf file")
     else:
@@ -101,4 +117,4 @@ def load_model(path: str, dtype: str = "float32", compute_dtype: str | None = No
                               "download hub models first, e.g. `huggingface-cli download ORG/NAME --local-dir DIR`)")
     if place is None:
         params = jax.tree.map(jnp.asarray, params)
-    return Model(cfg, params, tok, source=path)
+    return Model(cfg, params, tok, source=path, run=run)

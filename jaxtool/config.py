@@ -6,12 +6,18 @@ Every key is checked against the dataclass fields: an unknown or mistyped key is
 the closest valid key; a value that does not parse as the field's type is an error naming the key
 and the expected type. A YAML file may name a `base:` file (relative to itself) whose values it
 overrides, so ablations are a few lines on top of a recipe.
+
+`loss:` is a tagged union over the objectives of `jaxtool.objectives`: `loss.type` picks one, and the
+other `loss.*` keys are that objective's typed hyper-parameters (plus `reference`, `max_turns`), so
+e.g. `loss.gamma` is SimPO's target margin under `type: simpo` and the turn discount under
+`type: diatool_dpo` — each documented on its own dataclass.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -27,7 +33,9 @@ class ModelConfig:
     path: str = "smollm2"          # HF dir, .gguf, jaxtool checkpoint, or "smollm2" (embedded default)
     param_dtype: str = "float32"   # stored parameters
     compute_dtype: str = "float32"  # matmuls ("bfloat16" for bf16 compute with float32 params)
-    remat: str = "none"            # none | full | dots | dots_no_batch
+    remat: str = "none"            # none | full | dots | dots_no_batch (projections saved, attention recomputed)
+    attention: str = "auto"        # auto (cuDNN flash on GPU, splash on TPU, XLA on CPU) | xla | cudnn | splash
+    logits_chunk: int = 1024       # tokens per chunk of the output layer + softmax in the loss; 0 = full logits
 
 
 @dataclasses.dataclass
@@ -36,6 +44,7 @@ class LoraConfig:
     rank: int = 16
     alpha: float = 32.0
     targets: tuple[str, ...] = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+    base_quant: str = "none"       # frozen base storage: none | int8 | nf4 (QLoRA: dequantised in each matmul)
 
 
 @dataclasses.dataclass
@@ -71,16 +80,39 @@ class OptimConfig:
 
 @dataclasses.dataclass
 class LossConfig:
-    type: str = "sft"              # sft | dpo | ipo | hinge | simpo | orpo | dmpo | diatool_dpo
-    beta: float = 0.1
-    gamma: float = 0.5             # turn discount (diatool_dpo, dmpo) / SimPO margin (simpo)
-    margin: float = 0.0            # DiaTool-DPO rho
-    use_phi: bool = True
-    use_psi: bool = True
-    label_smoothing: float = 0.0   # cDPO
-    lam: float = 0.1               # ORPO lambda
+    """`loss:` — the objective (`type`, an entry of `jaxtool.objectives`) and its typed
+    hyper-parameters (`params`); `loss.beta` etc. read through to `params`."""
+
+    type: str = "sft"              # an objective of jaxtool.objectives (sft, dpo, simpo, diatool_dpo, ...)
     reference: str = "precomputed"  # precomputed (one pass before training) | online (frozen params)
     max_turns: int = 0             # 0 = from the data
+    params: Any = None             # the objective's hyper-parameter dataclass (built by load_config)
+
+    def __post_init__(self):
+        if self.params is None:
+            from jaxtool import objectives
+
+            self.params = objectives.make_hparams(self.type)
+
+    def __getattr__(self, name: str):
+        params = self.__dict__.get("params")
+        if params is not None and name in {f.name for f in dataclasses.fields(params)}:
+            return getattr(params, name)
+        raise AttributeError(f"loss.{name}: not a hyper-parameter of loss.type={self.__dict__.get('type')!r}")
+
+    @property
+    def objective(self):
+        from jaxtool import objectives
+
+        return objectives.get(self.type)
+
+    def flat(self) -> dict:
+        """{type, reference, max_turns, <hyper-parameters>} as written in YAML."""
+        return {"type": self.type, "reference": self.reference, "max_turns": self.max_turns,
+                **dataclasses.asdict(self.params)}
+
+
+LOSS_COMMON = ("type", "reference", "max_turns")
 
 
 @dataclasses.dataclass
@@ -112,16 +144,16 @@ class TrainConfig:
     progress: bool = True
 
 
-LOSS_TYPES = ("sft", "dpo", "ipo", "hinge", "simpo", "orpo", "dmpo", "diatool_dpo")
 CHOICES = {
     "model.remat": ("none", "full", "dots", "dots_no_batch"),
+    "model.attention": ("auto", "xla", "cudnn", "splash"),
+    "lora.base_quant": ("none", "int8", "nf4"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.compute_dtype": ("float32", "bfloat16"),
     "data.kind": ("sft", "preference"),
     "data.truncation": ("drop", "drop_oldest_turns"),
     "data.on_bad_row": ("error", "skip"),
     "optim.schedule": ("linear", "cosine", "constant"),
-    "loss.type": LOSS_TYPES,
     "loss.reference": ("precomputed", "online"),
 }
 
@@ -136,10 +168,22 @@ def _fields(cls) -> dict[str, Any]:
 def _all_keys(cls, prefix="") -> list[str]:
     keys = []
     for name, tp in _fields(cls).items():
-        if dataclasses.is_dataclass(tp):
+        if tp is LossConfig:
+            keys += [f"{prefix}{name}.{k}" for k in _loss_keys()]
+        elif dataclasses.is_dataclass(tp):
             keys += _all_keys(tp, f"{prefix}{name}.")
-        else:
+        elif name != "params":
             keys.append(prefix + name)
+    return keys
+
+
+def _loss_keys() -> list[str]:
+    """Every key `loss:` may hold under some objective (for suggestions)."""
+    from jaxtool import objectives
+
+    keys = list(LOSS_COMMON)
+    for name in objectives.names():
+        keys += [k for k in objectives.hparam_fields(name) if k not in keys]
     return keys
 
 
@@ -162,7 +206,11 @@ def _unknown(key: str, cls, where: str) -> ConfigError:
     in_section = [k for k in keys if k.startswith(prefix) and "." not in k[len(prefix):]] if prefix else \
         [k for k in keys if "." not in k]
     close: list[str] = []
-    target = SYNONYMS.get(last.lower().replace("-", "_"))
+    norm = last.lower().replace("-", "_")
+    target = SYNONYMS.get(norm)
+    if target is None:  # a near-miss of a synonym ("learning_rat") means what the synonym means
+        near = difflib.get_close_matches(norm, list(SYNONYMS), n=1, cutoff=0.85)
+        target = SYNONYMS[near[0]] if near else None
     if target:
         close = [k for k in in_section if k == prefix + target] or [k for k in keys if k.rsplit(".", 1)[-1] == target]
     if not close and in_section:
@@ -202,16 +250,21 @@ def _coerce(value: Any, tp, key: str, where: str):
                 raise ValueError
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError
             return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            v = float(value)
+            if not math.isfinite(v):
+                raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
+            return v
         if tp is str:
-            if isinstance(value, (dict, list)):
+            if isinstance(value, (dict, list)) or value is None:  # null would become the string "None"
                 raise ValueError
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{where}: {key} expects {tp.__name__}, got {value!r}") from None
     return value
 
@@ -244,41 +297,148 @@ def _flatten(d: dict, prefix="") -> list[tuple[str, Any]]:
     return out
 
 
-def read_yaml(path: str) -> dict:
+def read_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such config file")
+    real = os.path.realpath(path)
+    if real in _seen:
+        raise ConfigError(f"{path}: `base:` chain loops back to itself ({' -> '.join(_seen + (real,))})")
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
     base = data.pop("base", None)
-    if base:
-        merged = dict(read_yaml(os.path.join(os.path.dirname(path), base))["__flat__"])
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{path}: `base:` must be one file name (relative to this file), got {base!r}")
+        merged = dict(read_yaml(os.path.join(os.path.dirname(path), base), _seen + (real,))["__flat__"])
         merged.update(dict(_flatten(data)))
         return {"__flat__": merged}
     return {"__flat__": dict(_flatten(data))}
 
 
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote it to pass a "
+                          "string") from None
+    return key.strip(), value
+
+
 def load_config(path: str | None = None, overrides: typing.Sequence[str] = (), cls=TrainConfig):
     """Build `cls` from an optional YAML file and `key=value` overrides (later wins)."""
     cfg = cls()
+    items: list[tuple[str, Any, str]] = []
     if path:
-        for key, value in read_yaml(path)["__flat__"].items():
-            _apply(cfg, key, value, path, cls)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
-        _apply(cfg, key.strip(), value, "command line", cls)
+        items += [(k, v, path) for k, v in read_yaml(path)["__flat__"].items()]
+    items += [(*_parse_override(item), "command line") for item in overrides]
+    loss_paths = _loss_paths(cls)                  # e.g. ["loss"], or ["sft.loss", "dpo.loss"]
+    loss_items: dict[str, dict[str, tuple[Any, str]]] = {lp: {} for lp in loss_paths}
+    for key, value, where in items:
+        lp = next((lp for lp in loss_paths if key.startswith(lp + ".")), None)
+        rest = key[len(lp) + 1:] if lp else ""
+        if lp and rest not in LOSS_COMMON:
+            loss_items[lp][rest] = (value, where)   # hyper-parameters: typed once loss.type is known
+            continue
+        _apply(cfg, key, value, where, cls)
+    for lp in loss_paths:
+        target = cfg
+        for part in lp.split("."):
+            target = getattr(target, part)
+        _build_loss(target, loss_items[lp], lp, cls)
+    validate(cfg)
     return cfg
 
 
+def _loss_paths(cls, prefix: str = "") -> list[str]:
+    out = []
+    for name, tp in _fields(cls).items():
+        if tp is LossConfig:
+            out.append(prefix + name)
+        elif dataclasses.is_dataclass(tp):
+            out += _loss_paths(tp, f"{prefix}{name}.")
+    return out
+
+
+def _build_loss(lc: LossConfig, items: dict[str, tuple[Any, str]], prefix: str, root_cls) -> None:
+    from jaxtool import objectives
+
+    obj = objectives.get(lc.type)
+    hints = get_type_hints(obj.hparams)
+    values = {}
+    for name, (value, where) in items.items():
+        key = f"{prefix}.{name}"
+        if name not in hints:
+            if name in _loss_keys():
+                raise ConfigError(f"{where}: {key} is not a hyper-parameter of loss.type={lc.type!r} "
+                                  f"(its keys: {', '.join(list(hints) + list(LOSS_COMMON))})")
+            raise _unknown(key, root_cls, where)
+        values[name] = _coerce(value, hints[name], key, where)
+    lc.params = obj.hparams(**values)
+
+
+def validate(cfg, prefix: str = "") -> None:
+    """Range checks of a TrainConfig that the types alone don't catch (named keys, before any work);
+    TrainConfigs nested in another config (e.g. the quickstart's `sft`, `dpo`) are checked too."""
+    if not isinstance(cfg, TrainConfig):
+        if dataclasses.is_dataclass(cfg):
+            for f in dataclasses.fields(cfg):
+                v = getattr(cfg, f.name)
+                if dataclasses.is_dataclass(v) and not isinstance(v, type):
+                    validate(v, f"{prefix}{f.name}.")
+        return
+    def need(ok: bool, key: str, msg: str) -> None:  # noqa: E306
+        if not ok:
+            raise ConfigError(f"{prefix}{key} {msg}")
+    need(cfg.batch_size >= 1, "batch_size", f"must be >= 1, got {cfg.batch_size}")
+    need(cfg.epochs >= 1, "epochs", f"must be >= 1, got {cfg.epochs}")
+    need(cfg.max_steps >= 0, "max_steps", f"must be >= 0 (0 = as many as the epochs give), got {cfg.max_steps}")
+    need(cfg.save_every >= 0, "save_every", f"must be >= 0 (0 = only at the end), got {cfg.save_every}")
+    need(cfg.eval_every >= 0, "eval_every", f"must be >= 0 (0 = only at the end), got {cfg.eval_every}")
+    need(cfg.log_every >= 1, "log_every", f"must be >= 1, got {cfg.log_every}")
+    need(cfg.keep >= 1, "keep", f"must be >= 1 (checkpoints kept), got {cfg.keep}")
+    need(bool(cfg.run_dir) and isinstance(cfg.run_dir, str), "run_dir", f"must be a directory path, got {cfg.run_dir!r}")
+    need(cfg.optim.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {cfg.optim.grad_accum}")
+    need(cfg.optim.lr >= 0, "optim.lr", f"must be >= 0, got {cfg.optim.lr}")
+    need(0.0 <= cfg.optim.warmup_ratio <= 1.0, "optim.warmup_ratio", f"must lie in [0, 1], got {cfg.optim.warmup_ratio}")
+    need(cfg.optim.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {cfg.optim.warmup_steps}")
+    need(cfg.optim.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 = off), got {cfg.optim.grad_clip}")
+    need(cfg.lora.rank >= 1, "lora.rank", f"must be >= 1, got {cfg.lora.rank}")
+    need(cfg.lora.base_quant == "none" or cfg.lora.enabled, "lora.base_quant",
+         f"={cfg.lora.base_quant!r} quantises the frozen base of a LoRA run: set lora.enabled=true")
+    need(cfg.model.logits_chunk >= 0, "model.logits_chunk", f"must be >= 0 (0 = full logits), got {cfg.model.logits_chunk}")
+    need(cfg.data.limit >= 0, "data.limit", f"must be >= 0 (0 = all), got {cfg.data.limit}")
+    need(cfg.data.max_length >= 2, "data.max_length", f"must be >= 2, got {cfg.data.max_length}")
+    need(cfg.data.max_prompt_length >= 0, "data.max_prompt_length", f"must be >= 0, got {cfg.data.max_prompt_length}")
+    need(cfg.data.bucket_multiple >= 1, "data.bucket_multiple", f"must be >= 1, got {cfg.data.bucket_multiple}")
+    need(cfg.loss.max_turns >= 0, "loss.max_turns", f"must be >= 0 (0 = from the data), got {cfg.loss.max_turns}")
+    for name in ("data", "fsdp", "tensor"):
+        v = getattr(cfg.mesh, name)
+        need(v == -1 or v >= 1, f"mesh.{name}", f"must be >= 1 or -1 (all remaining devices), got {v}")
+
+
 def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    """Plain nested dict of a config (the loss written flat, as in YAML)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, LossConfig):
+            out[f.name] = v.flat()
+        elif dataclasses.is_dataclass(v):
+            out[f.name] = to_dict(v)
+        else:
+            out[f.name] = v
+    return out
 
 
 def dump_yaml(cfg) -> str:

@@ -1,15 +1,13 @@
 """Hugging Face (config.json + safetensors) and GGUF  <->  jaxtool parameter pytrees.
 
-One name table (`hf_name_table`) lists every HF tensor with our parameter path, layer index and
-the transform between the two layouts; loading and saving both walk it, so the directions cannot
-drift apart. HF stores projections as [out, in]; we store [in, out] with heads split out
-(`wq` [D, H, Dh], `wo` [H, Dh, D]) and stack layers on a leading axis. RoPE needs no permutation:
-both sides use HF's split-half layout.
+The model family's name table (`ModelFamily.hf_name_table`, e.g. `jaxtool.models.llama.hf`) lists
+every HF tensor with our parameter path, layer index and the transform between the two layouts;
+loading and saving both walk it, so the directions cannot drift apart. The family is chosen by
+config.json's `model_type`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -19,56 +17,13 @@ from typing import Callable
 import numpy as np
 
 from jaxtool.errors import CheckpointError, ConfigError
-from jaxtool.models.llama import DTYPES, LlamaConfig, param_shapes
+from jaxtool.models.family import family_for_hf, family_of
+from jaxtool.models.run import DTYPES
 from jaxtool.safetensors_io import open_checkpoint, save_sharded
 
 log = logging.getLogger(__name__)
 
 _NP_DTYPES = {"float32": np.float32, "bfloat16": DTYPES["bfloat16"], "float16": np.float16}
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    hf_name: str
-    path: tuple[str, ...]           # our parameter path, e.g. ("layers", "wq")
-    layer: int | None               # index into the stacked layer axis
-    hf_shape: tuple[int, ...]
-    to_ours: Callable[[np.ndarray], np.ndarray]
-    to_hf: Callable[[np.ndarray], np.ndarray]
-
-
-def hf_name_table(cfg: LlamaConfig) -> list[Entry]:
-    D, H, K, Dh, F, V = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                         cfg.intermediate_size, cfg.vocab_size)
-    same = lambda a: a  # noqa: E731
-    T = lambda a: a.T  # noqa: E731
-
-    def heads_in(n):  # HF [n*Dh, D] -> ours [D, n, Dh]
-        return (lambda a: a.T.reshape(D, n, Dh)), (lambda a: a.reshape(D, n * Dh).T)
-
-    q_in, q_out = heads_in(H)
-    kv_in, kv_out = heads_in(K)
-    o_in = lambda a: a.T.reshape(H, Dh, D)  # noqa: E731  HF [D, H*Dh] -> [H, Dh, D]
-    o_out = lambda a: a.reshape(H * Dh, D).T  # noqa: E731
-
-    table = [Entry("model.embed_tokens.weight", ("embed",), None, (V, D), same, same),
-             Entry("model.norm.weight", ("final_norm",), None, (D,), same, same)]
-    if not cfg.tie_embeddings:
-        table.append(Entry("lm_head.weight", ("lm_head",), None, (V, D), T, T))
-    for i in range(cfg.num_layers):
-        p = f"model.layers.{i}."
-        table += [
-            Entry(p + "input_layernorm.weight", ("layers", "attn_norm"), i, (D,), same, same),
-            Entry(p + "post_attention_layernorm.weight", ("layers", "mlp_norm"), i, (D,), same, same),
-            Entry(p + "self_attn.q_proj.weight", ("layers", "wq"), i, (H * Dh, D), q_in, q_out),
-            Entry(p + "self_attn.k_proj.weight", ("layers", "wk"), i, (K * Dh, D), kv_in, kv_out),
-            Entry(p + "self_attn.v_proj.weight", ("layers", "wv"), i, (K * Dh, D), kv_in, kv_out),
-            Entry(p + "self_attn.o_proj.weight", ("layers", "wo"), i, (D, H * Dh), o_in, o_out),
-            Entry(p + "mlp.gate_proj.weight", ("layers", "w_gate"), i, (F, D), T, T),
-            Entry(p + "mlp.up_proj.weight", ("layers", "w_up"), i, (F, D), T, T),
-            Entry(p + "mlp.down_proj.weight", ("layers", "w_down"), i, (D, F), T, T),
-        ]
-    return table
 
 
 def _get(tree, path):
@@ -77,7 +32,7 @@ def _get(tree, path):
     return tree
 
 
-def state_dict_to_params(get_tensor: Callable[[str], np.ndarray], cfg: LlamaConfig, names: set[str],
+def state_dict_to_params(get_tensor: Callable[[str], np.ndarray], cfg, names: set[str],
                          dtype: str = "float32", source: str = "checkpoint", place=None) -> dict:
     """Build our parameter tree from HF-named tensors.
 
@@ -86,7 +41,7 @@ def state_dict_to_params(get_tensor: Callable[[str], np.ndarray], cfg: LlamaConf
     loading); by default arrays stay numpy.
     """
     want_dtype = _NP_DTYPES[dtype]
-    table = hf_name_table(cfg)
+    table = family_of(cfg).hf_name_table(cfg)
     expected = {e.hf_name for e in table}
     missing = sorted(expected - names)
     if missing:
@@ -97,9 +52,9 @@ def state_dict_to_params(get_tensor: Callable[[str], np.ndarray], cfg: LlamaConf
     if extra:
         raise CheckpointError(f"{source}: unexpected tensors {extra[:5]} — not a plain Llama checkpoint "
                               "or config.json does not match it")
-    shapes = param_shapes(cfg)
+    shapes = family_of(cfg).param_shapes(cfg)
     out: dict = {}
-    groups: dict[tuple[str, ...], list[Entry]] = {}
+    groups: dict[tuple[str, ...], list] = {}
     for e in table:
         groups.setdefault(e.path, []).append(e)
     for path, entries in groups.items():
@@ -122,12 +77,12 @@ def state_dict_to_params(get_tensor: Callable[[str], np.ndarray], cfg: LlamaConf
     return out
 
 
-def params_to_state_dict(params: dict, cfg: LlamaConfig, dtype: str | None = None) -> dict[str, np.ndarray]:
+def params_to_state_dict(params: dict, cfg, dtype: str | None = None) -> dict[str, np.ndarray]:
     """HF-named numpy tensors from our parameter tree (cast to `dtype`, default the source dtype)."""
     np_dtype = _NP_DTYPES[dtype or cfg.source_dtype]
     host = {}
     out = {}
-    for e in hf_name_table(cfg):
+    for e in family_of(cfg).hf_name_table(cfg):
         if e.path not in host:
             host[e.path] = np.asarray(_get(params, e.path))
         a = host[e.path]
@@ -145,10 +100,14 @@ def read_hf_config(hf_dir: str) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"{hf_dir}: no config.json (not a Hugging Face model directory)")
     try:
-        with open(path) as fh:
-            return json.load(fh)
+        with open(path, "rb") as fh:
+            return json.loads(fh.read().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: not readable JSON ({type(e).__name__})") from None
 
 
 def load_hf_tokenizer(hf_dir: str):
@@ -158,7 +117,11 @@ def load_hf_tokenizer(hf_dir: str):
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(hf_dir)
+    try:
+        return AutoTokenizer.from_pretrained(hf_dir)
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for broken tokenizer files
+        raise CheckpointError(f"{hf_dir}: the tokenizer files could not be loaded ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def load_hf(hf_dir: str, param_dtype: str = "float32", place=None, **cfg_overrides):
@@ -166,9 +129,9 @@ def load_hf(hf_dir: str, param_dtype: str = "float32", place=None, **cfg_overrid
     if not os.path.isdir(hf_dir):
         raise CheckpointError(f"{hf_dir}: not a directory")
     hf_cfg = read_hf_config(hf_dir)
+    source = os.path.join(hf_dir, "config.json")
     try:
-        cfg = LlamaConfig.from_hf(hf_cfg, source=os.path.join(hf_dir, "config.json"),
-                                  param_dtype=param_dtype, **cfg_overrides)
+        cfg = family_for_hf(hf_cfg, source).config_from_hf(hf_cfg, source=source, **cfg_overrides)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     files = open_checkpoint(hf_dir)
@@ -188,7 +151,7 @@ def prepare_out_dir(out_dir: str, overwrite: bool) -> None:
     os.makedirs(out_dir, exist_ok=True)
 
 
-def save_hf(out_dir: str, cfg: LlamaConfig, params: dict, tokenizer=None, dtype: str | None = None,
+def save_hf(out_dir: str, cfg, params: dict, tokenizer=None, dtype: str | None = None,
             overwrite: bool = False, max_shard_bytes: int = 2 * 1024 ** 3) -> str:
     """Write an HF directory `AutoModelForCausalLM.from_pretrained` loads with no custom code:
     config.json, generation_config.json, (sharded) safetensors + index, tokenizer files."""
@@ -220,6 +183,6 @@ def load_gguf(path: str, param_dtype: str = "float32", place=None, **cfg_overrid
     from jaxtool.models.gguf import read_gguf
 
     hf_cfg, state, tokenizer = read_gguf(path)
-    cfg = LlamaConfig.from_hf(hf_cfg, source=path, param_dtype=param_dtype, **cfg_overrides)
+    cfg = family_for_hf(hf_cfg, path).config_from_hf(hf_cfg, source=path, **cfg_overrides)
     params = state_dict_to_params(state.__getitem__, cfg, set(state), param_dtype, source=path, place=place)
     return cfg, params, tokenizer

@@ -52,6 +52,7 @@ __all__ = [
     "sequence_lengths",
     "turn_logps",
     "sft_loss",
+    "sft_token_nll",
     "sft_loss_and_count",
     "dpo_loss",
     "simpo_loss",
@@ -163,6 +164,14 @@ def turn_logps(token_logps: Array, turn_ids: Array, max_turns: int) -> tuple[Arr
 # supervised fine-tuning
 # ---------------------------------------------------------------------------------------------
 
+def sft_token_nll(token_logps: Array, loss_mask: Array) -> Array:
+    """Per-token negative log-likelihood `-log pi(target | prefix)` where trained, 0 elsewhere.
+
+    Shapes: `token_logps [B, L]` (from `token_logps`), `loss_mask [B, L]` -> `[B, L]` float32. The
+    SFT objective's per-unit loss (one unit per trained token)."""
+    return jnp.where(_as_bool(loss_mask), -token_logps.astype(jnp.float32), 0.0)
+
+
 def sft_loss_and_count(logits: Array, targets: Array, loss_mask: Array) -> tuple[Array, Array]:
     """Summed negative log-likelihood over the trained tokens and the number of those tokens.
 
@@ -170,10 +179,8 @@ def sft_loss_and_count(logits: Array, targets: Array, loss_mask: Array) -> tuple
     both float32. For gradient accumulation over micro-batches add the sums and the counts
     separately and divide once at the end; that gives exactly the token mean of the full batch.
     """
-    mask = _as_bool(loss_mask)
-    nll = -token_logps(logits, targets)
-    total = jnp.sum(jnp.where(mask, nll, 0.0))
-    count = jnp.sum(mask).astype(jnp.float32)
+    total = jnp.sum(sft_token_nll(token_logps(logits, targets), loss_mask))
+    count = jnp.sum(_as_bool(loss_mask)).astype(jnp.float32)
     return total, count
 
 

@@ -162,15 +162,16 @@ def test_kv_cache_prefill_and_decode_equal_full_forward(jax_case):
 def test_scan_remat_and_unrolled_agree(jax_case):
     _, _, m = jax_case
     ids = jnp.asarray(np.random.RandomState(5).randint(0, 300, (2, 16)))
-    fwd = jax.jit(llama.forward, static_argnums=2)
+    fwd = jax.jit(llama.forward, static_argnums=2, static_argnames="run")
     base = np.asarray(fwd(m.params, ids, m.config))
-    for kw in [dict(scan_layers=False), dict(remat="full"), dict(remat="dots")]:
-        cfg = m.config.replace(**kw)
-        np.testing.assert_allclose(np.asarray(fwd(m.params, ids, cfg)), base, atol=1e-5)
+    for kw in [dict(scan_layers=False), dict(remat="full"), dict(remat="dots"), dict(remat="dots_no_batch")]:
+        np.testing.assert_allclose(np.asarray(fwd(m.params, ids, m.config, run=llama.RunOptions(**kw))), base,
+                                   atol=1e-5)
 
-    grad = jax.jit(jax.grad(lambda p, cfg: jnp.mean(llama.forward(p, ids, cfg) ** 2)), static_argnums=1)
-    g0 = grad(m.params, m.config)
-    g1 = grad(m.params, m.config.replace(remat="full"))
+    grad = jax.jit(jax.grad(lambda p, run: jnp.mean(llama.forward(p, ids, m.config, run=run) ** 2)),
+                   static_argnums=1)
+    g0 = grad(m.params, llama.RunOptions())
+    g1 = grad(m.params, llama.RunOptions(remat="full"))
     # remat recomputes the forward inside the backward, so float32 sums may associate differently:
     # agreement relative to each gradient's scale
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
@@ -181,7 +182,7 @@ def test_bf16_compute_with_fp32_params_tracks_fp32(jax_case):
     _, ref, m32 = jax_case
     from jaxtool.api import Model
 
-    m = Model(m32.config.replace(dtype="bfloat16"), m32.params)
+    m = Model(m32.config, m32.params, run=llama.RunOptions(compute_dtype="bfloat16"))
     assert m.params["embed"].dtype == jnp.float32
     ids = np.random.RandomState(6).randint(0, 300, (1, 32))
     want = torch_logits(ref, ids)

@@ -33,7 +33,7 @@ def metrics(run_dir, split="train"):
 @pytest.fixture(scope="module")
 def pairs_dir(tmp_path_factory):
     """DiaTool-DPO pairs built from the seed fixtures with the real builder (rules augmenter)."""
-    from jaxtool.data.diatool import RulesAugmenter, build, collect_seeds
+    from jaxtool.diatool import RulesAugmenter, build, collect_seeds
     from jaxtool.data.schema import Conversation
 
     out = str(tmp_path_factory.mktemp("pairs"))
@@ -94,8 +94,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tiny_model_dir, tmp_path, 
 def _reload(tiny_model_dir, run_dir, common):
     t = Trainer(cfg(tiny_model_dir, run_dir, *common))
     t.setup()
-    t.ckpt = __import__("jaxtool.checkpoint", fromlist=["x"]).Checkpointer(os.path.join(run_dir, "checkpoints"))
-    t._restore()
+    t.restore_latest()
     return t
 
 

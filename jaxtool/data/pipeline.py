@@ -6,19 +6,12 @@ stream into numpy batches by **padding** each global batch to a length bucket or
 several examples into each row. Its iterator has `get_state()` / `set_state()` (small JSON dicts),
 so a resumed run continues with exactly the batches it would have seen.
 
-SFT batch — a dict of int32 arrays, all `[B, L]`, B = per-process batch size:
-
-    inputs      token ids fed to the model
-    targets     the next token of each input position
-    loss_mask   1 where `targets[b, t]` is a trained (assistant) token
-    turn_ids    assistant-turn index of `targets[b, t]`, -1 elsewhere
-    positions   position within its example (restarts at 0 in each packed segment)
-    segment_ids 1, 2, ... for the examples packed into a row; 0 = padding
-
+SFT batches are `jaxtool.data.batch.Batch` (int32 `[B, L]` features, B = per-process batch size,
+and `index [B]`, the dataset example of each row); preference batches are `PairBatch` (chosen and
+rejected Batches with aligned rows, ready to be concatenated into one `[2B, L]` forward pass, plus
+`index` and, once `with_reference` has attached the column, the rows' reference log-probs `ref`).
 Each example of n tokens contributes n-1 (input, target) positions, so no target ever crosses into
-the next packed example. A preference batch is `{"chosen": <SFT batch>, "rejected": <SFT batch>}`
-with the same B and L, row b of each holding the same pair(s), ready to be concatenated into one
-`[2B, L]` forward pass.
+the next packed example.
 
 Multi-host: every process walks the same global index stream (it is cheap: indices and lengths),
 builds the same *global* batch layout (bucket length, packing), and materialises only its own
@@ -42,10 +35,9 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from jaxtool.data.batch import FEATURES, Batch, PairBatch, RefLogps
 from jaxtool.data.tokenize import TokenizedConversation
 from jaxtool.errors import ConfigError
-
-FEATURES = ("inputs", "targets", "loss_mask", "turn_ids", "positions", "segment_ids")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +171,7 @@ class _Plan:
     process_index: int
     process_count: int
     buckets: tuple[int, ...]
+    ref: RefLogps | None = None   # per-example reference log-probs (preference data), gathered by index
 
     @property
     def local_batch(self) -> int:
@@ -190,19 +183,12 @@ class _Plan:
                 return b
         return self.buckets[-1]
 
-    def build(self, rows: list[list[int]], length: int) -> dict:
+    def build(self, rows: list[list[int]], length: int) -> Batch | PairBatch:
         cfg = self.config
+        index = np.array([row[0] if row else -1 for row in rows], np.int32)
         out = []
         for s, feats in enumerate(self.streams):
-            B = len(rows)
-            batch = {
-                "inputs": np.full((B, length), cfg.pad_id, np.int32),
-                "targets": np.full((B, length), cfg.pad_id, np.int32),
-                "loss_mask": np.zeros((B, length), np.int32),
-                "turn_ids": np.full((B, length), -1, np.int32),
-                "positions": np.zeros((B, length), np.int32),
-                "segment_ids": np.zeros((B, length), np.int32),
-            }
+            batch = Batch.empty(len(rows), length, cfg.pad_id)
             for b, row in enumerate(rows):
                 off = 0
                 for seg, item in enumerate(row, start=1):
@@ -210,17 +196,20 @@ class _Plan:
                     n = len(f["inputs"])
                     for key in ("inputs", "targets", "loss_mask", "turn_ids"):
                         batch[key][b, off:off + n] = f[key]
-                    batch["positions"][b, off:off + n] = np.arange(n, dtype=np.int32)
-                    batch["segment_ids"][b, off:off + n] = seg
+                    batch.positions[b, off:off + n] = np.arange(n, dtype=np.int32)
+                    batch.segment_ids[b, off:off + n] = seg
                     off += n
-            out.append(batch)
-        return out[0] if len(out) == 1 else {"chosen": out[0], "rejected": out[1]}
+            out.append(batch.replace(index=index))
+        if len(out) == 1:
+            return out[0]
+        return PairBatch(out[0], out[1], index=index, ref=self.ref.take(index) if self.ref is not None else None)
 
 
 class BatchIterator(grain.DatasetIterator):
     """Iterator over batches. `get_state()` is a JSON-able dict; `set_state()` resumes from it.
 
-    `last_rows` holds, for the last batch, the dataset indices of the examples in each local row.
+    `last_rows` holds, for the last batch, the dataset indices of the examples in each local row
+    (the batch's `index` holds the first of each row).
     """
 
     def __init__(self, parent: grain.DatasetIterator, plan: _Plan):
@@ -236,7 +225,7 @@ class BatchIterator(grain.DatasetIterator):
         except StopIteration:
             return None, before
 
-    def __next__(self) -> dict:
+    def __next__(self) -> Batch | PairBatch:
         plan = self._plan
         G = plan.config.global_batch_size
         if plan.config.packing:
@@ -347,6 +336,25 @@ class BatchDataset(grain.IterDataset):
         if state is not None:
             it.set_state(state)
         return it
+
+    def __len__(self) -> int:
+        """Examples (pairs) kept in the dataset."""
+        return len(self.plan.streams[0])
+
+    def with_reference(self, ref: RefLogps) -> "BatchDataset":
+        """Attach per-example reference log-probs (arrays over the dataset's examples, in dataset
+        order): every PairBatch then carries its rows' values as `batch.ref`, joined by index."""
+        if len(self.plan.streams) != 2:
+            raise ConfigError("reference log-probs apply to preference data only")
+        if len(ref.chosen_seq) != len(self):
+            raise ConfigError(f"reference log-probs cover {len(ref.chosen_seq)} pairs, the dataset holds {len(self)}")
+        self.plan.ref = ref
+        return self
+
+    def one_pass(self) -> "BatchDataset":
+        """The same examples once, in dataset order, no shuffle (e.g. a reference precompute pass)."""
+        cfg = dataclasses.replace(self.config, shuffle=False, num_epochs=1, drop_remainder=False)
+        return BatchDataset(self.plan.streams, cfg, self.report)
 
     def __str__(self) -> str:
         c = self.config

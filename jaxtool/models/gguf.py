@@ -5,7 +5,7 @@ Tensors are parsed and de-quantised with llama.cpp's own `gguf` package (the sam
 `dequantize` that transformers' GGUF loader calls). llama.cpp stores the q/k projections with rows
 interleaved per head for its rotary layout; we undo that permutation so the result is in HF's
 split-half layout, exactly as transformers' loader does. The tokenizer is rebuilt from the file's
-vocabulary with transformers' GGUF tokenizer converter. `tests/test_gguf.py` checks every tensor is
+vocabulary with transformers' GGUF tokenizer converter. `tests/test_smollm2.py::test_gguf_weights_bit_identical_to_transformers_loader` checks every tensor is
 bit-identical to `AutoModelForCausalLM.from_pretrained(..., gguf_file=...)` and that both tokenizers
 encode the same.
 """

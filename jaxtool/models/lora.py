@@ -2,7 +2,7 @@
 
 W x becomes W x + (alpha / r) · B A x for each targeted projection. Adapters are a separate pytree
 `{"layers": {"wq_lora_a": [L, D, r], "wq_lora_b": [L, r, H, Dh], ...}}`; `attach(params, adapters)`
-puts them next to their weights so `llama.forward` applies them (without ever forming W + BA);
+puts them next to their weights so the family's `forward` applies them (without ever forming W + BA);
 `merge(params, adapters, scale)` folds them into plain weights for export. The base parameters
 stay frozen: the trainer differentiates and optimises only the adapter tree.
 
@@ -18,50 +18,30 @@ import jax
 import jax.numpy as jnp
 
 from jaxtool.errors import ConfigError
-from jaxtool.models.llama import PROJ_EINSUMS, LlamaConfig
-
-TARGETS = tuple(PROJ_EINSUMS)
+from jaxtool.models.family import family_of
 
 
-def _shapes(cfg: LlamaConfig, name: str, r: int):
-    L, D, H, K, Dh, F = (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                         cfg.intermediate_size)
-    return {
-        "wq": ((L, D, r), (L, r, H, Dh)),
-        "wk": ((L, D, r), (L, r, K, Dh)),
-        "wv": ((L, D, r), (L, r, K, Dh)),
-        "wo": ((L, H, Dh, r), (L, r, D)),
-        "w_gate": ((L, D, r), (L, r, F)),
-        "w_up": ((L, D, r), (L, r, F)),
-        "w_down": ((L, F, r), (L, r, D)),
-    }[name]
+def targets_of(cfg) -> tuple[str, ...]:
+    """The projections this model family lets LoRA adapt."""
+    return family_of(cfg).lora_targets
 
 
-_AXES = {
-    "wq": (("layers", "embed", "lora_rank"), ("layers", "lora_rank", "heads", "head_dim")),
-    "wk": (("layers", "embed", "lora_rank"), ("layers", "lora_rank", "kv_heads", "head_dim")),
-    "wv": (("layers", "embed", "lora_rank"), ("layers", "lora_rank", "kv_heads", "head_dim")),
-    "wo": (("layers", "heads", "head_dim", "lora_rank"), ("layers", "lora_rank", "embed")),
-    "w_gate": (("layers", "embed", "lora_rank"), ("layers", "lora_rank", "mlp")),
-    "w_up": (("layers", "embed", "lora_rank"), ("layers", "lora_rank", "mlp")),
-    "w_down": (("layers", "mlp", "lora_rank"), ("layers", "lora_rank", "embed")),
-}
-
-
-def check_targets(targets) -> tuple[str, ...]:
-    bad = [t for t in targets if t not in TARGETS]
+def check_targets(targets, cfg=None) -> tuple[str, ...]:
+    allowed = targets_of(cfg) if cfg is not None else family_of(None).lora_targets
+    bad = [t for t in targets if t not in allowed]
     if bad or not targets:
-        raise ConfigError(f"lora.targets: {bad or 'empty'}; choose from {list(TARGETS)}")
+        raise ConfigError(f"lora.targets: {bad or 'empty'}; choose from {list(allowed)}")
     return tuple(targets)
 
 
-def init_adapters(cfg: LlamaConfig, rank: int, targets, key: jax.Array, dtype=jnp.float32) -> dict:
+def init_adapters(cfg, rank: int, targets, key: jax.Array, dtype=jnp.float32) -> dict:
     if rank < 1:
         raise ConfigError(f"lora.rank must be >= 1, got {rank}")
-    targets = check_targets(targets)
+    targets = check_targets(targets, cfg)
+    fam = family_of(cfg)
     layers = {}
     for name, k in zip(targets, jax.random.split(key, len(targets))):
-        a_shape, b_shape = _shapes(cfg, name, rank)
+        a_shape, b_shape = fam.lora_shapes(cfg, name, rank)
         fan_in = math.prod(a_shape[1:-1])
         bound = 1.0 / math.sqrt(fan_in)
         layers[f"{name}_lora_a"] = jax.random.uniform(k, a_shape, dtype, -bound, bound)
@@ -69,16 +49,21 @@ def init_adapters(cfg: LlamaConfig, rank: int, targets, key: jax.Array, dtype=jn
     return {"layers": layers}
 
 
-def adapter_axes(adapters: dict) -> dict:
+def adapter_axes(adapters: dict, cfg) -> dict:
+    """Logical axes of the adapters: A keeps its weight's input axes, B its output axes; the rank
+    axis is `lora_rank`."""
+    w_axes = family_of(cfg).param_axes(cfg)["layers"]
     out = {}
-    for key in adapters["layers"]:
+    for key, arr in adapters["layers"].items():
         name, part = key.rsplit("_lora_", 1)
-        out[key] = _AXES[name][0 if part == "a" else 1]
+        ax = w_axes[name]
+        n_in = len(arr.shape) - 2 if part == "a" else len(ax) - len(arr.shape) + 1
+        out[key] = (ax[0], *ax[1:1 + n_in], "lora_rank") if part == "a" else (ax[0], "lora_rank", *ax[1 + n_in:])
     return {"layers": out}
 
 
 def attach(params: dict, adapters: dict | None) -> dict:
-    """params with the adapter arrays added to the layer dict (for `llama.forward`)."""
+    """params with the adapter arrays added to the layer dict (for the family's `forward`)."""
     if not adapters:
         return params
     return {**params, "layers": {**params["layers"], **adapters["layers"]}}

@@ -8,8 +8,8 @@ Prompts are right-padded [B, P] with per-row lengths; row b's first new token is
 slot prompt_lens[b] (overwriting its padding), so rows of different lengths decode together with no
 attention mask. A row stops at an EOS/stop token id; multi-token stop strings are checked on the
 host between decode chunks (`generate_ids`), so the device loop never waits on the host per token.
-The MCTS sampler reuses prefill / sample_token / decode directly (e.g. expanding a node = copying
-cache rows and decoding a few steps).
+A tree search reuses prefill / sample_token / decode directly: `select_rows` / `fork_rows` copy rows
+of a decode state or cache (expanding a node = forking its cache row to K children, no re-prefill).
 
 Log-probs returned are the model's: log_softmax of the raw logits at temperature 1 (not the
 temperature/top-k/top-p-shaped sampling distribution) — what confidence scores and preference
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtool.models import llama
+from jaxtool.models.run import DEFAULT_RUN, RunOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Sampling:
 
 
 class DecodeState(NamedTuple):
-    cache: dict                 # KV cache [L, B, S, K, Dh]
+    cache: dict                 # KV cache {"k", "v"}: [L, B, K, S, Dh] (per-layer: L arrays [B, K, S, Dh])
     last_logits: jax.Array      # [B, V] logits predicting the next token
     pos: jax.Array              # [B] cache slot of the next token
     done: jax.Array             # [B] bool
@@ -81,11 +82,11 @@ def sample_token(logits: jax.Array, key: jax.Array, sampling: Sampling) -> tuple
 
 
 def prefill(params, cfg: llama.LlamaConfig, prompts: jax.Array, prompt_lens: jax.Array, cache: dict,
-            max_new_tokens: int, key: jax.Array) -> DecodeState:
+            max_new_tokens: int, key: jax.Array, run: RunOptions = DEFAULT_RUN) -> DecodeState:
     """Run the right-padded prompts [B, P] through the model, filling the cache."""
     B = prompts.shape[0]
     logits, cache = llama.forward_cached(params, prompts, cache, jnp.zeros((B,), jnp.int32), cfg, prefill=True,
-                                         logits_at=prompt_lens - 1)
+                                         logits_at=prompt_lens - 1, run=run)
     last = logits[:, 0]
     return DecodeState(
         cache=cache, last_logits=last.astype(jnp.float32), pos=prompt_lens.astype(jnp.int32),
@@ -95,7 +96,7 @@ def prefill(params, cfg: llama.LlamaConfig, prompts: jax.Array, prompt_lens: jax
 
 
 def decode(params, cfg: llama.LlamaConfig, state: DecodeState, sampling: Sampling, num_steps: jax.Array,
-           stop_ids: jax.Array, pad_id: int = 0) -> DecodeState:
+           stop_ids: jax.Array, pad_id: int = 0, run: RunOptions = DEFAULT_RUN) -> DecodeState:
     """Decode up to `num_steps` more tokens (fewer if every row is done or the buffer is full)."""
     max_new = state.tokens.shape[1]
     end = jnp.minimum(state.step + num_steps, max_new)
@@ -111,7 +112,7 @@ def decode(params, cfg: llama.LlamaConfig, state: DecodeState, sampling: Samplin
         tokens = s.tokens.at[:, s.step].set(tok)
         logprobs = s.logprobs.at[:, s.step].set(jnp.where(active, lp, 0.0))
         hit_stop = jnp.any(tok[:, None] == stop_ids[None, :], axis=-1) & active
-        logits, cache = llama.forward_cached(params, tok[:, None], s.cache, s.pos, cfg)
+        logits, cache = llama.forward_cached(params, tok[:, None], s.cache, s.pos, cfg, run=run)
         return DecodeState(
             cache=cache, last_logits=logits[:, 0].astype(jnp.float32),
             pos=s.pos + active.astype(jnp.int32), done=s.done | hit_stop, tokens=tokens, logprobs=logprobs,
@@ -120,14 +121,44 @@ def decode(params, cfg: llama.LlamaConfig, state: DecodeState, sampling: Samplin
     return jax.lax.while_loop(cond, body, state)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 5), donate_argnums=(4,))
-def _prefill_jit(params, cfg, prompts, prompt_lens, cache, max_new_tokens, key):
-    return prefill(params, cfg, prompts, prompt_lens, cache, max_new_tokens, key)
+@functools.partial(jax.jit, static_argnums=(1, 5, 7), donate_argnums=(4,))
+def _prefill_jit(params, cfg, prompts, prompt_lens, cache, max_new_tokens, key, run):
+    return prefill(params, cfg, prompts, prompt_lens, cache, max_new_tokens, key, run)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 3, 6), donate_argnums=(2,))
-def _decode_jit(params, cfg, state, sampling, num_steps, stop_ids, pad_id):
-    return decode(params, cfg, state, sampling, num_steps, stop_ids, pad_id)
+@functools.partial(jax.jit, static_argnums=(1, 3, 6, 7), donate_argnums=(2,))
+def _decode_jit(params, cfg, state, sampling, num_steps, stop_ids, pad_id, run):
+    return decode(params, cfg, state, sampling, num_steps, stop_ids, pad_id, run)
+
+
+def _rows(x, idx):
+    return jnp.take(x, idx, axis=0)
+
+
+def select_rows(state: DecodeState, idx: jax.Array) -> DecodeState:
+    """The decode state of rows `idx` [R] (repeats allowed): cache rows, logits, positions, buffers.
+
+    The cache's batch axis is 1 for stacked caches ([L, B, K, S, Dh]) and 0 for per-layer ones."""
+    cache = fork_cache(state.cache, idx)
+    return state._replace(cache=cache, last_logits=_rows(state.last_logits, idx), pos=_rows(state.pos, idx),
+                          done=_rows(state.done, idx), tokens=_rows(state.tokens, idx),
+                          logprobs=_rows(state.logprobs, idx), num_new=_rows(state.num_new, idx))
+
+
+def fork_cache(cache: dict, idx: jax.Array) -> dict:
+    """Cache rows `idx` [R] gathered into a new cache of batch R (e.g. `jnp.repeat(leaf, K)` forks
+    every leaf's prefix to K children without re-running the prefix)."""
+    def take(c):
+        if isinstance(c, (tuple, list)):
+            return tuple(jnp.take(x, idx, axis=0) for x in c)
+        return jnp.take(c, idx, axis=1)
+    return {n: take(c) for n, c in cache.items()}
+
+
+def fork_rows(state: DecodeState, k: int) -> DecodeState:
+    """Each row repeated k times in place (row b -> rows b·k .. b·k+k-1), cache included."""
+    B = state.pos.shape[0]
+    return select_rows(state, jnp.repeat(jnp.arange(B), k))
 
 
 def _bucket(n: int, multiple: int) -> int:
@@ -143,7 +174,8 @@ class GenerateOutput:
 
 def generate_ids(params, cfg: llama.LlamaConfig, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 128,
                  sampling: Sampling = Sampling(), stop_ids: Sequence[int] = (), stop_check=None, seed: int = 0,
-                 pad_id: int = 0, chunk: int = 32, length_multiple: int = 64, mesh=None) -> GenerateOutput:
+                 pad_id: int = 0, chunk: int = 32, length_multiple: int = 64, mesh=None,
+                 run: RunOptions = DEFAULT_RUN) -> GenerateOutput:
     """Generate continuations of token-id prompts (one batch; callers split large sets).
 
     stop_ids   : token ids that end a row (EOS, end-of-turn); included in the output.
@@ -167,17 +199,17 @@ def generate_ids(params, cfg: llama.LlamaConfig, prompts: Sequence[Sequence[int]
         arr[i, :len(p)] = p
     stop_arr = jnp.asarray(np.array(sorted(set(stop_ids)) or [-1], np.int32))
     per_layer = isinstance(params["layers"], (list, tuple))  # `llama.unstack_layers` params
-    cache = llama.init_cache(cfg, B, P + N, per_layer=per_layer)
+    cache = llama.init_cache(cfg, B, P + N, per_layer=per_layer, run=run)
     with sharding.use_mesh(mesh):
         if mesh is not None:
             cache = jax.device_put(cache, sharding.tree_shardings(llama.cache_axes(cfg, per_layer), cache, mesh))
             arr_dev, lens_dev = sharding.shard_batch((arr, lens), mesh)
         else:
             arr_dev, lens_dev = jnp.asarray(arr), jnp.asarray(lens)
-        state = _prefill_jit(params, cfg, arr_dev, lens_dev, cache, N, jax.random.key(seed))
+        state = _prefill_jit(params, cfg, arr_dev, lens_dev, cache, N, jax.random.key(seed), run)
         stopped = np.zeros(B, bool)
         while True:
-            state = _decode_jit(params, cfg, state, sampling, jnp.int32(chunk), stop_arr, pad_id)
+            state = _decode_jit(params, cfg, state, sampling, jnp.int32(chunk), stop_arr, pad_id, run)
             step = int(state.step)
             done = np.asarray(state.done)
             if stop_check is not None:

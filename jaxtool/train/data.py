@@ -9,53 +9,72 @@ a JSON string (kakao/diatool-dpo's training layout).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 from jaxtool.config import DataConfig
-from jaxtool.data.schema import Conversation, Tool
-from jaxtool.errors import DataError
+from jaxtool.data.schema import Conversation, SchemaError, Tool
+from jaxtool.data.sources.base import BadRow, LoadReport, read_jsonl, require_mapping
+from jaxtool.errors import DataError, JaxtoolError
 
 
 @dataclasses.dataclass
 class Tokenized:
     examples: list            # TokenizedConversation (SFT) or (chosen, rejected) pairs
     report: Any               # TruncationReport
-    load_report: Any = None   # LoadReport of the source (SFT)
+    load_report: Any = None   # LoadReport of the source: rows read, kept, skipped by reason
     source: str = ""
 
 
-def read_preference_rows(path: str, limit: int = 0) -> list[tuple[Conversation, Conversation]]:
-    """(chosen, rejected) conversations from a JSONL file; errors name the file and line."""
+def read_preference_rows(path: str, limit: int = 0, on_bad_row: str = "error",
+                         report: LoadReport | None = None) -> list[tuple[Conversation, Conversation]]:
+    """(chosen, rejected) conversations from a JSONL file.
+
+    Rows are numbered as every other source numbers them (`jaxtool.data.sources`: row 0 is the
+    file's first line). A bad row is, by `on_bad_row`, an error naming the file, row and field, or
+    skipped and counted by reason in `report` (its `on_bad_row` wins when given)."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such preference file (JSONL rows with 'chosen' and 'rejected')")
+    report = report if report is not None else LoadReport(path, on_bad_row=on_bad_row)
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {i}"
+    for i, rec in read_jsonl(path):
+        pair = None
+        with report.row(i):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "chosen" not in row or "rejected" not in row:
-                raise DataError(f"{where}: expected an object with fields 'chosen' and 'rejected'")
-            chosen = Conversation.from_dict(row["chosen"], f"{where}.chosen")
-            removed = row.get("removed_tool")  # DiaTool Type 3: the rejected side calls a removed tool
-            rejected = Conversation.from_dict(row["rejected"], f"{where}.rejected", validate=removed is None)
-            if removed is not None:
-                rejected.replace(tools=rejected.tools + (Tool(removed),)).validate(f"{where}.rejected")
-            meta = {k: row[k] for k in ("type", "kind", "difficulty", "chosen_trajectory", "rejected_trajectory")
-                    if k in row}
-            out.append((chosen.replace(meta={**chosen.meta, **meta, "row": i}),
-                        rejected.replace(meta={**rejected.meta, **meta, "row": i})))
-            if limit and len(out) >= limit:
-                break
+                pair = _preference_pair(require_mapping(rec), i)
+            except SchemaError as e:
+                raise BadRow("invalid conversation", str(e)) from None
+            except JaxtoolError:
+                raise
+            except (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError) as e:
+                raise BadRow("malformed row", f"{type(e).__name__}: {e}") from None
+        if pair is None:
+            continue
+        report.keep()
+        out.append(pair)
+        if limit and len(out) >= limit:
+            break
     if not out:
-        raise DataError(f"{path}: no preference rows")
+        why = f" ({report.bad_rows} bad rows skipped: {dict(report.skipped)})" if report.bad_rows else ""
+        raise DataError(f"{path}: no usable preference rows{why}")
     return out
+
+
+def _preference_pair(row: dict, i: int) -> tuple[Conversation, Conversation]:
+    missing = [k for k in ("chosen", "rejected") if k not in row]
+    if missing:
+        raise BadRow("missing field", "expected an object with fields 'chosen' and 'rejected'", field=missing[0])
+    chosen = Conversation.from_dict(row["chosen"], "chosen")
+    removed = row.get("removed_tool")  # DiaTool Type 3: the rejected side calls a removed tool
+    if removed is not None and not isinstance(removed, str):
+        raise BadRow("wrong field type", f"expected a tool name, got {type(removed).__name__}", field="removed_tool")
+    rejected = Conversation.from_dict(row["rejected"], "rejected", validate=removed is None)
+    if removed is not None:
+        rejected.replace(tools=rejected.tools + (Tool(removed),)).validate("rejected")
+    meta = {k: row[k] for k in ("type", "kind", "difficulty", "chosen_trajectory", "rejected_trajectory")
+            if k in row}
+    return (chosen.replace(meta={**chosen.meta, **meta, "row": i}),
+            rejected.replace(meta={**rejected.meta, **meta, "row": i}))
 
 
 def prompt_length(ex) -> int:
@@ -73,7 +92,8 @@ def tokenize_data(spec: str, dc: DataConfig, kind: str, fmt, tokenizer) -> Token
                               on_bad_example="skip" if dc.on_bad_row == "skip" else "error")
     if kind == "preference":
         path = spec.split(":", 1)[1] if spec.startswith(("diatool:", "preference:")) else spec
-        pairs = read_preference_rows(path, dc.limit)
+        load_report = LoadReport(path, on_bad_row=dc.on_bad_row)
+        pairs = read_preference_rows(path, dc.limit, report=load_report)
         out = []
         for c, r in pairs:
             tp = tokenize_pair(c, r, fmt, tokenizer, dc.max_length, dc.truncation, report)
@@ -83,9 +103,8 @@ def tokenize_data(spec: str, dc: DataConfig, kind: str, fmt, tokenizer) -> Token
                 tp = None
             if tp is not None:
                 out.append(tp)
-        return Tokenized(out, report, source=path)
+        return Tokenized(out, report, load_report, source=path)
     from jaxtool.data.sources import load
-    from jaxtool.data.sources.base import LoadReport
 
     name = spec.split(":", 1)[0] if ":" in spec else "conversations"
     load_report = LoadReport(name, on_bad_row=dc.on_bad_row)

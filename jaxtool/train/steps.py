@@ -1,17 +1,20 @@
-"""Pure, jittable train/eval steps for SFT and preference training.
+"""Pure, jittable train/eval steps for every objective of the loss registry (`jaxtool.objectives`).
 
 State is a `TrainState(step, trainable, opt_state)`: `trainable` is the full parameter tree, or the
 LoRA adapter tree (then the frozen base parameters are a separate, non-differentiated argument and
 carry no optimizer state).
 
-Preference steps run chosen and rejected through the model in ONE concatenated `[2B, L]` forward.
-Reference log-probs come either with the batch (`batch["ref"]`, precomputed in one pass before
-training) or from a forward of frozen reference parameters inside the step under
-`jax.lax.stop_gradient` (no gradient, no optimizer state).
+One path for all objectives: the model gives token log-probs, `policy_stats` reduces them to what
+the objective reads (per-token values for SFT; per-side sequence sums, lengths and per-turn sums for
+preference objectives), the objective's pure `compute` returns one loss per unit (trained token or
+pair) and the step sums them. Preference batches run chosen and rejected through the model in ONE
+concatenated `[2B, L]` forward. Reference statistics come with the batch (`PairBatch.ref`,
+precomputed once per dataset) or from a forward of frozen reference parameters inside the step
+under `jax.lax.stop_gradient`.
 
 Gradient accumulation splits the global batch into `grad_accum` micro-batches scanned in sequence;
-losses are summed over micro-batches and divided once by the global count (target tokens for SFT,
-pairs for preference losses), so the update equals the one of a single large batch.
+losses are summed over micro-batches and divided once by the global unit count, so the update
+equals the one of a single large batch.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ import optax
 
 from jaxtool import losses
 from jaxtool.config import LossConfig
-from jaxtool.models import llama, lora
+from jaxtool.data.batch import Batch, PairBatch
+from jaxtool.models import lora
+from jaxtool.models.family import family_of
+from jaxtool.models.run import DEFAULT_RUN, RunOptions
 from jaxtool.sharding import constrain
-
-TURN_LOSSES = ("dmpo", "diatool_dpo")
-DPO_FAMILY = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge"}
 
 
 class TrainState(NamedTuple):
@@ -41,7 +44,7 @@ def _params(trainable, frozen, use_lora: bool):
     return lora.attach(frozen, trainable) if use_lora else trainable
 
 
-def _token_logps(params, batch, cfg: llama.LlamaConfig, n_logits: int | None = None):
+def token_logps(params, batch: Batch, cfg, run: RunOptions = DEFAULT_RUN, n_logits: int | None = None):
     """Log-probs [B, L] of the targets (0 where not trained).
 
     n_logits (static): when set, the output projection and softmax run only on each row's first
@@ -49,20 +52,34 @@ def _token_logps(params, batch, cfg: llama.LlamaConfig, n_logits: int | None = N
     get 0. With assistant tokens a fraction of each dialogue, this skips most of the vocabulary-sized
     work; `n_logits` must be ≥ the largest number of trained targets in a row (see `logits_budget`).
     """
-    h = llama.hidden_states(params, batch["inputs"], cfg, positions=batch["positions"],
-                            segment_ids=batch["segment_ids"])
+    fam = family_of(cfg)
+    h = fam.hidden_states(params, batch.inputs, cfg, positions=batch.positions, segment_ids=batch.segment_ids,
+                          run=run)
     if n_logits is None:
-        return losses.token_logps(llama.unembed(params, h, cfg), batch["targets"])
-    B, L = batch["targets"].shape
-    mask = batch["loss_mask"] > 0
+        return output_logps(params, h, batch.targets, cfg, run)
+    B, L = batch.targets.shape
+    mask = batch.loss_mask > 0
     idx = constrain(jax.vmap(lambda m: jnp.nonzero(m, size=n_logits, fill_value=0)[0])(mask), ("batch", None))
     valid = jnp.arange(n_logits)[None, :] < jnp.sum(mask, axis=1, keepdims=True)           # [B, K]
     hk = constrain(jnp.take_along_axis(h, idx[:, :, None], axis=1), ("batch", None, "act_embed"))  # [B, K, D]
-    tk = jnp.take_along_axis(batch["targets"], idx, axis=1)
-    lp = jnp.where(valid, losses.token_logps(llama.unembed(params, hk, cfg), tk), 0.0)
+    tk = jnp.take_along_axis(batch.targets, idx, axis=1)
+    lp = jnp.where(valid, output_logps(params, hk, tk, cfg, run), 0.0)
     # one-hot scatter back to [B, L] (a dense op: partitions along the batch like everything else)
     onehot = idx[:, :, None] == jnp.arange(L)[None, None, :]
     return constrain(jnp.einsum("bk,bkl->bl", lp, onehot.astype(lp.dtype)), ("batch", None))
+
+
+def output_logps(params, h, targets, cfg, run: RunOptions = DEFAULT_RUN):
+    """log softmax(final_norm(h) @ W_out)[targets], [B, N] float32 — in token chunks with a custom VJP
+    when `run.logits_chunk` > 0, so no [tokens × vocab] logits (or their gradient) ever exist."""
+    fam = family_of(cfg)
+    if not run.logits_chunk:
+        return losses.token_logps(fam.unembed(params, h, cfg, run), targets)
+    from jaxtool.ops.xent import chunked_token_logps
+
+    w, transposed = fam.output_weight(params, cfg, run)
+    hn = constrain(fam.final_norm(params, h, cfg), ("batch", None, "act_embed"))
+    return chunked_token_logps(hn, w, targets, transposed=transposed, chunk_tokens=run.logits_chunk)
 
 
 def logits_budget(loss_mask, multiple: int = 64) -> int | None:
@@ -77,80 +94,74 @@ def logits_budget(loss_mask, multiple: int = 64) -> int | None:
     return None if k >= 0.75 * m.shape[-1] else k
 
 
-def _concat(chosen: dict, rejected: dict) -> dict:
-    return {k: jnp.concatenate([chosen[k], rejected[k]], axis=0) for k in losses_keys(chosen)}
+def batch_logits_budget(batch: Batch | PairBatch) -> int | None:
+    """`logits_budget` of a host batch (both sides of a pair)."""
+    if isinstance(batch, PairBatch):
+        budgets = [logits_budget(batch.chosen.loss_mask), logits_budget(batch.rejected.loss_mask)]
+        return None if any(b is None for b in budgets) else max(budgets)
+    return logits_budget(batch.loss_mask)
 
 
-def losses_keys(batch: dict) -> list[str]:
-    return [k for k in ("inputs", "targets", "loss_mask", "turn_ids", "positions", "segment_ids") if k in batch]
-
-
-def reference_values(token_lp: jax.Array, batch: dict, max_turns: int) -> dict:
-    """What a preference loss needs from one side's token log-probs: sequence sums, lengths, turns."""
-    out = {"seq": losses.sequence_logps(token_lp, batch["loss_mask"]),
-           "len": losses.sequence_lengths(batch["loss_mask"])}
+def sequence_stats(token_lp: jax.Array, batch: Batch, max_turns: int) -> dict:
+    """What a preference objective reads from one side's token log-probs: sums, lengths, turns."""
+    out = {"seq": losses.sequence_logps(token_lp, batch.loss_mask),
+           "len": losses.sequence_lengths(batch.loss_mask)}
     if max_turns:
-        out["turns"], out["turn_mask"] = losses.turn_logps(token_lp, batch["turn_ids"], max_turns)
+        out["turns"], out["turn_mask"] = losses.turn_logps(token_lp, batch.turn_ids, max_turns)
     return out
 
 
-def pair_reference(params, batch: dict, cfg: llama.LlamaConfig, max_turns: int, n_logits: int | None = None) -> dict:
-    """Reference log-probs of a preference batch: {"chosen": {...}, "rejected": {...}}."""
-    B = batch["chosen"]["inputs"].shape[0]
-    both = _concat(batch["chosen"], batch["rejected"])
-    lp = jax.lax.stop_gradient(_token_logps(params, both, cfg, n_logits))
-    vals = reference_values(lp, both, max_turns)
-    return {"chosen": jax.tree.map(lambda x: x[:B], vals), "rejected": jax.tree.map(lambda x: x[B:], vals)}
+def _split_sides(stats: dict, B: int) -> dict:
+    return {"chosen": jax.tree.map(lambda x: x[:B], stats), "rejected": jax.tree.map(lambda x: x[B:], stats)}
 
 
-def preference_losses(lc: LossConfig, pol: dict, ref: dict | None) -> tuple[jax.Array, dict]:
-    """Dispatch to the configured loss. pol/ref: {"chosen": values, "rejected": values}."""
-    c, r = pol["chosen"], pol["rejected"]
-    t = lc.type
-    if t in DPO_FAMILY:
-        return losses.dpo_loss(c["seq"], r["seq"], ref["chosen"]["seq"], ref["rejected"]["seq"], lc.beta,
-                               loss_type=DPO_FAMILY[t], label_smoothing=lc.label_smoothing)
-    if t == "simpo":
-        return losses.simpo_loss(c["seq"], r["seq"], c["len"], r["len"], lc.beta, lc.gamma)
-    if t == "orpo":
-        return losses.orpo_loss(c["seq"], r["seq"], c["len"], r["len"], lc.lam)
-    if t == "dmpo":
-        return losses.dmpo_loss(c["turns"], ref["chosen"]["turns"], c["turn_mask"], r["turns"],
-                                ref["rejected"]["turns"], r["turn_mask"], lc.beta, lc.gamma)
-    if t == "diatool_dpo":
-        return losses.diatool_dpo_loss(c["turns"], ref["chosen"]["turns"], c["turn_mask"], r["turns"],
-                                       ref["rejected"]["turns"], r["turn_mask"], lc.beta, lc.gamma, lc.margin,
-                                       use_phi=lc.use_phi, use_psi=lc.use_psi)
-    raise ValueError(f"not a preference loss: {t!r}")
+def pair_stats(params, batch: PairBatch, cfg, run: RunOptions, max_turns: int, n_logits: int | None = None) -> dict:
+    """{"chosen": stats, "rejected": stats} of a preference batch in one [2B, L] forward."""
+    both = batch.both()
+    lp = token_logps(params, both, cfg, run, n_logits)
+    return _split_sides(sequence_stats(lp, both, max_turns), batch.chosen.inputs.shape[0])
 
 
-def needs_reference(lc: LossConfig) -> bool:
-    return lc.type in DPO_FAMILY or lc.type in TURN_LOSSES
+def pair_reference(params, batch: PairBatch, cfg, max_turns: int, n_logits: int | None = None,
+                   run: RunOptions = DEFAULT_RUN) -> dict:
+    """Reference statistics of a preference batch (no gradient)."""
+    return jax.lax.stop_gradient(pair_stats(params, batch, cfg, run, max_turns, n_logits))
+
+
+def _reference_from_batch(batch: PairBatch, max_turns: int) -> dict:
+    ref = batch.ref
+    out = {}
+    for side in ("chosen", "rejected"):
+        out[side] = {"seq": getattr(ref, f"{side}_seq")}
+        if max_turns:
+            out[side]["turns"] = getattr(ref, f"{side}_turns")
+    return out
 
 
 def _micro_loss(trainable, frozen, ref_params, micro, *, cfg, lc: LossConfig, use_lora: bool, max_turns: int,
-                n_logits: int | None = None):
+                n_logits: int | None = None, run: RunOptions = DEFAULT_RUN):
     """Sum of per-unit losses of one micro-batch, its unit count and metric sums."""
+    obj = lc.objective
     params = _params(trainable, frozen, use_lora)
-    if lc.type == "sft":
-        lp = _token_logps(params, micro, cfg, n_logits)
-        mask = micro["loss_mask"].astype(jnp.float32)
-        nll = -jnp.sum(lp * mask)
-        count = jnp.sum(mask)
-        return nll, (count, {"nll_sum": nll, "tokens": count})
-    B = micro["chosen"]["inputs"].shape[0]
-    both = _concat(micro["chosen"], micro["rejected"])
-    lp = _token_logps(params, both, cfg, n_logits)
-    vals = reference_values(lp, both, max_turns)
-    pol = {"chosen": jax.tree.map(lambda x: x[:B], vals), "rejected": jax.tree.map(lambda x: x[B:], vals)}
+    if obj.kind == "sft":
+        lp = token_logps(params, micro, cfg, run, n_logits)
+        per_token, metrics = obj.compute({"token_logps": lp, "loss_mask": micro.loss_mask}, None, lc.params)
+        weight = (micro.loss_mask > 0).astype(jnp.float32)
+        count = jnp.sum(weight)
+        sums = {k: jnp.sum(v * weight) for k, v in metrics.items()}
+        sums["tokens"] = count
+        return jnp.sum(per_token * weight), (count, sums)
+    turns = max_turns if obj.needs_turns else 0
+    pol = pair_stats(params, micro, cfg, run, turns, n_logits)
     ref = None
-    if needs_reference(lc):
-        ref = micro["ref"] if "ref" in micro else pair_reference(ref_params, micro, cfg, max_turns, n_logits)
-    per_pair, metrics = preference_losses(lc, pol, ref)
+    if obj.needs_reference:
+        ref = (_reference_from_batch(micro, turns) if micro.ref is not None
+               else pair_reference(ref_params, micro, cfg, turns, n_logits, run))
+    per_pair, metrics = obj.compute(pol, ref, lc.params)
     # pairs with no trained token on a side (empty padding rows) contribute nothing
     valid = ((pol["chosen"]["len"] > 0) & (pol["rejected"]["len"] > 0)).astype(jnp.float32)
     sums = {k: jnp.sum(v * valid) for k, v in metrics.items() if v.ndim == 1}
-    sums["tokens"] = jnp.sum(both["loss_mask"])
+    sums["tokens"] = jnp.sum(micro.chosen.loss_mask) + jnp.sum(micro.rejected.loss_mask)
     return jnp.sum(per_pair * valid), (jnp.sum(valid), sums)
 
 
@@ -158,11 +169,11 @@ def _split_micro(batch, n: int):
     return jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
 
 
-def train_step(state: TrainState, batch, frozen, ref_params, *, cfg: llama.LlamaConfig, lc: LossConfig,
+def train_step(state: TrainState, batch, frozen, ref_params, *, cfg, lc: LossConfig,
                optimizer: optax.GradientTransformation, use_lora: bool, max_turns: int, grad_accum: int,
-               schedule=None, n_logits: int | None = None):
+               schedule=None, n_logits: int | None = None, run: RunOptions = DEFAULT_RUN):
     """One optimizer step on a global batch; returns (new state, metrics dict of scalars)."""
-    kw = dict(cfg=cfg, lc=lc, use_lora=use_lora, max_turns=max_turns, n_logits=n_logits)
+    kw = dict(cfg=cfg, lc=lc, use_lora=use_lora, max_turns=max_turns, n_logits=n_logits, run=run)
     grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
 
     def body(g_acc, mb):
@@ -181,7 +192,7 @@ def train_step(state: TrainState, batch, frozen, ref_params, *, cfg: llama.Llama
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
     metrics = {"loss": loss_sum / denom, "grad_norm": optax.tree.norm(grads), "count": count}
-    metrics.update({k: v / denom for k, v in sums.items() if k not in ("tokens", "nll_sum")})
+    metrics.update({k: v / denom for k, v in sums.items() if k != "tokens"})
     metrics["tokens"] = sums["tokens"]
     if schedule is not None:
         metrics["lr"] = schedule(state.step)
@@ -189,8 +200,8 @@ def train_step(state: TrainState, batch, frozen, ref_params, *, cfg: llama.Llama
 
 
 def eval_step(trainable, batch, frozen, ref_params, *, cfg, lc: LossConfig, use_lora: bool, max_turns: int,
-              n_logits: int | None = None):
+              n_logits: int | None = None, run: RunOptions = DEFAULT_RUN):
     """Loss sums and metric sums of a batch without updating (for held-out evaluation)."""
     loss, (count, sums) = _micro_loss(trainable, frozen, ref_params, batch, cfg=cfg, lc=lc, use_lora=use_lora,
-                                      max_turns=max_turns, n_logits=n_logits)
-    return {"loss_sum": loss, "count": count, **{k: v for k, v in sums.items()}}
+                                      max_turns=max_turns, n_logits=n_logits, run=run)
+    return {"loss_sum": loss, "count": count, **sums}

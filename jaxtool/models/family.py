@@ -1,0 +1,63 @@
+"""The model seam: what the rest of jaxtool needs from a model family, and the registry by
+`model_type` (HF config.json's field).
+
+Training, generation, conversion, checkpoints and LoRA reach a model only through a `ModelFamily`:
+
+    fam = family_of(cfg)                      # or family_for_hf(config_json_dict)
+    cfg = fam.config_from_hf(hf_dict)         # architecture (frozen, hashable)
+    fam.param_axes(cfg), fam.param_shapes(cfg), fam.init_params(cfg, key)
+    h = fam.hidden_states(params, tokens, cfg, positions, segment_ids, run=run)
+    logits = fam.unembed(params, h, cfg, run)            # or fam.forward(...)
+    cache = fam.init_cache(cfg, batch, max_len, run=run)
+    logits, cache = fam.forward_cached(params, tokens, cache, start, cfg, run=run)
+    fam.hf_name_table(cfg)                    # HF tensor names <-> parameter paths
+    fam.lora_targets                          # names of the projections LoRA may adapt
+
+Llama (Llama 3.x, SmolLM2) is the first family (`jaxtool.models.llama`). A new family is a package
+with these functions plus one `register(ModelFamily(...))` line (see CONTRIBUTING.md).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Mapping
+
+from jaxtool.errors import ConfigError
+from jaxtool.models.base import ModelFamily
+
+
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register(family: ModelFamily) -> ModelFamily:
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(model_type: str, source: str = "model") -> ModelFamily:
+    _load_builtin()
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
+        close = difflib.get_close_matches(str(model_type), FAMILIES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{source}: model_type={model_type!r} is not supported{hint}; jaxtool reads "
+                          f"{', '.join(sorted(FAMILIES))} models (Llama architecture: Llama 3.x, SmolLM2)")
+    return FAMILIES[model_type]
+
+
+def family_of(cfg) -> ModelFamily:
+    """The family of an architecture config (its `model_type`)."""
+    return get_family(getattr(cfg, "model_type", "llama"))
+
+
+def family_for_hf(hf: Any, source: str = "config.json") -> ModelFamily:
+    """The family an HF config.json dict names."""
+    if not isinstance(hf, Mapping):
+        raise ConfigError(f"{source}: expected a JSON object of model settings, got {type(hf).__name__}")
+    return get_family(hf.get("model_type"), source)
+
+
+def _load_builtin() -> None:
+    if "llama" not in FAMILIES:
+        from jaxtool.models import llama
+
+        register(llama.FAMILY)

@@ -1,0 +1,181 @@
+"""The loss registry: one entry per training objective.
+
+An objective is its typed hyper-parameters, what it needs from the model, and a pure `compute`:
+
+    Objective(name, hparams=DPOParams, kind="preference", needs_reference=True, needs_turns=False,
+              compute=fn(policy, reference, hp) -> (losses [U], metrics {name: [U]}))
+
+`policy` / `reference` are the statistics the train step derived from token log-probs (see
+`jaxtool.train.steps`):
+
+* SFT (`kind="sft"`): `{"token_logps": [B, L], "loss_mask": [B, L]}`; one unit per trained token.
+* preference: `{"chosen": S, "rejected": S}` with `S = {"seq": [B] summed log-prob, "len": [B]
+  trained tokens, "turns": [B, T] per-turn sums, "turn_mask": [B, T]}` (turns only when
+  `needs_turns`); one unit per pair. `reference` has the same layout (None when not needed).
+
+The step sums `losses` (and every metric) over units and divides once by the global unit count, so
+gradient accumulation equals one big batch. Hyper-parameters are frozen dataclasses; the YAML key
+`loss:` is a tagged union over them — `loss.type` picks the entry, the other `loss.*` keys must be
+fields of its dataclass (or the common keys `reference`, `max_turns`).
+
+Adding a loss = one pure function in `jaxtool/losses.py` + one `register(Objective(...))` here + a test.
+The equations are cited in `jaxtool.losses`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from jaxtool import losses
+from jaxtool.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    name: str
+    hparams: type                      # frozen dataclass of the objective's hyper-parameters
+    kind: str                          # "sft" | "preference"
+    compute: Callable[[dict, dict | None, Any], tuple[Any, dict]]
+    needs_reference: bool = False      # a frozen reference model's statistics
+    needs_turns: bool = False          # per-assistant-turn sums (turn_ids)
+    doc: str = ""
+
+
+REGISTRY: dict[str, Objective] = {}
+
+
+def register(obj: Objective) -> Objective:
+    if obj.kind not in ("sft", "preference"):
+        raise ValueError(f"objective {obj.name}: kind must be 'sft' or 'preference'")
+    REGISTRY[obj.name] = obj
+    return obj
+
+
+def get(name: str) -> Objective:
+    if name not in REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), REGISTRY, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"loss.type must be one of {tuple(REGISTRY)}, got {name!r}{hint}")
+    return REGISTRY[name]
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+# ---------------------------------------------------------------------------------------------
+# hyper-parameters (field comments are what `jaxtool train --print-config` users read)
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class NoParams:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class DPOParams:
+    beta: float = 0.1              # inverse temperature of the implicit reward
+    label_smoothing: float = 0.0   # cDPO: probability that a label is flipped
+
+
+@dataclasses.dataclass(frozen=True)
+class BetaParams:
+    beta: float = 0.1              # IPO: tau; hinge: 1/margin
+
+
+@dataclasses.dataclass(frozen=True)
+class SimPOParams:
+    beta: float = 2.0              # reward scale (SimPO Eq. 6; iTool uses 2.5)
+    gamma: float = 0.5             # target reward margin (SimPO's gamma)
+
+
+@dataclasses.dataclass(frozen=True)
+class ORPOParams:
+    lam: float = 0.1               # weight of the odds-ratio term (ORPO's lambda)
+
+
+@dataclasses.dataclass(frozen=True)
+class DMPOParams:
+    beta: float = 0.1
+    gamma: float = 0.5             # turn discount of the state-action occupancy weights
+
+
+@dataclasses.dataclass(frozen=True)
+class DiaToolParams:
+    beta: float = 0.5
+    gamma: float = 0.5             # turn discount of phi (DiaTool-DPO Eq. 1)
+    margin: float = 0.0            # rho: target reward margin
+    use_phi: bool = True           # turn weights phi (Table 3 ablation: false)
+    use_psi: bool = True           # total-turn normalisation psi (Table 3 ablation: false)
+
+
+# ---------------------------------------------------------------------------------------------
+# compute functions
+# ---------------------------------------------------------------------------------------------
+
+def _sft(pol: dict, _ref, _hp) -> tuple[Any, dict]:
+    nll = losses.sft_token_nll(pol["token_logps"], pol["loss_mask"])
+    return nll, {}
+
+
+def _dpo_family(loss_type: str):
+    def compute(pol, ref, hp):
+        c, r = pol["chosen"], pol["rejected"]
+        return losses.dpo_loss(c["seq"], r["seq"], ref["chosen"]["seq"], ref["rejected"]["seq"], hp.beta,
+                               loss_type=loss_type, label_smoothing=getattr(hp, "label_smoothing", 0.0))
+    return compute
+
+
+def _simpo(pol, _ref, hp):
+    c, r = pol["chosen"], pol["rejected"]
+    return losses.simpo_loss(c["seq"], r["seq"], c["len"], r["len"], hp.beta, hp.gamma)
+
+
+def _orpo(pol, _ref, hp):
+    c, r = pol["chosen"], pol["rejected"]
+    return losses.orpo_loss(c["seq"], r["seq"], c["len"], r["len"], hp.lam)
+
+
+def _dmpo(pol, ref, hp):
+    c, r = pol["chosen"], pol["rejected"]
+    return losses.dmpo_loss(c["turns"], ref["chosen"]["turns"], c["turn_mask"], r["turns"],
+                            ref["rejected"]["turns"], r["turn_mask"], hp.beta, hp.gamma)
+
+
+def _diatool(pol, ref, hp):
+    c, r = pol["chosen"], pol["rejected"]
+    return losses.diatool_dpo_loss(c["turns"], ref["chosen"]["turns"], c["turn_mask"], r["turns"],
+                                   ref["rejected"]["turns"], r["turn_mask"], hp.beta, hp.gamma, hp.margin,
+                                   use_phi=hp.use_phi, use_psi=hp.use_psi)
+
+
+register(Objective("sft", NoParams, "sft", _sft, doc="token-mean NLL of the assistant turns"))
+register(Objective("dpo", DPOParams, "preference", _dpo_family("sigmoid"), needs_reference=True,
+                   doc="DPO (Rafailov et al. 2023, Eq. 7); cDPO with label_smoothing"))
+register(Objective("ipo", BetaParams, "preference", _dpo_family("ipo"), needs_reference=True,
+                   doc="IPO (Azar et al. 2024, Eq. 17)"))
+register(Objective("hinge", BetaParams, "preference", _dpo_family("hinge"), needs_reference=True,
+                   doc="SLiC-HF calibration hinge"))
+register(Objective("simpo", SimPOParams, "preference", _simpo,
+                   doc="SimPO (Meng et al. 2024, Eq. 6; iTool Eq. 10-11), reference-free"))
+register(Objective("orpo", ORPOParams, "preference", _orpo, doc="ORPO (Hong et al. 2024, Eq. 6-7)"))
+register(Objective("dmpo", DMPOParams, "preference", _dmpo, needs_reference=True, needs_turns=True,
+                   doc="DMPO (Shi et al. 2024), per-turn discounted"))
+register(Objective("diatool_dpo", DiaToolParams, "preference", _diatool, needs_reference=True, needs_turns=True,
+                   doc="DiaTool-DPO (Jung et al. 2025, Eq. 1): turn weights phi, normalisation psi, margin rho"))
+
+
+def hparam_fields(name: str) -> dict[str, Any]:
+    """{field: default} of an objective's hyper-parameters."""
+    return {f.name: f.default for f in dataclasses.fields(get(name).hparams)}
+
+
+def make_hparams(name: str, values: dict[str, Any] | None = None):
+    return get(name).hparams(**(values or {}))
+
+
+__all__ = ["Objective", "REGISTRY", "register", "get", "names", "hparam_fields", "make_hparams",
+           "NoParams", "DPOParams", "BetaParams", "SimPOParams", "ORPOParams", "DMPOParams", "DiaToolParams"]
