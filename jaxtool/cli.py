@@ -1,49 +1,66 @@
-"""`jaxtool` command line. Each area registers its own subcommand; heavy imports happen only when a
-subcommand runs, so `jaxtool --help` stays fast."""
+"""`jaxtool` command line: the table of top-level commands. Each command's parser lives in its own
+module under `jaxtool.commands`; heavy imports happen only when a command runs, so `jaxtool --help`
+stays fast."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+import traceback
 
+from jaxtool.commands._registry import add_commands
 from jaxtool.errors import JaxtoolError
 
-# (subcommand, module defining `register(subparsers)`)
+# (command, module defining `register(subparsers)`); a module not in this installation is skipped
 COMMANDS = [
     ("quickstart", "jaxtool.commands.quickstart"),
-    ("train", "jaxtool.train.cli"),
+    ("train", "jaxtool.commands.train"),
     ("convert", "jaxtool.commands.convert"),
-    ("data", "jaxtool.data.cli"),
-    ("eval", "jaxtool.eval.cli"),
-    ("bench", "jaxtool.bench"),
+    ("data", "jaxtool.commands.data"),
+    ("eval", "jaxtool.commands.eval"),
+    ("itool", "jaxtool.commands.itool"),
+    ("bench", "jaxtool.commands.bench"),
 ]
+
+DESCRIPTION = """JAX-native training and evaluation of tool-using LLMs (DiaTool-DPO, iTool, CALM).
+
+Start here:
+  jaxtool quickstart                        # the whole method end to end on the embedded SmolLM2-135M (~10 min CPU)
+  jaxtool data inspect glaive:FILE          # how a dataset renders and which tokens are trained
+  jaxtool train configs/sft/smollm2_lora.yaml data.train=conversations:my_dialogues.jsonl
+  jaxtool eval bfcl --model smollm2 --categories simple_python --limit 20
+  jaxtool COMMAND --help                    # every command explains itself, with examples
+
+Models are given as an HF directory, a .gguf file, a jaxtool checkpoint, or 'smollm2' (the
+embedded default model)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jaxtool",
-        description="JAX-native training and evaluation of tool-using LLMs "
-        "(DiaTool-DPO, iTool, CALM). Run `jaxtool quickstart` for the end-to-end demo "
-        "on the embedded SmolLM2-135M-Instruct.",
-    )
+    parser = argparse.ArgumentParser(prog="jaxtool", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:  # subcommand not built yet
-                continue
-            raise
-        mod.register(sub)
+    add_commands(sub, COMMANDS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. The one place where user-facing errors become a message: a `JaxtoolError`
+    raised anywhere under a command (a bad file, key or row; `NonFiniteLoss` from a training loop; a
+    damaged checkpoint) or an `OSError` on a path (missing, unreadable, disk full) is printed as
+    `jaxtool CMD: error: ...` and the exit code is 2; `-v` adds the traceback. Anything else is a
+    bug in jaxtool and keeps its traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # a command that takes key=value overrides (`set_defaults(_overrides="overrides")`) also takes
+        # them after its flags: `jaxtool train RUN/config.yaml --resume max_steps=16`
+        dest = getattr(args, "_overrides", None)
+        if dest and all("=" in x and not x.startswith("-") for x in extra):
+            setattr(args, dest, list(getattr(args, dest) or []) + extra)
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
@@ -52,12 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except JaxtoolError as e:
-        print(f"jaxtool {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args, str(e))
+    except OSError as e:
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        return _fail(args, f"{e.strerror or type(e).__name__}{where}" if e.strerror else f"{type(e).__name__}: {e}")
     except KeyboardInterrupt:
         print(f"jaxtool {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _fail(args, message: str) -> int:
+    """One line on stderr (a message that spans lines, e.g. a YAML parser's, is joined with "; ")."""
+    if getattr(args, "verbose", False):
+        traceback.print_exc()
+    message = "; ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"jaxtool {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

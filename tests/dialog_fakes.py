@@ -6,7 +6,9 @@ Fake format: the prompt is one line per message (`<role>: <content or CALL json>
 a `tools:` line, then `assistant:`. A reply `CALL {"name": ..., "arguments": {...}}` (several separated
 by ` ; `) is a tool call; `CALL <not json>` is a parse error; anything else is text.
 
-`Endpoint` is a local HTTP server playing an OpenAI-compatible chat-completions endpoint.
+`install_fake_stack` puts them in place of jaxtool's backend loader, chat formats and prompt encoder
+for a command-level test. `Endpoint` is a local HTTP server playing an OpenAI-compatible
+chat-completions endpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
+import sys
 import threading
+import types
 from typing import Callable, Sequence
 
 from jaxtool.data.schema import ToolCall
@@ -70,6 +74,20 @@ class FakeFormat:
 
 def fake_prompt_ids(conv, fmt, tokenizer) -> list[int]:
     return tokenizer.encode(fmt.prompt(conv))
+
+
+def install_fake_stack(monkeypatch, load_backend: Callable) -> None:
+    """`jaxtool.sample.backend.load_backend` becomes `load_backend`; `jaxtool.data.formats.get_format`
+    gives a `FakeFormat` and `jaxtool.data.tokenize.prompt_ids` is `fake_prompt_ids` (for this test)."""
+    import jaxtool.sample.backend as backend_mod
+
+    monkeypatch.setattr(backend_mod, "load_backend", load_backend)
+    formats = types.ModuleType("jaxtool.data.formats")
+    formats.get_format = lambda name, tokenizer=None: FakeFormat()
+    tokenize = types.ModuleType("jaxtool.data.tokenize")
+    tokenize.prompt_ids = fake_prompt_ids
+    monkeypatch.setitem(sys.modules, "jaxtool.data.formats", formats)
+    monkeypatch.setitem(sys.modules, "jaxtool.data.tokenize", tokenize)
 
 
 def call_text(name: str, **arguments) -> str:

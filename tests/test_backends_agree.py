@@ -7,8 +7,8 @@ import os
 import pytest
 
 from jaxtool.data.formats import get_format
-from jaxtool.data.sources.bfcl import read_category
 from jaxtool.data.tokenize import prompt_ids
+from jaxtool.eval.bfcl.data import read_category
 from jaxtool.eval.bfcl.run import run_items
 from jaxtool.sample.hf_backend import HFBackend
 from jaxtool.sample.jax_backend import JaxBackend

@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from jaxtool.data.sources import bfcl as src
 from jaxtool.data.sources.base import LoadReport
 from jaxtool.errors import DataError
+from jaxtool.eval.bfcl import data as src
 from jaxtool.eval.bfcl.decode import decode_pythonic
 from jaxtool.eval.bfcl.prompt import build_conversation, style_for_format, system_prompt
 from jaxtool.eval.bfcl.score import score_item

@@ -9,9 +9,10 @@ import re
 import pytest
 
 from jaxtool import cli
+from jaxtool.commands import eval as eval_cli
 from jaxtool.data.schema import ToolCall
-from jaxtool.data.sources import bfcl as src
-from jaxtool.eval import cli as eval_cli
+from jaxtool.eval import textgen
+from jaxtool.eval.bfcl import data as src
 from jaxtool.eval.bfcl import run as bfcl_run
 from jaxtool.sample.backend import Completion
 
@@ -207,8 +208,8 @@ def test_cli_bfcl_runs_end_to_end_with_a_fake_backend(tmp_path, monkeypatch, cap
         return ScriptedBackend(script)
 
     monkeypatch.setattr("jaxtool.sample.backend.load_backend", fake_load_backend)
-    monkeypatch.setattr(bfcl_run, "_get_format", lambda name, tok: seen.setdefault("format", name) and FakeFormat())
-    monkeypatch.setattr(bfcl_run, "_prompt_ids_fn", lambda: prompt_ids)
+    monkeypatch.setattr(textgen, "resolve_format", lambda name, tok: seen.setdefault("format", name) and FakeFormat())
+    monkeypatch.setattr(textgen, "encode_prompt", prompt_ids)
     out = tmp_path / "out"
     rc = cli.main(["eval", "bfcl", "--model", "ckpt", "--backend", "hf", "--categories", "simple_python,irrelevance",
                    "--limit", "4", "--out", str(out), "--data-dir", ROOT, "--no-progress"])
@@ -285,7 +286,7 @@ def test_eval_group_help_and_missing_benchmarks(monkeypatch, capsys):
     assert "bfcl-score" in capsys.readouterr().out
     monkeypatch.setattr(eval_cli, "SUBCOMMANDS", eval_cli.SUBCOMMANDS + [("nothere", "jaxtool.eval.nothere"),
                                                                          ("report", "jaxtool.eval.report")])
-    with pytest.warns(UserWarning, match="register_report"):
+    with pytest.warns(UserWarning, match=r"jaxtool.eval.report has no register\(subparsers\); `jaxtool eval report`"):
         parser = cli.build_parser()
     assert parser is not None
 

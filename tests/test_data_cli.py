@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 
 import pytest
 
@@ -104,3 +105,11 @@ def test_load_tokenizer_errors_are_clear(tmp_path):
 
     with pytest.raises(CheckpointError, match="cannot load a tokenizer"):
         data_inspect.load_tokenizer(str(tmp_path / "no_such_dir"))
+
+
+def test_inspect_reads_a_benchmark_source_registered_by_the_eval_layer(fast_tokenizer, capsys):
+    # `functionchat` lives beside its evaluator (jaxtool.eval), not in jaxtool.data; the command line resolves it
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "functionchat_bench", "FunctionChat-CallDecision.jsonl")
+    assert main(["data", "inspect", f"functionchat:{path}", "--mark", "brackets"]) == 0
+    out = capsys.readouterr().out
+    assert "(source=functionchat, row=0" in out and "7 rows read, 7 kept" in out

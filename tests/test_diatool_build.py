@@ -7,12 +7,12 @@ import os
 
 import pytest
 
-from jaxtool.data import diatool_cli
-from jaxtool.data.diatool.build import build, read_pairs, split_seeds, summary_dict, table1, table2
-from jaxtool.data.diatool.rules import RulesAugmenter
-from jaxtool.data.diatool.seeds import extract_seed
-from jaxtool.data.diatool.states import trajectory
+from jaxtool.commands import build_diatool as diatool_cli
 from jaxtool.data.schema import Conversation
+from jaxtool.diatool.build import build, read_pairs, split_seeds, summary_dict, table1, table2
+from jaxtool.diatool.rules import RulesAugmenter
+from jaxtool.diatool.seeds import extract_seed
+from jaxtool.diatool.states import trajectory
 from jaxtool.errors import ConfigError, DataError
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "diatool")
@@ -95,7 +95,7 @@ def test_difficulty_subsets(tmp_path):
 def _own_jsonl_reader(monkeypatch):
     """Read `conversations:` specs with the builder's own reader even once the project's source
     registry is merged, so these tests exercise this module's behaviour (ids, error texts) only."""
-    import jaxtool.data.diatool.sources as sources
+    import jaxtool.diatool.sources as sources
 
     monkeypatch.setattr(sources, "_registry", lambda: None)
 

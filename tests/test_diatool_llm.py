@@ -11,13 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from jaxtool.data import diatool_cli
-from jaxtool.data.diatool.llm import (BackendChatClient, EndpointDown, Invalid, LLMAugmenter, OpenAIChatClient,
-                                      parse_json_object, validate_easy, validate_hard)
-from jaxtool.data.diatool.prompts import build_messages
-from jaxtool.data.diatool.seeds import extract_seed
-from jaxtool.data.diatool.slots import NoAugmentation
+from jaxtool.commands import build_diatool as diatool_cli
 from jaxtool.data.schema import Conversation
+from jaxtool.diatool.llm import (BackendChatClient, EndpointDown, Invalid, LLMAugmenter, OpenAIChatClient,
+                                 parse_json_object, validate_easy, validate_hard)
+from jaxtool.diatool.prompts import build_messages
+from jaxtool.diatool.seeds import extract_seed
+from jaxtool.diatool.slots import NoAugmentation
 from jaxtool.errors import ConfigError
 from jaxtool.sample.backend import Completion
 
@@ -309,7 +309,7 @@ def test_backend_client_renders_the_chat_template_and_validates_the_answer(smoll
 def _own_jsonl_reader(monkeypatch):
     """Read `conversations:` specs with the builder's own reader even once the project's source
     registry is merged, so these tests exercise this module's behaviour (ids, error texts) only."""
-    import jaxtool.data.diatool.sources as sources
+    import jaxtool.diatool.sources as sources
 
     monkeypatch.setattr(sources, "_registry", lambda: None)
 

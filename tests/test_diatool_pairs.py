@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from jaxtool.data.diatool.pairs import KINDS, PAIR_KINDS, Pair, build_pairs, check_pair
-from jaxtool.data.diatool.rules import RulesAugmenter
-from jaxtool.data.diatool.seeds import extract_seed
-from jaxtool.data.diatool.slots import NoAugmentation
-from jaxtool.data.diatool.states import trajectory
-from jaxtool.data.diatool.templates import load_templates
 from jaxtool.data.schema import Conversation, SchemaError
+from jaxtool.diatool.pairs import KINDS, PAIR_KINDS, Pair, build_pairs, check_pair
+from jaxtool.diatool.rules import RulesAugmenter
+from jaxtool.diatool.seeds import extract_seed
+from jaxtool.diatool.slots import NoAugmentation
+from jaxtool.diatool.states import trajectory
+from jaxtool.diatool.templates import load_templates
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "diatool")
 

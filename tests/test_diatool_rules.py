@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from jaxtool.data.diatool.rules import RulesAugmenter
-from jaxtool.data.diatool.seeds import extract_seed
-from jaxtool.data.diatool.slots import NoAugmentation, SlotStep
-from jaxtool.data.diatool.templates import humanize, load_templates
 from jaxtool.data.schema import Conversation
+from jaxtool.diatool.rules import RulesAugmenter
+from jaxtool.diatool.seeds import extract_seed
+from jaxtool.diatool.slots import NoAugmentation, SlotStep
+from jaxtool.diatool.templates import humanize, load_templates
 from jaxtool.errors import ConfigError
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "diatool")

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from jaxtool.data.diatool.guard import SplitGuard, bfcl_data_dir, bfcl_queries, normalize_query
-from jaxtool.data.diatool.seeds import NotASeed, collect_seeds, extract_seed
 from jaxtool.data.schema import Conversation
+from jaxtool.diatool.guard import SplitGuard, bfcl_data_dir, bfcl_queries, normalize_query
+from jaxtool.diatool.seeds import NotASeed, collect_seeds, extract_seed
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "diatool")
 

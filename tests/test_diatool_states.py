@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from jaxtool.data.diatool.states import (label_problems, labelled, parse_trajectory, trajectory,
-                                         trajectory_states)
 from jaxtool.data.schema import Conversation, Message, ToolCall
+from jaxtool.diatool.states import (label_problems, labelled, parse_trajectory, trajectory,
+                                    trajectory_states)
 from jaxtool.errors import DataError
 
 

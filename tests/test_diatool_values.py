@@ -1,7 +1,7 @@
 """Locating argument values in user text (number / quote / currency variants, boundaries)."""
 
-from jaxtool.data.diatool.values import (find_spans, mentions_all, mentions_any, remove_spans,
-                                         value_variants)
+from jaxtool.diatool.values import (find_spans, mentions_all, mentions_any, remove_spans,
+                                    value_variants)
 
 
 def test_variants_of_numbers_and_strings():

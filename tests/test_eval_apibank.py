@@ -4,19 +4,18 @@ offline ToolSearcher rule, and the evaluator + command on real level-3 slices.""
 import argparse
 import json
 import os
-import sys
-import types
 
 import pytest
 
-from dialog_fakes import FakeFormat, ScriptedBackend, fake_prompt_ids
+from dialog_fakes import FakeFormat, ScriptedBackend, fake_prompt_ids, install_fake_stack
+from jaxtool.commands.eval_apibank import register as register_apibank
 from jaxtool.data.calls import ParseError
 from jaxtool.data.schema import ToolCall
-from jaxtool.data.sources.apibank import load_items
 from jaxtool.errors import DataError
 from jaxtool.eval.apibank import (ToolLibrary, api_calls_match, api_values_equal, evaluate_apibank,
-                                  parse_api_request, parse_gold_request, register_apibank, score_api_item,
-                                  score_response_item, toolsearcher_matches)
+                                  parse_api_request, parse_gold_request, score_api_item, score_response_item,
+                                  toolsearcher_matches)
+from jaxtool.eval.apibank_data import load_items
 from jaxtool.eval.rouge import lcs_length, lcs_tokens, rouge_l, rouge_l_apibank
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "api_bank")
@@ -193,17 +192,8 @@ def test_evaluate_apibank_scores_items():
 
 @pytest.fixture
 def fake_stack(monkeypatch):
-    import jaxtool.sample.backend as backend_mod
-
     created = []
-    monkeypatch.setattr(backend_mod, "load_backend", lambda kind, model, **kw: created.append(ScriptedBackend(_respond))
-                        or created[-1])
-    formats = types.ModuleType("jaxtool.data.formats")
-    formats.get_format = lambda name, tokenizer=None: FakeFormat()
-    tokenize = types.ModuleType("jaxtool.data.tokenize")
-    tokenize.prompt_ids = fake_prompt_ids
-    monkeypatch.setitem(sys.modules, "jaxtool.data.formats", formats)
-    monkeypatch.setitem(sys.modules, "jaxtool.data.tokenize", tokenize)
+    install_fake_stack(monkeypatch, lambda kind, model, **kw: created.append(ScriptedBackend(_respond)) or created[-1])
     return created
 
 

@@ -4,14 +4,12 @@ scripted chat format standing in for `jaxtool.data.formats` / `jaxtool.data.toke
 import argparse
 import json
 import os
-import sys
-import types
 
 import pytest
 
-from dialog_fakes import FakeFormat, ScriptedBackend, call_text, fake_prompt_ids
+from dialog_fakes import ScriptedBackend, call_text, install_fake_stack
+from jaxtool.commands.eval_dialog import register as register_dialog
 from jaxtool.errors import ConfigError, DataError
-from jaxtool.eval.dialog import register_dialog
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "functionchat_bench")
 
@@ -39,15 +37,7 @@ def fake_stack(monkeypatch):
         created.append(b)
         return b
 
-    import jaxtool.sample.backend as backend_mod
-
-    monkeypatch.setattr(backend_mod, "load_backend", load_backend)
-    formats = types.ModuleType("jaxtool.data.formats")
-    formats.get_format = lambda name, tokenizer=None: FakeFormat()
-    tokenize = types.ModuleType("jaxtool.data.tokenize")
-    tokenize.prompt_ids = fake_prompt_ids
-    monkeypatch.setitem(sys.modules, "jaxtool.data.formats", formats)
-    monkeypatch.setitem(sys.modules, "jaxtool.data.tokenize", tokenize)
+    install_fake_stack(monkeypatch, load_backend)
     return created
 
 

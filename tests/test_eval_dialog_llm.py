@@ -150,7 +150,7 @@ def _section(text, name):
 
 
 def test_rubric_sections_follow_functionchat_shapes():
-    from jaxtool.data.sources import functionchat
+    from jaxtool.eval import functionchat_data as functionchat
     from jaxtool.eval.dialog import collect_turns
 
     # Dialog item: the query keeps call ids, the ground truth drops them; text gold has tool_calls null

@@ -6,17 +6,16 @@ import dataclasses
 import json
 import os
 import re
-import sys
-import types
 
 import pytest
 
-from dialog_fakes import FakeFormat, ScriptedBackend, fake_prompt_ids
-from jaxtool.data.sources.multiwoz import load_dialogues
+from dialog_fakes import FakeFormat, ScriptedBackend, fake_prompt_ids, install_fake_stack
+from jaxtool.commands.eval_multiwoz import register as register_multiwoz
 from jaxtool.errors import DataError
 from jaxtool.eval import dst
 from jaxtool.eval.multiwoz import (domain_prompt, evaluate_multiwoz, load_ontology, parse_domain, parse_state,
-                                   register_multiwoz, state_prompt)
+                                   state_prompt)
+from jaxtool.eval.multiwoz_data import load_dialogues
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "multiwoz")
 VAL = os.path.join(FIX, "val_slice.json")
@@ -189,8 +188,6 @@ def test_turn_with_no_domain_at_all_gets_no_state_prompt():
 
 @pytest.fixture
 def fake_stack(monkeypatch):
-    import jaxtool.sample.backend as backend_mod
-
     created = []
 
     def load_backend(kind, model, **kw):
@@ -198,13 +195,7 @@ def fake_stack(monkeypatch):
                                                     "cambridge'", (U1, "taxi"): "'leaveat':'07:30'"}))
         return created[-1]
 
-    monkeypatch.setattr(backend_mod, "load_backend", load_backend)
-    formats = types.ModuleType("jaxtool.data.formats")
-    formats.get_format = lambda name, tokenizer=None: FakeFormat()
-    tokenize = types.ModuleType("jaxtool.data.tokenize")
-    tokenize.prompt_ids = fake_prompt_ids
-    monkeypatch.setitem(sys.modules, "jaxtool.data.formats", formats)
-    monkeypatch.setitem(sys.modules, "jaxtool.data.tokenize", tokenize)
+    install_fake_stack(monkeypatch, load_backend)
     return created
 
 

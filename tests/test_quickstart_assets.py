@@ -6,7 +6,7 @@ and validates in jaxtool's schema, every call matches its tool's JSON schema, ev
 is written literally (once) in the first user turn where the augmenter's own value locator finds
 it, and a build over the file yields every pair kind of Table 1. The expected counts below are
 worked out by hand from the required-argument histogram and the Table 1 rules (see
-`jaxtool.data.diatool.pairs`), not read back from the builder.
+`jaxtool.diatool.pairs`), not read back from the builder.
 """
 
 import collections
@@ -16,10 +16,10 @@ import re
 
 import pytest
 
-from jaxtool.data.diatool import (PAIR_KINDS, NoAugmentation, RulesAugmenter, SplitGuard, bfcl_data_dir,
-                                  bfcl_queries, build, collect_seeds, find_spans, mentions_any,
-                                  value_variants)
 from jaxtool.data.schema import Conversation
+from jaxtool.diatool import (PAIR_KINDS, NoAugmentation, RulesAugmenter, SplitGuard, bfcl_data_dir,
+                             bfcl_queries, build, collect_seeds, find_spans, mentions_any,
+                             value_variants)
 
 ASSET = importlib.resources.files("jaxtool") / "assets/quickstart/dialogues.jsonl"
 NOTE = importlib.resources.files("jaxtool") / "assets/quickstart/NOTE.md"

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from jaxtool.data.sources import apibank
 from jaxtool.data.sources.base import LoadReport
 from jaxtool.errors import DataError
+from jaxtool.eval import apibank_data as apibank
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "api_bank")
 API = os.path.join(FIX, "lv3-api-train-slice.json")

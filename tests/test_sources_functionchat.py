@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from jaxtool.data.sources import functionchat as fc
 from jaxtool.data.sources.base import LoadReport
 from jaxtool.errors import DataError
+from jaxtool.eval import functionchat_data as fc
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "functionchat_bench")
 SINGLE = os.path.join(FIX, "FunctionChat-Singlecall.jsonl")

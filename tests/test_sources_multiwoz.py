@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from jaxtool.data.sources import multiwoz
 from jaxtool.data.sources.base import LoadReport
 from jaxtool.errors import DataError
+from jaxtool.eval import multiwoz_data as multiwoz
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "multiwoz")
 VAL = os.path.join(FIX, "val_slice.json")

@@ -24,10 +24,37 @@ TRAINING = {
 
 
 def test_registry_lists_every_source_by_module_path():
+    import jaxtool.eval  # noqa: F401 - registers the benchmark readers, which live beside their evaluators
+
     assert set(SOURCES) == {"glaive", "xlam", "toolace", "sgd", "snips", "conversations", "hammer",
                             "bfcl", "functionchat", "apibank", "multiwoz"}
-    for name in ("bfcl", "functionchat", "apibank", "multiwoz"):
+    for name in ("glaive", "xlam", "toolace", "sgd", "snips", "conversations", "hammer"):
         assert SOURCES[name] == f"jaxtool.data.sources.{name}:load"
+    assert {n: SOURCES[n] for n in ("bfcl", "functionchat", "apibank", "multiwoz")} == {
+        "bfcl": "jaxtool.eval.bfcl.data:load", "functionchat": "jaxtool.eval.functionchat_data:load",
+        "apibank": "jaxtool.eval.apibank_data:load", "multiwoz": "jaxtool.eval.multiwoz_data:load"}
+
+
+def test_a_registered_benchmark_source_loads_through_a_spec():
+    import jaxtool.eval  # noqa: F401
+
+    path = os.path.join(FIX, "functionchat_bench", "FunctionChat-CallDecision.jsonl")
+    convs = list(load(f"functionchat:{path}"))
+    assert len(convs) == 7 and {c.meta["source"] for c in convs} == {"functionchat"}
+
+
+def test_register_adds_a_source_and_refuses_to_replace_one(monkeypatch):
+    from jaxtool.data import sources
+
+    monkeypatch.setattr(sources, "SOURCES", dict(SOURCES))
+    sources.register("xlam_again", "jaxtool.data.sources.xlam:load")
+    sources.register("xlam_again", "jaxtool.data.sources.xlam:load")  # the same target again: a no-op
+    assert len(list(sources.load("xlam_again", TRAINING["xlam"], on_bad_row="skip"))) == 12
+    with pytest.raises(ValueError, match="'glaive' is already registered as jaxtool.data.sources.glaive:load"):
+        sources.register("glaive", "jaxtool.data.sources.xlam:load")
+    for name, target in (("nocolon", "jaxtool.data.sources.xlam"), ("a:b", "m:f"), ("", "m:f"), ("x", ":f")):
+        with pytest.raises(ValueError, match="expected a name without ':'"):
+            sources.register(name, target)
 
 
 @pytest.mark.parametrize("spec, expected", [

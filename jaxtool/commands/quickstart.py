@@ -26,13 +26,19 @@ import random
 import shutil
 import time
 
-from jaxtool.config import TrainConfig
+from jaxtool import objectives
+from jaxtool.config import LossConfig, TrainConfig
 
 
 def _train(**kw) -> TrainConfig:
     c = TrainConfig()
     for section, values in kw.items():
-        if isinstance(values, dict):
+        if section == "loss":  # a tagged union: the type picks the hyper-parameter dataclass
+            values = dict(values)
+            kind = values.pop("type")
+            common = {k: values.pop(k) for k in ("reference", "max_turns") if k in values}
+            c.loss = LossConfig(type=kind, params=objectives.make_hparams(kind, values), **common)
+        elif isinstance(values, dict):
             setattr(c, section, dataclasses.replace(getattr(c, section), **values))
         else:
             setattr(c, section, values)
@@ -86,8 +92,8 @@ def bundled_dialogues_path() -> str:
 
 def prepare_data(qc: QuickstartConfig, data_dir: str) -> dict:
     """Split the bundled dialogues, write the SFT set, build DiaTool-DPO pairs, sample the DPO set."""
-    from jaxtool.data.diatool import RulesAugmenter, build, collect_seeds
     from jaxtool.data.schema import Conversation
+    from jaxtool.diatool import RulesAugmenter, build, collect_seeds
 
     os.makedirs(data_dir, exist_ok=True)
     with open(bundled_dialogues_path(), encoding="utf-8") as fh:

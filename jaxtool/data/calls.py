@@ -23,6 +23,7 @@ import unicodedata
 from typing import Any, Mapping, Sequence
 
 from jaxtool.data.schema import ToolCall
+from jaxtool.errors import json_error_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,18 +105,27 @@ def _dotted_name(node: ast.AST) -> str | None:
     return None
 
 
-def _literal(node: ast.AST) -> Any:
-    value = ast.literal_eval(node)
-    return _jsonify(value)
-
-
 def _jsonify(value: Any) -> Any:
-    """Tuples/sets become lists so values compare equal to their JSON form."""
-    if isinstance(value, (tuple, list, set, frozenset)):
+    """A literal as a JSON value: tuples become lists so values compare equal to their JSON form.
+    Anything JSON cannot hold — complex numbers, `...`, bytes, sets (unordered), non-finite floats,
+    non-string object keys — is a `ValueError` (the call list is then a parse error): such values
+    would otherwise reach the judges and the report writers, which speak JSON."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"non-finite number {value!r}")
+        return value
+    if isinstance(value, (tuple, list)):
         return [_jsonify(v) for v in value]
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else str(k): _jsonify(v) for k, v in value.items()}
-    return value
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"object key {k!r} is not a string")
+            out[k] = _jsonify(v)
+        return out
+    raise ValueError(f"{type(value).__name__} {value!r:.40}")
 
 
 def parse_pythonic(text: str) -> list[ToolCall] | ParseError:
@@ -148,9 +158,13 @@ def parse_pythonic(text: str) -> list[ToolCall] | ParseError:
             if kw.arg is None:
                 return ParseError(f"{name}: **kwargs are not allowed", text)
             try:
-                args[kw.arg] = _literal(kw.value)
+                value = ast.literal_eval(kw.value)
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 return ParseError(f"{name}: argument {kw.arg!r} is not a literal", text)
+            try:
+                args[kw.arg] = _jsonify(value)
+            except (ValueError, RecursionError) as e:
+                return ParseError(f"{name}: argument {kw.arg!r} is not a JSON value: {e}", text)
         calls.append(ToolCall(name=name, arguments=args))
     return calls
 
@@ -161,6 +175,14 @@ def parse_pythonic(text: str) -> list[ToolCall] | ParseError:
 
 def render_json_call(call: ToolCall, arguments_key: str = "arguments") -> str:
     return json.dumps({"name": call.name, arguments_key: dict(call.arguments)}, ensure_ascii=False)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+# Python's json accepts NaN / Infinity / -Infinity; model output holding them is not JSON.
+STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def call_from_json_obj(obj: Any) -> ToolCall | ParseError:
@@ -174,9 +196,11 @@ def call_from_json_obj(obj: Any) -> ToolCall | ParseError:
     args = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):
         try:
-            args = json.loads(args) if args.strip() else {}
+            args = STRICT_JSON.decode(args) if args.strip() else {}
         except json.JSONDecodeError as e:
             return ParseError(f"{name}: 'arguments' string is not JSON ({e.msg})")
+        except (ValueError, RecursionError) as e:  # NaN, a 5000-digit integer, absurd nesting
+            return ParseError(f"{name}: 'arguments' string is not JSON ({type(e).__name__}: {str(e)[:80]})")
     if args is None:
         args = {}
     if not isinstance(args, Mapping):
@@ -184,8 +208,10 @@ def call_from_json_obj(obj: Any) -> ToolCall | ParseError:
     return ToolCall(name=name, arguments=dict(args))
 
 
-def parse_json_calls(text: str) -> list[ToolCall] | ParseError:
-    """One JSON call object, a JSON list of them, or several objects separated by `;`/newlines."""
+def scan_json_values(text: str) -> list[Any] | ParseError:
+    """The JSON values in `text`, in order: one value, or several separated by whitespace / `;` / `,`;
+    a ```json fence is removed and a top-level list contributes its elements. The one scanner of
+    JSON call lists (chat formats here, BFCL's decoder in `jaxtool.eval.bfcl.decode`)."""
     src = text.strip()
     if src.startswith("```"):
         src = src.strip("`").strip()
@@ -193,20 +219,30 @@ def parse_json_calls(text: str) -> list[ToolCall] | ParseError:
             src = src[len("json"):].strip()
     if not src:
         return ParseError("empty output", text)
-    decoder = json.JSONDecoder()
-    objs, pos = [], 0
+    decoder = STRICT_JSON
+    values, pos = [], 0
     while pos < len(src):
         while pos < len(src) and src[pos] in " \t\r\n;,":
             pos += 1
         if pos >= len(src):
             break
         try:
-            obj, pos = decoder.raw_decode(src, pos)
+            value, pos = decoder.raw_decode(src, pos)
         except json.JSONDecodeError as e:
-            return ParseError(f"not JSON: {e.msg} at char {e.pos}", text)
+            return ParseError(f"not JSON: {json_error_text(e)}", text)
         except RecursionError:
             return ParseError("not JSON: nested too deeply", text)
-        objs.extend(obj if isinstance(obj, list) else [obj])
+        except ValueError as e:  # NaN / Infinity, a 5000-digit integer
+            return ParseError(f"not JSON: {str(e)[:80]}", text)
+        values.extend(value if isinstance(value, list) else [value])
+    return values
+
+
+def parse_json_calls(text: str) -> list[ToolCall] | ParseError:
+    """One JSON call object, a JSON list of them, or several objects separated by `;`/newlines."""
+    objs = scan_json_values(text)
+    if isinstance(objs, ParseError):
+        return objs
     calls = []
     for obj in objs:
         c = call_from_json_obj(obj)

@@ -52,6 +52,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from jaxtool.data.calls import (
+    STRICT_JSON,
     ParseError,
     call_from_json_obj,
     parse_json_calls,
@@ -59,7 +60,7 @@ from jaxtool.data.calls import (
     render_pythonic,
 )
 from jaxtool.data.schema import Conversation, Message, Tool, ToolCall
-from jaxtool.errors import ConfigError, DataError
+from jaxtool.errors import ConfigError, DataError, json_error_text
 
 FORMAT_NAMES = (
     "llama3_json",
@@ -144,16 +145,18 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-_JSON = json.JSONDecoder()
+_JSON = STRICT_JSON
 
 
 def _decode_json_at(text: str, pos: int) -> tuple[Any, int] | ParseError:
     try:
         return _JSON.raw_decode(text, pos)
     except json.JSONDecodeError as e:
-        return ParseError(f"not JSON: {e.msg} at char {e.pos}", text)
+        return ParseError(f"not JSON: {json_error_text(e)}", text)
     except RecursionError:
         return ParseError("not JSON: nested too deeply", text)
+    except ValueError as e:  # NaN / Infinity, a 5000-digit integer
+        return ParseError(f"not JSON: {str(e)[:80]}", text)
 
 
 def _args_json(call: ToolCall) -> str:
@@ -370,8 +373,12 @@ class HermesFormat(_ChatMLFormat):
 
 
 # BFCL's default system prompt for prompting models ("classic" style, plaintext, python return
-# format, JSON function docs) — bfcl_eval.model_handler.utils.formulate_system_prompt with
-# DEFAULT_SYSTEM_PROMPT_FORMAT. Persona and task are joined without a space, as BFCL does.
+# format, JSON function docs) — bfcl-eval 2026.3.23, bfcl_eval.model_handler.utils.formulate_system_prompt
+# with DEFAULT_SYSTEM_PROMPT_FORMAT (constants/default_prompts.py, configuration
+# "ret_fmt=python&tool_call_tag=False&func_doc_fmt=json&prompt_fmt=plaintext&style=classic"), assembled
+# piece by piece as BFCL's template does — including its missing space after the first sentence and the
+# double space left by an empty type note. Its one definition: the `pythonic` format trains on it and
+# `jaxtool.eval.bfcl.prompt` evaluates with it.
 _BFCL_PERSONA = "You are an expert in composing functions."
 _BFCL_TASK = ("You are given a question and a set of possible functions. Based on the question, you will need to "
               "make one or more function/tool calls to achieve the purpose. If none of the functions can be used, "
@@ -384,13 +391,15 @@ _BFCL_MULTITURN = ("At each turn, you should try your best to complete the tasks
                    "current turn. Continue to output functions to call until you have fulfilled the user's request "
                    "to the best of your ability. Once you have no more functions to call, the system will consider "
                    "the current turn complete and proceed to the next turn or task.")
+_BFCL_TOOLS_INTRO = "Here is a list of functions in json format that you can invoke.\n"
 
 
-def bfcl_system_prompt(tools: Sequence[Tool]) -> str:
-    """BFCL's default system prompt for pythonic calls, listing `tools` as indented JSON."""
-    functions = json.dumps([t.spec() for t in tools], indent=4)
-    available = f"Here is a list of functions in json format that you can invoke.\n{functions}\n"
-    return f"{_BFCL_PERSONA}{_BFCL_TASK}\n\n{_BFCL_CALL_FORMAT}\n\n{_BFCL_MULTITURN}\n\n{available}"
+def bfcl_system_prompt(functions: Sequence[Tool | Mapping[str, Any]]) -> str:
+    """BFCL's default system prompt for pythonic calls, listing `functions` as indented JSON: `Tool`s
+    as their JSON-schema spec, function-doc mappings (e.g. BFCL's own docs) exactly as given."""
+    docs = [f.spec() if isinstance(f, Tool) else f for f in functions]
+    listed = json.dumps(docs, indent=4)  # ASCII-escaped, as BFCL writes it
+    return f"{_BFCL_PERSONA}{_BFCL_TASK}\n\n{_BFCL_CALL_FORMAT}\n\n{_BFCL_MULTITURN}\n\n{_BFCL_TOOLS_INTRO}{listed}\n"
 
 
 class PythonicFormat(_ChatMLFormat):

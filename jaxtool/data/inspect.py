@@ -1,4 +1,5 @@
-"""`jaxtool data inspect SOURCE`: one rendered example with its trained tokens marked, and a summary.
+"""What `jaxtool data inspect SOURCE` shows: one rendered example with its trained tokens marked, and a
+summary. (The command's flags are in `jaxtool.commands.data_inspect`.)
 
 SOURCE is a registry spec `NAME:PATH` (e.g. `glaive:data/glaive.jsonl`, see `jaxtool.data.sources`)
 or a path to jaxtool-schema conversations (`.jsonl` / `.json`, `Conversation.to_dict` layout). The
@@ -18,30 +19,6 @@ from jaxtool.errors import CheckpointError, ConfigError, DataError
 
 MARKS = ("auto", "brackets", "ansi")
 _GREEN, _RESET = "\x1b[1;32m", "\x1b[0m"
-
-
-def register(subparsers) -> None:
-    from jaxtool.data.formats import FORMAT_NAMES
-    from jaxtool.data.tokenize import TRUNCATION_POLICIES
-
-    p = subparsers.add_parser(
-        "inspect",
-        help="show one rendered example with trained tokens marked, plus length statistics",
-        description=__doc__.split("\n\n", 1)[1],
-    )
-    p.add_argument("source", help="NAME:PATH registry spec, or a jaxtool-schema .jsonl/.json file")
-    p.add_argument("--format", "-f", default="hermes", choices=FORMAT_NAMES, help="chat format (default hermes)")
-    p.add_argument("--tokenizer", "-t", default="smollm2",
-                   help="HF tokenizer directory or hub name, a .gguf file, or 'smollm2' (the embedded model; default)")
-    p.add_argument("--index", type=int, default=0, help="which kept example to show (default 0)")
-    p.add_argument("--limit", type=int, default=None, help="read at most this many rows")
-    p.add_argument("--max-length", type=int, default=None, help="token limit applied as in training")
-    p.add_argument("--truncation", choices=TRUNCATION_POLICIES, default="drop", help="policy for over-long examples")
-    p.add_argument("--mark", choices=MARKS, default="auto",
-                   help="how to mark trained tokens: [[...]] brackets, ANSI colour, or auto (colour on a terminal)")
-    p.add_argument("--on-bad-row", choices=("skip", "error"), default="skip",
-                   help="skip and count rows that do not convert (default), or stop at the first")
-    p.set_defaults(func=run)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,27 +73,14 @@ def read_conversations_file(path: str, report, limit: int | None = None) -> Iter
 
 
 def open_source(source: str, on_bad_row: str = "skip", limit: int | None = None):
-    """(LoadReport, iterator of Conversations) for a spec or a schema file."""
+    """(LoadReport, iterator of Conversations) for a registry spec or a schema file."""
+    from jaxtool.data.sources import load
     from jaxtool.data.sources.base import LoadReport
 
     name, path = parse_source(source)
     report = LoadReport(source=source, on_bad_row=on_bad_row)
-    if name is None or name == "conversations":
-        try:
-            from jaxtool.data import sources as registry
-
-            load = getattr(registry, "load", None)
-        except ImportError:  # pragma: no cover
-            load = None
-        if name == "conversations" and load is not None:
-            return report, load(source, on_bad_row=on_bad_row, report=report, limit=limit)
+    if name is None:
         return report, read_conversations_file(path, report, limit)
-    from jaxtool.data import sources as registry
-
-    load = getattr(registry, "load", None)
-    if load is None:
-        raise DataError(f"{source}: the source registry (jaxtool.data.sources.load) is not in this build; "
-                        "pass a jaxtool-schema .jsonl file instead")
     return report, load(source, on_bad_row=on_bad_row, report=report, limit=limit)
 
 
@@ -150,41 +114,45 @@ def percentiles(values, qs=(50, 90, 99)) -> dict:
     return res
 
 
-def run(args) -> int:
+def show(source: str, *, format_name: str = "hermes", tokenizer: str = "smollm2", index: int = 0,
+         limit: int | None = None, max_length: int | None = None, truncation: str = "drop", mark: str = "auto",
+         on_bad_row: str = "skip") -> int:
+    """Print example #`index` of `source` rendered in `format_name` with its trained tokens marked
+    (`mark`: "brackets", "ansi", or "auto" = colour on a terminal), then the summary. `tokenizer` is
+    a spec for `load_tokenizer`. Returns 0."""
     from jaxtool.data.formats import get_format
     from jaxtool.data.tokenize import TruncationReport, tokenize_conversation
 
-    if args.index < 0:
-        raise ConfigError(f"--index must be >= 0, got {args.index}")
-    tokenizer = load_tokenizer(args.tokenizer)
-    fmt = get_format(args.format, tokenizer=tokenizer)
-    load_report, convs = open_source(args.source, on_bad_row=args.on_bad_row, limit=args.limit)
-    trunc = TruncationReport(policy=args.truncation, max_length=args.max_length, on_bad_example="skip")
+    if index < 0:
+        raise ConfigError(f"--index must be >= 0, got {index}")
+    tok = load_tokenizer(tokenizer)
+    fmt = get_format(format_name, tokenizer=tok)
+    load_report, convs = open_source(source, on_bad_row=on_bad_row, limit=limit)
+    trunc = TruncationReport(policy=truncation, max_length=max_length, on_bad_example="skip")
     lengths, trained, turns = [], [], []
     shown = None
     for conv in convs:
-        ex = tokenize_conversation(conv, fmt, tokenizer, args.max_length, args.truncation, trunc)
+        ex = tokenize_conversation(conv, fmt, tok, max_length, truncation, trunc)
         if ex is None:
             continue
-        if len(lengths) == args.index:
+        if len(lengths) == index:
             shown = (conv, ex)
         lengths.append(len(ex))
         trained.append(ex.n_trained)
         turns.append(ex.n_turns)
 
-    mark = args.mark
     if mark == "auto":
         mark = "ansi" if sys.stdout.isatty() else "brackets"
     w = sys.stdout.write
     if shown is None:
-        w(f"no example #{args.index}: {len(lengths)} examples were kept\n\n")
+        w(f"no example #{index}: {len(lengths)} examples were kept\n\n")
     else:
         conv, ex = shown
         where = ", ".join(f"{k}={conv.meta[k]}" for k in ("source", "row", "id") if k in conv.meta)
-        w(f"=== example #{args.index}" + (f" ({where})" if where else "") + f" — format {fmt.name}, "
+        w(f"=== example #{index}" + (f" ({where})" if where else "") + f" — format {fmt.name}, "
           f"{len(ex)} tokens, {ex.n_trained} trained in {ex.n_turns} assistant turns"
           + (" — trained tokens in [[...]]" if mark == "brackets" else " — trained tokens in green") + "\n")
-        w(marked_text(ex, tokenizer, mark) + "\n\n")
+        w(marked_text(ex, tok, mark) + "\n\n")
     w("=== summary\n")
     w(str(load_report) + "\n")
     w(str(trunc) + "\n")

@@ -45,15 +45,14 @@ import ast
 import collections
 import dataclasses
 import math
-import os
 import re
 from typing import Any, Iterable, Sequence
 
 from jaxtool.data.calls import ParseError, parse_pythonic
 from jaxtool.data.schema import ToolCall
-from jaxtool.data.sources.apibank import ApiBankItem, load_items
 from jaxtool.errors import DataError
 from jaxtool.eval import textgen
+from jaxtool.eval.apibank_data import ApiBankItem
 from jaxtool.eval.rouge import rouge_l, rouge_l_apibank
 
 CALL_PATTERN = re.compile(r"\[(\w+)\((.*)\)\]")
@@ -387,58 +386,3 @@ def evaluate_apibank(items: Sequence[ApiBankItem], backend: Any, fmt: Any, *, le
             rec.update(score_response_item(out, it.expected))
         records.append(rec)
     return ApiBankResult(records, summarise(records, level))
-
-
-# --------------------------------------------------------------------------------------------
-# command line: jaxtool eval apibank
-# --------------------------------------------------------------------------------------------
-
-def register_apibank(subparsers) -> None:
-    p = subparsers.add_parser(
-        "apibank", help="API-Bank level-1/2: API-call accuracy and response ROUGE-L",
-        description="Generate the next API-Request or AI reply for each API-Bank item and score it "
-                    "(static call matching, ToolSearcher by retrieved tool, ROUGE-L as API-Bank).")
-    textgen.add_common_args(p, default_format="chat_template", default_max_new_tokens=128)
-    p.add_argument("--data", required=True,
-                   help="API-Bank JSON file: level-1/2 test items ({file, id, instruction, input, expected_output}) "
-                        "or level-3 training items ({instruction, input, output})")
-    p.add_argument("--level", type=int, choices=(1, 2, 3), default=None,
-                   help="label for the report (default: 2 if the data has ToolSearcher calls, else 1)")
-    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
-    p.set_defaults(func=run_apibank)
-
-
-def run_apibank(args) -> int:
-    from jaxtool.data.sources.base import LoadReport
-    from jaxtool.eval.report import write_report
-
-    textgen.check_positive(args)
-    report = LoadReport(f"apibank:{args.data}", args.on_bad_row)
-    all_items = list(load_items(args.data, on_bad_row=args.on_bad_row, report=report))
-    if report.bad_rows:
-        print(report)
-    items = all_items[: args.limit] if args.limit else all_items
-    if not items:
-        raise DataError(f"{args.data}: no API-Bank items")
-    for it in items:  # fail on an unreadable gold call before loading the model
-        if it.kind == "api" and isinstance(parse_gold_request(it.expected), ParseError):
-            raise DataError(f"{args.data}, row {it.row}: expected output is not an API request: {it.expected[:120]!r}")
-    level = args.level or (2 if any(it.kind == "api" and parse_gold_request(it.expected)[0].name == TOOLSEARCHER
-                                    for it in items) else 1)
-    library = ToolLibrary.from_items(all_items)
-    backend = textgen.open_backend(args)
-    fmt = textgen.resolve_format(args.format, backend.tokenizer)
-    result = evaluate_apibank(items, backend, fmt, level=level, batch_size=args.batch_size,
-                              max_new_tokens=args.max_new_tokens, library=library, progress=not args.no_progress)
-    name = f"apibank_l{level}"
-    out = textgen.out_dir(args, name)
-    summary = {"benchmark": "api-bank", "data": args.data, "model": args.model, "format": args.format,
-               "tool_library_size": len(library.names), **result.summary}
-    header, rows = table_rows(result.summary)
-    paths = write_report(out, name, items=result.records, summary=summary, header=header, rows=rows,
-                         chart=chart_values(result.summary),
-                         chart_title=f"API-Bank level {level}: {os.path.basename(args.data)}")
-    print(result.table())
-    for kind, p in paths.items():
-        print(f"{kind}: {p}")
-    return 0

@@ -36,9 +36,7 @@ Python API::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 from typing import Any, Iterable, Sequence
 
 from jaxtool.data.schema import Conversation, Message, ToolCall
@@ -248,86 +246,3 @@ def chart_values(summary: dict) -> dict[str, float]:
     vals["micro avg"] = summary["micro_avg"]
     vals["macro avg"] = summary["macro_avg"]
     return vals
-
-
-# --------------------------------------------------------------------------------------------
-# command line: jaxtool eval dialog
-# --------------------------------------------------------------------------------------------
-
-def register_dialog(subparsers) -> None:
-    from jaxtool.data.sources.functionchat import TOOLS_TYPES
-
-    p = subparsers.add_parser(
-        "dialog", help="teacher-forced dialogue-flow evaluation (FunctionChat-Bench, DiaTool-DPO validation)",
-        description="Evaluate every assistant turn of gold dialogues (call / slot / relevance / completion), "
-                    "teacher-forced, and report per-type accuracy with micro and macro averages.")
-    textgen.add_common_args(p, default_format="hermes", default_max_new_tokens=256)
-    p.add_argument("--data", required=True,
-                   help="functionchat:FILE (Singlecall / CallDecision / Dialog .jsonl), diatool:FILE "
-                        "(DiaTool-DPO pair rows; chosen trajectories) or another source NAME:FILE")
-    p.add_argument("--tools-type", default="all", choices=("all",) + TOOLS_TYPES,
-                   help="FunctionChat Singlecall: evaluate one tool-set variant only (default all)")
-    p.add_argument("--system-prompt", default="auto",
-                   help="FunctionChat Singlecall/Dialog system prompt: 'auto' (system_prompt.txt next to "
-                        "the data file, as FunctionChat's runner), a file, the text itself, or '' for none")
-    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
-    p.add_argument("--judge", choices=("rules", "llm"), default="rules",
-                   help="offline rule-based judge (default) or an LLM judge with FunctionChat's rubrics")
-    p.add_argument("--judge-model", default=None, help="LLM judge model name (e.g. gpt-4o)")
-    p.add_argument("--judge-base-url", default=None,
-                   help="OpenAI-compatible base URL ending in /v1 "
-                        "(default $OPENAI_BASE_URL, else https://api.openai.com/v1)")
-    p.add_argument("--judge-api-key", default=None, help="API key (default $OPENAI_API_KEY)")
-    p.add_argument("--rubrics", default=None,
-                   help="directory with rubric_{call,completion,relevance,slot}.txt (default: next to the data file)")
-    p.add_argument("--judge-retries", type=int, default=3, help="retries per judged turn (default 3)")
-    p.add_argument("--judge-timeout", type=float, default=120.0, help="seconds per judge request (default 120)")
-    p.set_defaults(func=run_dialog)
-
-
-def build_judge(args: argparse.Namespace, data_path: str, out: str) -> Any:
-    if args.judge == "rules":
-        return RuleJudge()
-    from jaxtool.errors import ConfigError
-    from jaxtool.eval.llm_judge import LLMJudge, load_rubrics
-
-    model = args.judge_model
-    if not model:
-        raise ConfigError("--judge llm needs --judge-model (the judge's model name)")
-    base_url = args.judge_base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-    api_key = args.judge_api_key or os.environ.get("OPENAI_API_KEY")
-    rubric_dir = args.rubrics or os.path.dirname(os.path.abspath(data_path))
-    return LLMJudge(base_url=base_url, model=model, api_key=api_key, rubrics=load_rubrics(rubric_dir),
-                    cache_path=os.path.join(out, "judge_cache.jsonl"), max_retries=args.judge_retries,
-                    timeout=args.judge_timeout)
-
-
-def run_dialog(args: argparse.Namespace) -> int:
-    from jaxtool.data.sources.base import LoadReport
-    from jaxtool.eval.dialog_data import load_dialogs, split_spec
-    from jaxtool.eval.report import write_report
-
-    textgen.check_positive(args)
-    source, path = split_spec(args.data)
-    out = textgen.out_dir(args, f"dialog_{source}")
-    report = LoadReport(args.data, args.on_bad_row)
-    opts = {"system_prompt": args.system_prompt, "tools_type": args.tools_type} if source == "functionchat" else {}
-    conversations = list(load_dialogs(args.data, on_bad_row=args.on_bad_row, report=report, limit=args.limit, **opts))
-    if report.bad_rows:
-        print(report)
-    if not conversations:
-        raise DataError(f"{args.data}: no conversations to evaluate")
-    judge = build_judge(args, path, out)
-    backend = textgen.open_backend(args)
-    fmt = textgen.resolve_format(args.format, backend.tokenizer)
-    result = evaluate_dialogs(conversations, backend, fmt, judge=judge, batch_size=args.batch_size,
-                              max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
-    summary = {"benchmark": "dialog", "data": args.data, "model": args.model, "format": args.format,
-               **result.summary}
-    header, rows = table_rows(result.summary)
-    paths = write_report(out, f"dialog_{source}", items=result.records, summary=summary, header=header, rows=rows,
-                         chart=chart_values(result.summary), chart_title=f"dialogue flow: {os.path.basename(path)}")
-    print(result.table())
-    for kind, p in paths.items():
-        print(f"{kind}: {p}")
-    return 0

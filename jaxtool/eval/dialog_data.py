@@ -1,7 +1,7 @@
 """Test sets for the dialogue-flow evaluator, named on the command line as `SOURCE:PATH`.
 
 - `functionchat:FILE` — FunctionChat-Bench Singlecall / CallDecision / Dialog files
-  (`jaxtool.data.sources.functionchat`); each item evaluates its last (gold) assistant turn.
+  (`jaxtool.eval.functionchat_data`); each item evaluates its last (gold) assistant turn.
 - `diatool:FILE` — rows written by jaxtool's DiaTool-DPO pair builder:
   `{"chosen": {"messages", "tools"}, "rejected": ..., "type": 1|2|3, "chosen_trajectory": "1-3-4-5",
   "rejected_trajectory": ..., "difficulty": ...}`. The *chosen* trajectory of each row is a gold
@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from jaxtool.data.schema import Conversation, SchemaError
 from jaxtool.data.sources.base import BadRow, LoadReport, read_records, require_mapping
-from jaxtool.errors import DataError
+from jaxtool.errors import DataError, json_error_text
 
 DIATOOL_STATES = (1, 2, 3, 5)
 
@@ -36,7 +36,7 @@ def load_dialogs(spec: str, *, on_bad_row: str = "error", report: LoadReport | N
                  limit: int | None = None, **opts: Any) -> Iterator[Conversation]:
     name, path = split_spec(spec)
     if name == "functionchat":
-        from jaxtool.data.sources import functionchat
+        from jaxtool.eval import functionchat_data as functionchat
 
         return functionchat.load(path, on_bad_row=on_bad_row, report=report, limit=limit, **opts)
     if name == "diatool":
@@ -74,7 +74,7 @@ def _diatool_row(rec: dict, idx: Any, side: str) -> Conversation:
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as e:
-            raise BadRow("invalid json", f"{e.msg} at char {e.pos}", field=side) from None
+            raise BadRow("invalid json", f"{json_error_text(e)}", field=side) from None
     try:
         conv = Conversation.from_dict(raw, where=side)
     except SchemaError as e:

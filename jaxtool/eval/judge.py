@@ -141,9 +141,18 @@ def call_matches(pred: ToolCall, gold: ToolCall, acceptable: Mapping[str, Sequen
             continue
         if key not in pred.arguments:
             return False, f"missing argument {key!r}"
-        return False, f"argument {key!r}: {json.dumps(pval, ensure_ascii=False)} != gold " \
-                      f"{json.dumps(gval, ensure_ascii=False)}" + (" or any acceptable value" if alts else "")
+        return False, f"argument {key!r}: {_show(pval)} != gold {_show(gval)}" + \
+            (" or any acceptable value" if alts else "")
     return True, "call matches"
+
+
+def _show(value: Any) -> str:
+    """A value as JSON for a verdict's reason; a value JSON cannot hold (none should get here: the
+    call parsers refuse them) is shown by its repr rather than stopping the evaluation."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=repr)
+    except (ValueError, RecursionError):
+        return repr(value)[:200]
 
 
 def calls_match(pred: Sequence[ToolCall], gold: Sequence[ToolCall],

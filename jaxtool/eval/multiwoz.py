@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
-from jaxtool.data.sources.multiwoz import MwozDialogue, MwozTurn, load_dialogues
 from jaxtool.errors import ConfigError, DataError
 from jaxtool.eval import dst, textgen
+from jaxtool.eval.multiwoz_data import MwozDialogue, MwozTurn
 
 SLOT_HELP: dict[str, dict[str, str]] = {
     "restaurant": {"food": "type of cuisine served", "pricerange": "price range (cheap / moderate / expensive)",
@@ -118,7 +117,9 @@ def parse_state(text: str, domain: str) -> dict[str, str]:
         try:
             obj = json.loads(text[start:end + 1])
             if isinstance(obj, dict):
-                pairs = list(obj.items())
+                # CALM's DST answer nests the slots: {"domain": ..., "slot_values": {...}}
+                inner = obj.get("slot_values")
+                pairs = list(inner.items()) if isinstance(inner, dict) else list(obj.items())
         except json.JSONDecodeError:
             pass
     if not pairs:
@@ -267,52 +268,3 @@ def load_ontology(path: str) -> dict[str, list[str]]:
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise DataError(f"{path}: expected an IC-DST ontology, a JSON object of \"domain-slot\" -> list of values")
     return data
-
-
-# --------------------------------------------------------------------------------------------
-# command line: jaxtool eval multiwoz
-# --------------------------------------------------------------------------------------------
-
-def register_multiwoz(subparsers) -> None:
-    p = subparsers.add_parser(
-        "multiwoz", help="MultiWOZ dialogue-state tracking (joint goal accuracy), CALM-style zero-shot prompts",
-        description="Zero-shot DST per user turn: domain prompt, then the domain's slot prompt; accumulated "
-                    "state compared with the gold state after every turn (IC-DST normalisation).")
-    textgen.add_common_args(p, default_format="chat_template", default_max_new_tokens=64)
-    p.add_argument("--data", required=True,
-                   help="MultiWOZ 2.1-layout JSON (object keyed by dialogue id, e.g. ConvLab-2 val.json)")
-    p.add_argument("--ontology", default=None,
-                   help="IC-DST ontology JSON (\"domain-slot\" -> values) for named-entity repair of predictions")
-    p.add_argument("--domain", choices=("predicted", "gold"), default="predicted",
-                   help="domain of each turn: asked from the model (default) or from the gold dialogue acts")
-    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
-    p.set_defaults(func=run_multiwoz)
-
-
-def run_multiwoz(args) -> int:
-    from jaxtool.data.sources.base import LoadReport
-    from jaxtool.eval.report import write_report
-
-    textgen.check_positive(args)
-    ontology = load_ontology(args.ontology) if args.ontology else None
-    report = LoadReport(f"multiwoz:{args.data}", args.on_bad_row)
-    dialogues = list(load_dialogues(args.data, on_bad_row=args.on_bad_row, report=report, limit=args.limit))
-    if report.bad_rows:
-        print(report)
-    if not dialogues:
-        raise DataError(f"{args.data}: no dialogues")
-    backend = textgen.open_backend(args)
-    fmt = textgen.resolve_format(args.format, backend.tokenizer)
-    result = evaluate_multiwoz(dialogues, backend, fmt, domain_source=args.domain, ontology=ontology,
-                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                               progress=not args.no_progress)
-    out = textgen.out_dir(args, "multiwoz")
-    summary = {"benchmark": "multiwoz-dst", "data": args.data, "model": args.model, "format": args.format,
-               "ontology": args.ontology, **result.summary}
-    header, rows = table_rows(result.summary)
-    paths = write_report(out, "multiwoz", items=result.records, summary=summary, header=header, rows=rows,
-                         chart=chart_values(result.summary), chart_title=f"MultiWOZ DST: {os.path.basename(args.data)}")
-    print(result.table())
-    for kind, p in paths.items():
-        print(f"{kind}: {p}")
-    return 0

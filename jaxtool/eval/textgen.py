@@ -1,5 +1,6 @@
-"""Plumbing shared by the dialogue, API-Bank and MultiWOZ evaluators: prompt encoding through a chat
-format, batched greedy generation with a progress bar, and the command-line flags they share.
+"""Plumbing shared by the evaluators: prompt encoding through a chat format, batched greedy
+generation with a progress bar. (The command-line flags they share are in
+`jaxtool.commands._model_args`.)
 
 Evaluators depend only on the `Backend` protocol (`jaxtool.sample.backend`), a chat format
 (`jaxtool.data.formats.get_format`) and `jaxtool.data.tokenize.prompt_ids`; those are looked up
@@ -8,8 +9,6 @@ when called, so tests can substitute scripted stand-ins.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -32,6 +31,7 @@ def text_conversation(prompt: str, system: str | None = None) -> Conversation:
 
 
 def resolve_format(name: str, tokenizer: Any) -> Any:
+    """The chat format `name` (`jaxtool.data.formats.get_format`) for `tokenizer`."""
     from jaxtool.data.formats import get_format
 
     return get_format(name, tokenizer=tokenizer)
@@ -74,41 +74,3 @@ def progress_bar(total: int, desc: str, enabled: bool):
     except ImportError:  # pragma: no cover - tqdm is a runtime dependency
         return _NoBar()
     return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True)
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------
-
-def add_common_args(p: argparse.ArgumentParser, *, default_format: str, default_max_new_tokens: int) -> None:
-    p.add_argument("--model", required=True,
-                   help="checkpoint dir, HF dir, .gguf file or 'smollm2' (the embedded default model)")
-    p.add_argument("--backend", choices=("jax", "hf"), default="jax", help="generation backend (default jax)")
-    p.add_argument("--format", default=default_format, help=f"chat format name (default {default_format})")
-    p.add_argument("--out", default=None, help="output directory (default runs/eval/<benchmark>)")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per generate() call (default 8)")
-    p.add_argument("--max-new-tokens", type=int, default=default_max_new_tokens,
-                   help=f"generation budget per turn (default {default_max_new_tokens})")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def open_backend(args: argparse.Namespace) -> Any:
-    from jaxtool.sample import backend as backend_mod
-
-    return backend_mod.load_backend(args.backend, args.model)
-
-
-def out_dir(args: argparse.Namespace, benchmark: str) -> str:
-    return args.out or os.path.join("runs", "eval", benchmark)
-
-
-def check_positive(args: argparse.Namespace) -> None:
-    from jaxtool.errors import ConfigError
-
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")

@@ -10,8 +10,7 @@ import os
 from typing import Sequence
 
 from jaxtool.errors import CheckpointError, JaxtoolError
-from jaxtool.sample.backend import Completion
-from jaxtool.sample.jax_backend import cut_at_stop
+from jaxtool.sample.completion import Completion, cut_at_stop
 
 
 class HFBackend:

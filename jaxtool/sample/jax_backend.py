@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from jaxtool.sample.backend import Completion
+from jaxtool.sample.completion import Completion, cut_at_stop
 from jaxtool.sample.generate import Sampling, generate_ids
 
 
@@ -19,11 +19,6 @@ def stop_token_ids(tokenizer, cfg, stop_strings: Sequence[str] = ()) -> list[int
             if len(enc) == 1:
                 ids.add(enc[0])
     return sorted(ids)
-
-
-def cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
-    cut = min((text.find(s) for s in stop_strings if s and s in text), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 class JaxBackend:
@@ -63,7 +58,8 @@ class JaxBackend:
             batch += [batch[-1]] * (self.batch_size - len(batch))  # filler rows, discarded
             res = generate_ids(self.model.params, cfg, batch, max_new_tokens=max_new_tokens, sampling=sampling,
                                stop_ids=stop_ids, stop_check=stop_check if multi else None,
-                               seed=seed + start, pad_id=pad, mesh=self.mesh, length_multiple=128)
+                               seed=seed + start, pad_id=pad, mesh=self.mesh, length_multiple=128,
+                               run=self.model.run)
             for i, ids, lps, reason in zip(rows, res.tokens, res.logprobs, res.finish_reasons):
                 body = ids[:-1] if reason == "eos" else ids
                 text, hit = cut_at_stop(tok.decode(body, skip_special_tokens=False), stop_strings)

@@ -10,8 +10,11 @@
 
 Every source module defines `load(path_or_name, *, on_bad_row="error", report=None, limit=None, **opts)`.
 Modules are imported only when used, so listing a source costs nothing. The training sources live in
-this package (glaive, xlam, toolace, sgd, snips, conversations, hammer); the evaluation sources (bfcl,
-functionchat, apibank, multiwoz) are written by the evaluation code and registered here by module path.
+this package (glaive, xlam, toolace, sgd, snips, conversations, hammer) and are registered below. Other
+layers add their own with `register(name, "module:function")`: the benchmark readers (bfcl,
+functionchat, apibank, multiwoz) live beside their evaluators and are registered by `import
+jaxtool.eval`, which every `jaxtool` command does, so `name:path` specs resolve them on the command
+line. `jaxtool.data` itself imports nothing from the layers above it.
 
 Bad rows: `on_bad_row="error"` raises a `DataError` naming source, row and field; `"skip"` drops the row
 and counts it by reason in the `LoadReport` (pass your own `report=` to read the counts; when the
@@ -40,14 +43,23 @@ SOURCES: dict[str, str] = {
     "snips": "jaxtool.data.sources.snips:load",
     "conversations": "jaxtool.data.sources.conversations:load",
     "hammer": "jaxtool.data.sources.hammer:load",
-    # evaluation (modules written by the evaluation helpers)
-    "bfcl": "jaxtool.data.sources.bfcl:load",
-    "functionchat": "jaxtool.data.sources.functionchat:load",
-    "apibank": "jaxtool.data.sources.apibank:load",
-    "multiwoz": "jaxtool.data.sources.multiwoz:load",
 }
 
-__all__ = ["SOURCES", "load", "parse_spec", "resolve", "LoadReport"]
+__all__ = ["SOURCES", "load", "parse_spec", "register", "resolve", "LoadReport"]
+
+
+def register(name: str, target: str) -> None:
+    """Make `name:path` specs load with `target`, a `"package.module:function"` string (imported on
+    first use). Registering the same target again is a no-op; another target for a taken name is an
+    error."""
+    module, sep, func = target.partition(":")
+    if not name or ":" in name or not sep or not module or not func:
+        raise ValueError(f"register({name!r}, {target!r}): expected a name without ':' and a "
+                         "'package.module:function' target")
+    if SOURCES.get(name, target) != target:
+        raise ValueError(f"data source {name!r} is already registered as {SOURCES[name]}; not replacing it "
+                         f"with {target}")
+    SOURCES[name] = target
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -63,7 +75,8 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 def _unknown(name: str) -> DataError:
     ranked = sorted(SOURCES, key=lambda k: (-difflib.SequenceMatcher(None, name.lower(), k).ratio(), k))
-    return DataError(f"unknown data source {name!r}; known sources: {', '.join(ranked)}")
+    return DataError(f"unknown data source {name!r} (benchmark sources are registered by `import jaxtool.eval`); "
+                     f"known sources: {', '.join(ranked)}")
 
 
 def resolve(name: str):

@@ -12,11 +12,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 from jaxtool.data.schema import Conversation, SchemaError, ToolCall
 from jaxtool.data.sources.base import BadRow, LoadReport
-from jaxtool.errors import JaxtoolError
+from jaxtool.errors import JaxtoolError, json_error_text
 
 # Exceptions a converter can raise on an oddly shaped row that it did not anticipate. They are turned
 # into a `BadRow` so the user sees "source, row N: malformed row: ..." instead of a traceback.
-_SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+_SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError)
 
 
 def iterate(source: str, rows: Iterable[tuple[Any, Any]], convert: Callable[[Any, Any], Conversation | None], *,
@@ -78,7 +78,7 @@ def json_field(rec: dict, field: str, kinds: type | tuple[type, ...]) -> Any:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as e:
-            raise BadRow("invalid json", f"{e.msg} at char {e.pos}", field=field) from None
+            raise BadRow("invalid json", f"{json_error_text(e)}", field=field) from None
     if not isinstance(value, kinds):
         names = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
         raise BadRow("wrong field type", f"expected {names}, got {type(value).__name__}", field=field)

@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any, Iterator
 
-from jaxtool.errors import DataError
+from jaxtool.errors import DataError, json_error_text
 
 BAD_ROW_POLICIES = ("error", "skip")
 
@@ -125,26 +125,77 @@ def _read_file(path: str, encoding_errors: str) -> Iterator[tuple[Any, Any]]:
         for i, rec in enumerate(table.to_pylist()):
             yield i, rec
         return
-    with open(path, encoding="utf-8", errors=encoding_errors) as fh:
-        if path.endswith(".jsonl"):
-            for i, line in enumerate(fh):
-                if not line.strip():
-                    continue
-                try:
-                    yield i, json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield i, _Undecodable(f"line is not JSON ({e.msg} at char {e.pos})")
-            return
-        try:
-            data = json.load(fh)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
+    if path.endswith(".jsonl"):
+        yield from read_jsonl(path, encoding_errors)
+        return
+    data, escaped = _read_json_file(path, encoding_errors)
     if isinstance(data, list):
-        yield from enumerate(data)
+        records = enumerate(data)
     elif isinstance(data, dict):
-        yield from data.items()
+        records = data.items()
     else:
         raise DataError(f"{path}: expected a JSON list or object at the top level, got {type(data).__name__}")
+    for key, rec in records:
+        yield key, (_Undecodable("the record holds bytes that are not UTF-8 text", reason="not utf-8")
+                    if escaped and _has_undecodable(rec) else rec)
+
+
+def _read_json_file(path: str, encoding_errors: str) -> tuple[Any, bool]:
+    """(value, escaped) of a whole .json file. Bytes that are not UTF-8 do not fail the file: it is
+    decoded again with "surrogateescape" (`escaped` is then True), and only the records holding such
+    bytes become bad rows (`_has_undecodable`)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    escaped = False
+    try:
+        text = raw.decode("utf-8-sig", errors=encoding_errors)
+    except UnicodeDecodeError:
+        text, escaped = raw.decode("utf-8-sig", errors="surrogateescape"), True
+    try:
+        return json.loads(text), escaped
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({json_error_text(e)})") from None
+    except (ValueError, RecursionError) as e:  # a 5000-digit integer, absurd nesting
+        raise DataError(f"{path}: not readable JSON ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _has_undecodable(value: Any) -> bool:
+    """Whether a decoded JSON value holds a string with escaped non-UTF-8 bytes (U+DC80..U+DCFF)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if any("\udc80" <= ch <= "\udcff" for ch in v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def read_jsonl(path: str, encoding_errors: str = "strict") -> Iterator[tuple[int, Any]]:
+    """(0-based line index, record) for each non-empty line of a JSON Lines file, whatever its
+    extension. A line that is not JSON, or not UTF-8 text, yields a placeholder that
+    `require_mapping` reports as a bad row ("invalid json" / "not utf-8") naming the line, so
+    `on_bad_row="skip"` counts it and the other lines still load."""
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh):
+            try:
+                line = raw.decode("utf-8-sig" if i == 0 else "utf-8", errors=encoding_errors)
+            except UnicodeDecodeError as e:
+                yield i, _Undecodable(f"line {i + 1} is not UTF-8 text (byte {e.start + 1} of the line: "
+                                      f"{raw[e.start:e.start + 1]!r})", reason="not utf-8")
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield i, json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as e:
+                yield i, _Undecodable(f"line {i + 1} is not JSON ({json_error_text(e)})")
+            except (ValueError, RecursionError) as e:  # a 5000-digit integer, absurd nesting
+                yield i, _Undecodable(f"line {i + 1} is not readable JSON ({type(e).__name__})")
 
 
 def _read_hub(name: str, split: str | None, config: str | None = None) -> Iterator[tuple[Any, Any]]:
@@ -162,15 +213,17 @@ def _read_hub(name: str, split: str | None, config: str | None = None) -> Iterat
 
 
 class _Undecodable:
-    """Placeholder for a JSONL line that is not JSON; `require_mapping` turns it into a BadRow."""
+    """Placeholder for a row that is not JSON or not UTF-8 text; `require_mapping` turns it into a
+    BadRow with `reason`."""
 
-    def __init__(self, detail: str):
+    def __init__(self, detail: str, reason: str = "invalid json"):
         self.detail = detail
+        self.reason = reason
 
 
 def require_mapping(rec: Any) -> dict:
     if isinstance(rec, _Undecodable):
-        raise BadRow("invalid json", rec.detail)
+        raise BadRow(rec.reason, rec.detail)
     if not isinstance(rec, dict):
         raise BadRow("not an object", f"expected a JSON object, got {type(rec).__name__}")
     return rec

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Mapping
 from jaxtool.data.schema import Conversation, SchemaError
 from jaxtool.data.sources import _common
 from jaxtool.data.sources.base import BadRow, LoadReport, read_records, require_mapping
-from jaxtool.errors import ConfigError
+from jaxtool.errors import ConfigError, json_error_text
 
 SOURCE = "conversations"
 
@@ -77,7 +77,7 @@ def _decode(text: str, field: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise BadRow("invalid json", f"{e.msg} at char {e.pos}", field=field) from None
+        raise BadRow("invalid json", f"{json_error_text(e)}", field=field) from None
 
 
 def _looks_like_conversation(text: str) -> bool:

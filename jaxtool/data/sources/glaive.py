@@ -26,6 +26,7 @@ from typing import Any, Iterator
 from jaxtool.data.schema import Conversation, Message, SchemaError, Tool, ToolCall
 from jaxtool.data.sources import _common
 from jaxtool.data.sources.base import BadRow, LoadReport, read_records, require_field, require_mapping
+from jaxtool.errors import json_error_text
 
 SOURCE = "glaive"
 HUB_NAME = "glaiveai/glaive-function-calling-v2"
@@ -82,7 +83,7 @@ def parse_system(system: str) -> tuple[str, list[Tool]]:
         try:
             spec, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            raise BadRow("unparseable function spec", f"{e.msg} at char {e.pos}", field="system") from None
+            raise BadRow("unparseable function spec", f"{json_error_text(e)}", field="system") from None
         try:
             tools.append(Tool.from_dict(spec, where=f"system function {len(tools)}"))
         except SchemaError as e:
@@ -142,7 +143,7 @@ def parse_call(body: str) -> tuple[str, ToolCall]:
         try:
             args = json.loads(args) if args.strip() else {}
         except json.JSONDecodeError as e:
-            raise BadRow("unparseable arguments", f"{name}: {e.msg} at char {e.pos} in {args[:80]!r}",
+            raise BadRow("unparseable arguments", f"{name}: {json_error_text(e)} in {args[:80]!r}",
                          field="chat") from None
     if args is None:
         args = {}
@@ -167,7 +168,7 @@ def _decode_call_object(text: str) -> dict:
         try:
             obj, end = decoder.raw_decode(cand)
         except json.JSONDecodeError as e:
-            last_error = f"{e.msg} at char {e.pos}"
+            last_error = f"{json_error_text(e)}"
             continue
         if cand[end:].strip():
             last_error = f"unexpected text after the call: {cand[end:].strip()[:40]!r}"

@@ -30,6 +30,7 @@ from jaxtool.data.calls import parse_pythonic
 from jaxtool.data.schema import Conversation, Message, SchemaError, Tool, ToolCall
 from jaxtool.data.sources import _common
 from jaxtool.data.sources.base import BadRow, LoadReport, read_records, require_field, require_mapping
+from jaxtool.errors import json_error_text
 
 SOURCE = "toolace"
 HUB_NAME = "Team-ACE/ToolACE"
@@ -117,7 +118,7 @@ def parse_system(system: str) -> tuple[str, list[Tool], str]:
     except json.JSONDecodeError as e:
         if at < 0:  # no marker and no decodable list: a system prompt without tools
             return system.strip(), [], ""
-        raise BadRow("unparseable tool list", f"{e.msg} at char {e.pos}", field="system") from None
+        raise BadRow("unparseable tool list", f"{json_error_text(e)}", field="system") from None
     if not isinstance(specs, list):
         raise BadRow("unparseable tool list", f"expected a JSON list, got {type(specs).__name__}", field="system")
     tools = []

@@ -1,23 +1,24 @@
 """BFCL (Berkeley Function Calling Leaderboard) evaluation: prompting, decoding, BFCL's AST checker,
-scoring and reporting, and the `jaxtool eval bfcl` / `jaxtool eval bfcl-score` commands.
+scoring and reporting (the commands are `jaxtool.commands.eval_bfcl` / `eval_bfcl_score`).
 
 Modules, one job each:
   prompt   — BFCL items as conversations (BFCL's system prompt, or native tool prompts)
   decode   — model output -> calls, following BFCL's decoder (never `eval`)
   checker  — BFCL's AST checker rules and relevance rule -> `Verdict`
   score    — per-item verdicts, per-category accuracy, BFCL's aggregates, report, predictions files
-  run      — the generation loop over a `Backend`, and the CLI commands
-Data loading lives in `jaxtool.data.sources.bfcl`.
+  run      — the generation loop over a `Backend`
+  data     — BFCL's data files -> `BFCLItem`s (also the `bfcl:` source of the registry)
+BFCL's system prompt text is defined once, in `jaxtool.data.formats` (the `pythonic` chat format
+trains on it too); `prompt` builds on it.
 """
 
-from jaxtool.data.sources.bfcl import (AST_CATEGORIES, CATEGORIES, RELEVANCE_CATEGORIES, BFCLItem, doc_to_tool,
-                                       read_category)
 from jaxtool.eval.bfcl.checker import (Verdict, check_ast, check_call, check_relevance, made_a_call,
                                        standardize_string)
+from jaxtool.eval.bfcl.data import (AST_CATEGORIES, CATEGORIES, RELEVANCE_CATEGORIES, BFCLItem, doc_to_tool,
+                                    read_category)
 from jaxtool.eval.bfcl.decode import DecodeError, calls_from_json, calls_from_tool_calls, decode_json, decode_pythonic
 from jaxtool.eval.bfcl.prompt import FC_FORMATS, build_conversation, style_for_format, system_prompt
-from jaxtool.eval.bfcl.run import (decode_completion, evaluate, register_bfcl, register_bfcl_score, run_bfcl,
-                                   run_bfcl_score, run_items)
+from jaxtool.eval.bfcl.run import decode_completion, evaluate, parse_categories, run_items
 from jaxtool.eval.bfcl.score import (read_predictions, score_item, score_predictions, summarize, table_rows,
                                      write_bfcl_report)
 
@@ -26,7 +27,6 @@ __all__ = [
     "Verdict", "check_ast", "check_call", "check_relevance", "made_a_call", "standardize_string",
     "DecodeError", "calls_from_json", "calls_from_tool_calls", "decode_json", "decode_pythonic",
     "FC_FORMATS", "build_conversation", "style_for_format", "system_prompt",
-    "decode_completion", "evaluate", "register_bfcl", "register_bfcl_score", "run_bfcl", "run_bfcl_score",
-    "run_items", "read_predictions", "score_item", "score_predictions", "summarize", "table_rows",
-    "write_bfcl_report",
+    "decode_completion", "evaluate", "parse_categories", "run_items", "read_predictions", "score_item",
+    "score_predictions", "summarize", "table_rows", "write_bfcl_report",
 ]

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import json
 import operator
 from typing import Any, Iterable, Mapping, Sequence
 
-from jaxtool.data.calls import ParseError, call_from_json_obj
+from jaxtool.data.calls import ParseError, call_from_json_obj, scan_json_values
 
 Call = tuple  # (name: str, arguments: dict)
 
@@ -216,28 +215,12 @@ def calls_from_json(value: Any) -> list[Call] | DecodeError:
 
 def decode_json(text: str) -> list[Call] | DecodeError:
     """JSON call objects in text: one object, a list, or several separated by whitespace/`;`/`,`;
-    a ```json fence is removed."""
+    a ```json fence is removed (`jaxtool.data.calls.scan_json_values`)."""
     if not isinstance(text, str):
         return DecodeError(f"expected text, got {type(text).__name__}")
-    src = text.strip()
-    if src.startswith("```"):
-        src = src.strip("`").strip()
-        if src.startswith("json"):
-            src = src[4:].strip()
-    if not src:
-        return DecodeError("empty output")
-    decoder = json.JSONDecoder()
-    values, pos = [], 0
-    while pos < len(src):
-        while pos < len(src) and src[pos] in " \t\r\n;,":
-            pos += 1
-        if pos >= len(src):
-            break
-        try:
-            value, pos = decoder.raw_decode(src, pos)
-        except json.JSONDecodeError as e:
-            return DecodeError(f"not JSON: {e.msg} at char {e.pos}")
-        values.extend(value if isinstance(value, list) else [value])
+    values = scan_json_values(text)
+    if isinstance(values, ParseError):
+        return DecodeError(values.reason)
     return calls_from_json(values)
 
 

@@ -22,41 +22,22 @@ With `underscore_names` the tools are renamed with "." -> "_" and the checker ex
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any, Mapping, Sequence
 
+from jaxtool.data.formats import bfcl_system_prompt
 from jaxtool.data.schema import Conversation, Message
-from jaxtool.data.sources.bfcl import PYTHON_HINT, BFCLItem, doc_to_tool
 from jaxtool.errors import ConfigError
 from jaxtool.eval.bfcl.checker import expected_name
+from jaxtool.eval.bfcl.data import PYTHON_HINT, BFCLItem, doc_to_tool
 
 STYLES = ("prompting", "fc")
 FC_FORMATS = ("hermes", "llama3_json", "functionary_v3_llama3")
 
-# BFCL's default system prompt for prompt-based models (bfcl-eval 2026.3.23,
-# constants/default_prompts.py, configuration
-# "ret_fmt=python&tool_call_tag=False&func_doc_fmt=json&prompt_fmt=plaintext&style=classic"),
-# assembled piece by piece as BFCL's template does — including its missing space after the first
-# sentence and the double space left by an empty type note.
-_PERSONA = "You are an expert in composing functions."
-_TASK = ("You are given a question and a set of possible functions. Based on the question, you will need to "
-         "make one or more function/tool calls to achieve the purpose. If none of the functions can be used, "
-         "point it out. If the given question lacks the parameters required by the function, also point it out.")
-_CALL_FORMAT = ("You should only return the function calls in your response.\n\nIf you decide to invoke any of "
-                "the function(s), you MUST put it in the format of [func_name1(params_name1=params_value1, "
-                "params_name2=params_value2...), func_name2(params)].  You SHOULD NOT include any other text in "
-                "the response.")
-_MULTI_TURN = ("At each turn, you should try your best to complete the tasks requested by the user within the "
-               "current turn. Continue to output functions to call until you have fulfilled the user's request "
-               "to the best of your ability. Once you have no more functions to call, the system will consider "
-               "the current turn complete and proceed to the next turn or task.")
-_TOOLS_INTRO = "Here is a list of functions in json format that you can invoke.\n"
-
 
 def system_prompt(functions: Sequence[Mapping[str, Any]]) -> str:
-    """BFCL's default prompt-based system prompt listing `functions` (docs as given)."""
-    docs = json.dumps(list(functions), indent=4)  # ASCII-escaped, as BFCL writes it
-    return f"{_PERSONA}{_TASK}\n\n{_CALL_FORMAT}\n\n{_MULTI_TURN}\n\n{_TOOLS_INTRO}{docs}\n"
+    """BFCL's default prompt-based system prompt listing `functions` (docs as given); the text is
+    defined once, in `jaxtool.data.formats.bfcl_system_prompt`."""
+    return bfcl_system_prompt(list(functions))
 
 
 def with_language_hint(functions: Sequence[Mapping[str, Any]]) -> list[dict]:

@@ -1,11 +1,11 @@
 """Running a model on BFCL: prompt every item through a chat format, generate with a `Backend`,
-decode, score, and write the report. Also the two CLI commands `jaxtool eval bfcl` and
-`jaxtool eval bfcl-score`.
+decode, score, and write the report. The commands `jaxtool eval bfcl` / `jaxtool eval bfcl-score`
+are `jaxtool.commands.eval_bfcl` / `eval_bfcl_score`.
 
 The chat format and the tokenizer-side prompt builder are passed in (`fmt`, `prompt_ids`), so the
 loop runs with any object that has `fmt.parse(text)` / `fmt.stop_strings` and any function
-`prompt_ids(conv, fmt, tokenizer) -> list[int]`; the CLI takes them from
-`jaxtool.data.formats.get_format` and `jaxtool.data.tokenize.prompt_ids`.
+`prompt_ids(conv, fmt, tokenizer) -> list[int]`; the command takes them from
+`jaxtool.eval.textgen` (`resolve_format`, `encode_prompt`).
 
 Example (the AST categories, BFCL's prompt-based mode, the embedded SmolLM2-135M-Instruct)::
 
@@ -18,19 +18,17 @@ style); `--max-prompt-tokens` turns prompts that leave no room for the answer in
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from jaxtool.data.sources.bfcl import CATEGORIES, BFCLItem, check_category, read_category
 from jaxtool.errors import ConfigError, JaxtoolError
 from jaxtool.eval.bfcl.checker import Verdict
+from jaxtool.eval.bfcl.data import CATEGORIES, BFCLItem, check_category, read_category
 from jaxtool.eval.bfcl.decode import DecodeError, calls_from_tool_calls, decode_pythonic, jsonable
-from jaxtool.eval.bfcl.prompt import build_conversation, style_for_format
-from jaxtool.eval.bfcl.score import (SYNTAXES, read_predictions, score_item, score_predictions, summarize,
-                                     table_rows, write_bfcl_report)
+from jaxtool.eval.bfcl.prompt import build_conversation
+from jaxtool.eval.bfcl.score import score_item, summarize, write_bfcl_report
 
 log = logging.getLogger(__name__)
 
@@ -154,95 +152,3 @@ def evaluate(backend: Any, fmt: Any, prompt_ids: PromptIds, *, categories: Seque
         write_bfcl_report(out_dir, records, summary)
         write_jsonl(os.path.join(out_dir, "bfcl_predictions.jsonl"), (prediction_row(r, style) for r in records))
     return summary, records
-
-
-# ------------------------------------------------------------------------------------------------
-# CLI
-# ------------------------------------------------------------------------------------------------
-
-def _get_format(name: str, tokenizer: Any):
-    """The chat format `name` (from `jaxtool.data.formats`)."""
-    from jaxtool.data.formats import get_format
-
-    return get_format(name, tokenizer=tokenizer)
-
-
-def _prompt_ids_fn() -> PromptIds:
-    """`jaxtool.data.tokenize.prompt_ids`."""
-    from jaxtool.data.tokenize import prompt_ids
-
-    return prompt_ids
-
-
-def register_bfcl(subparsers) -> argparse.ArgumentParser:
-    from jaxtool.eval.cli import add_model_args
-
-    p = subparsers.add_parser(
-        "bfcl", help="run a model on BFCL's single-turn categories and score them with the AST checker",
-        description="Prompt a model on BFCL items (data from the installed bfcl-eval package), decode its calls, "
-                    "score them with BFCL's AST checker rules and write per-item JSONL, a summary JSON, a markdown "
-                    "table and a bar chart into --out.")
-    add_model_args(p, default_format="pythonic", default_out=os.path.join("runs", "eval", "bfcl"))
-    p.add_argument("--categories", default="all",
-                   help=f"comma-separated categories (default all: {', '.join(CATEGORIES)})")
-    p.add_argument("--prompt-style", default="auto", choices=("auto", "prompting", "fc"),
-                   help="prompting: BFCL's system prompt asking for [f(a=1)] (default for non-tool formats); "
-                        "fc: the format's native tool prompt (default for hermes/llama3_json/functionary_v3_llama3)")
-    p.add_argument("--underscore-names", action="store_true",
-                   help="rename tools with '.' -> '_' in the prompt and expect those names (BFCL's underscore_to_dot)")
-    p.add_argument("--max-prompt-tokens", type=int, default=None,
-                   help="items whose prompt is longer fail as prompt_too_long instead of being generated")
-    p.add_argument("--data-dir", default=None, help="a directory laid out like bfcl_eval/data (default: installed)")
-    p.add_argument("--save-prompts", action="store_true", help="keep each rendered prompt in the items JSONL")
-    p.set_defaults(func=run_bfcl)
-    return p
-
-
-def run_bfcl(args) -> int:
-    from jaxtool.eval.cli import load_backend_from_args
-
-    categories = parse_categories(args.categories)
-    style = style_for_format(args.format, args.prompt_style)
-    backend = load_backend_from_args(args)
-    fmt = _get_format(args.format, backend.tokenizer)
-    summary, _ = evaluate(backend, fmt, _prompt_ids_fn(), categories=categories, limit=args.limit,
-                          root=args.data_dir, style=style, out_dir=args.out, progress=not args.no_progress,
-                          settings={"model": args.model, "backend": args.backend, "format": args.format},
-                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                          max_prompt_tokens=args.max_prompt_tokens, underscore_names=args.underscore_names,
-                          save_prompts=args.save_prompts)
-    from jaxtool.eval.report import markdown_table
-
-    print(markdown_table(*table_rows(summary)))
-    print(f"wrote {args.out}/bfcl_items.jsonl, bfcl_summary.json, bfcl.md, bfcl.png, bfcl_predictions.jsonl")
-    return 0
-
-
-def register_bfcl_score(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "bfcl-score", help="score a predictions JSONL for one BFCL category (any model)",
-        description='Score predictions for one BFCL category. Rows: {"id", "calls": [{"name", "arguments"}]} '
-                    '(null = unparseable output) or {"id", "text": raw output} (or BFCL\'s {"id", "result"}). '
-                    "Writes one verdict per id, with the reason for each failure; ids without a prediction fail.")
-    p.add_argument("--category", required=True, help=f"one of {', '.join(CATEGORIES)}")
-    p.add_argument("--predictions", required=True, help="JSONL file of predictions")
-    p.add_argument("--out", required=True, help="where to write the verdicts JSON")
-    p.add_argument("--format", default="pythonic", choices=SYNTAXES, help="how to decode raw 'text' rows")
-    p.add_argument("--underscore-names", action="store_true", help="expect tool names with '.' replaced by '_'")
-    p.add_argument("--data-dir", default=None, help="a directory laid out like bfcl_eval/data (default: installed)")
-    p.set_defaults(func=run_bfcl_score)
-    return p
-
-
-def run_bfcl_score(args) -> int:
-    from jaxtool.eval.report import write_json
-
-    check_category(args.category)
-    items = read_category(args.category, root=args.data_dir)
-    preds = read_predictions(args.predictions, (it.id for it in items), args.category, args.format)
-    result = score_predictions(items, preds, underscore_names=args.underscore_names)
-    out = {"category": args.category, "predictions": args.predictions, **result}
-    write_json(args.out, out)
-    print(f"{args.category}: {result['correct']}/{result['total']} = {result['accuracy']:.4f}"
-          + (f" ({result['missing']} ids had no prediction)" if result["missing"] else "") + f"; wrote {args.out}")
-    return 0

@@ -20,9 +20,9 @@ import json
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
-from jaxtool.data.sources.bfcl import AST_CATEGORIES, RELEVANCE_CATEGORIES, BFCLItem
-from jaxtool.errors import DataError
+from jaxtool.errors import DataError, json_error_text
 from jaxtool.eval.bfcl.checker import Verdict, check_ast, check_relevance
+from jaxtool.eval.bfcl.data import AST_CATEGORIES, RELEVANCE_CATEGORIES, BFCLItem
 from jaxtool.eval.bfcl.decode import Call, DecodeError, calls_from_json, decode_json, decode_pythonic
 
 SYNTAXES = ("pythonic", "json")
@@ -123,7 +123,9 @@ def prediction_calls(row: Mapping[str, Any], syntax: str, where: str) -> list[Ca
 
     `{"id", "calls": [{"name", "arguments"}, ...]}` — already-parsed calls (`[]`: no call;
     `null`: the output could not be parsed); `{"id", "text": "..."}` — raw output, decoded with
-    `syntax`; `{"id", "result": "..."}` — BFCL's own result files, read like "text".
+    `syntax` (`null`: the model gave no output; the item counts as unparseable); `{"id", "result":
+    ...}` — BFCL's own result files: a string is read like "text", a list is BFCL's layout for
+    function-calling models, `[{"func_name": "<JSON arguments>" or {arguments}}, ...]`.
     """
     if "calls" in row:
         calls = row["calls"]
@@ -138,10 +140,43 @@ def prediction_calls(row: Mapping[str, Any], syntax: str, where: str) -> list[Ca
         return decoded
     for key in ("text", "result"):
         if key in row:
-            if not isinstance(row[key], str):
-                raise DataError(f"{where}: field {key!r} must be a string, got {type(row[key]).__name__}")
-            return decode_text(row[key], syntax)
+            value = row[key]
+            if value is None:
+                return DecodeError(f"no output (field {key!r} is null)")
+            if key == "result" and isinstance(value, (list, dict)):
+                return fc_result_calls(value)
+            if not isinstance(value, str):
+                raise DataError(f"{where}: field {key!r} must be a string"
+                                + (" or BFCL's list of {name: arguments} objects" if key == "result" else "")
+                                + f", got {type(value).__name__}")
+            return decode_text(value, syntax)
     raise DataError(f"{where}: expected a field 'calls' (a list) or 'text' (a string)")
+
+
+def fc_result_calls(result: Any) -> list[Call] | DecodeError:
+    """BFCL's result layout for function-calling models (its `decode_ast` for FC handlers): a list
+    of one-key objects `{function name: arguments}`, the arguments a JSON object or its text (a
+    single object is one call). What does not fit is the model's failure, as in BFCL: the item is
+    unparseable, the file still scores."""
+    entries = [result] if isinstance(result, dict) else result
+    calls: list[dict] = []
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict) or len(entry) != 1:
+            return DecodeError(f"result[{k}]: expected an object {{function name: arguments}}, got "
+                               + (f"{len(entry)} keys" if isinstance(entry, dict) else type(entry).__name__))
+        (name, args), = entry.items()
+        calls.append({"name": name, "arguments": args})
+    return calls_from_json(calls)
+
+
+def _lines(path: str):
+    """(1-based line number, text) of a JSONL file; a line that is not UTF-8 is an error naming it."""
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, start=1):
+            try:
+                yield i, raw.decode("utf-8-sig" if i == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}, row {i}: not UTF-8 text (byte {e.start + 1} of the line)") from None
 
 
 def read_predictions(path: str, known_ids: Iterable[str], category: str,
@@ -151,23 +186,24 @@ def read_predictions(path: str, known_ids: Iterable[str], category: str,
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
     out: dict[str, list[Call] | DecodeError] = {}
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, row {i}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not JSON ({e.msg} at char {e.pos})") from None
-            if not isinstance(row, Mapping) or not isinstance(row.get("id"), str):
-                raise DataError(f"{where}: expected an object with a string field 'id'")
-            rid = row["id"]
-            if rid not in known:
-                raise DataError(f"{where}: id {rid!r} is not an item of BFCL category {category}")
-            if rid in out:
-                raise DataError(f"{where}: id {rid!r} appears a second time")
-            out[rid] = prediction_calls(row, syntax, where)
+    for i, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}, row {i}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not JSON ({json_error_text(e)})") from None
+        except (ValueError, RecursionError) as e:  # a 5000-digit integer, absurd nesting
+            raise DataError(f"{where}: not readable JSON ({type(e).__name__})") from None
+        if not isinstance(row, Mapping) or not isinstance(row.get("id"), str):
+            raise DataError(f"{where}: expected an object with a string field 'id'")
+        rid = row["id"]
+        if rid not in known:
+            raise DataError(f"{where}: id {rid!r} is not an item of BFCL category {category}")
+        if rid in out:
+            raise DataError(f"{where}: id {rid!r} appears a second time")
+        out[rid] = prediction_calls(row, syntax, where)
     return out
 
 
@@ -187,4 +223,5 @@ def score_predictions(items: Sequence[BFCLItem], predictions: Mapping[str, list[
 
 
 __all__ = ["AST_CATEGORIES", "RELEVANCE_CATEGORIES", "SYNTAXES", "decode_text", "score_item", "summarize",
-           "table_rows", "write_bfcl_report", "read_predictions", "score_predictions", "prediction_calls"]
+           "table_rows", "write_bfcl_report", "read_predictions", "score_predictions", "prediction_calls",
+           "fc_result_calls"]

@@ -1,7 +1,11 @@
 """DiaTool-DPO dataset builder (Jung et al. 2025, arXiv 2504.02882): turns single-call tool
 dialogues in any language into multi-turn chosen/rejected trajectory pairs for `diatool_dpo_loss`.
 
-Pipeline (`jaxtool data build-diatool`, see `jaxtool.data.diatool_cli`):
+An application on top of the data layer: it may use `jaxtool.sample` (the LLM augmenter over a
+jaxtool model) and `jaxtool.eval` (benchmark readers for the split guard, report writers), which
+`jaxtool.data` may not.
+
+Pipeline (`jaxtool data build-diatool`, see `jaxtool.commands.build_diatool`):
 
 1. `seeds`   — Type 1 seeds: first user turn with every required argument → call → result → completion;
    `guard`   — the split guard drops seeds whose first turn is a benchmark test query (BFCL, ...).
@@ -12,21 +16,21 @@ Pipeline (`jaxtool data build-diatool`, see `jaxtool.data.diatool_cli`):
 4. `build`   — 95/5 train/validation split by seed, JSONL output, Table 1 / Table 2 summaries.
 """
 
-from jaxtool.data.diatool.build import (BuildStats, build, difficulties_of, read_pairs, render_tables,
-                                        split_seeds, summary_dict, table1, table2, write_summary)
-from jaxtool.data.diatool.guard import SplitGuard, bfcl_data_dir, bfcl_queries, normalize_query
-from jaxtool.data.diatool.llm import (AugmentCache, BackendChatClient, EndpointDown, EndpointError,
-                                      LLMAugmenter, OpenAIChatClient, parse_json_object, validate_easy,
-                                      validate_hard)
-from jaxtool.data.diatool.pairs import KINDS, PAIR_KINDS, Pair, PairKind, build_pairs, check_pair
-from jaxtool.data.diatool.rules import RulesAugmenter
-from jaxtool.data.diatool.seeds import NotASeed, Seed, SeedReport, collect_seeds, extract_seed, seed_id_of
-from jaxtool.data.diatool.slots import NoAugmentation, SlotFilling, SlotStep, structure_problems
-from jaxtool.data.diatool.states import (COMPLETE, INITIAL, SLOT_FILLING, STATE_NAMES, TOOL_CALL,
-                                         WAIT_RESPONSE, label_problems, parse_trajectory, trajectory,
-                                         trajectory_states)
-from jaxtool.data.diatool.templates import Templates, load_templates
-from jaxtool.data.diatool.values import find_spans, mentions_all, mentions_any, value_variants
+from jaxtool.diatool.build import (BuildStats, build, difficulties_of, read_pairs, render_tables,
+                                   split_seeds, summary_dict, table1, table2, write_summary)
+from jaxtool.diatool.guard import SplitGuard, bfcl_data_dir, bfcl_queries, normalize_query
+from jaxtool.diatool.llm import (AugmentCache, BackendChatClient, EndpointDown, EndpointError,
+                                 LLMAugmenter, OpenAIChatClient, parse_json_object, validate_easy,
+                                 validate_hard)
+from jaxtool.diatool.pairs import KINDS, PAIR_KINDS, Pair, PairKind, build_pairs, check_pair
+from jaxtool.diatool.rules import RulesAugmenter
+from jaxtool.diatool.seeds import NotASeed, Seed, SeedReport, collect_seeds, extract_seed, seed_id_of
+from jaxtool.diatool.slots import NoAugmentation, SlotFilling, SlotStep, structure_problems
+from jaxtool.diatool.states import (COMPLETE, INITIAL, SLOT_FILLING, STATE_NAMES, TOOL_CALL,
+                                    WAIT_RESPONSE, label_problems, parse_trajectory, trajectory,
+                                    trajectory_states)
+from jaxtool.diatool.templates import Templates, load_templates
+from jaxtool.diatool.values import find_spans, mentions_all, mentions_any, value_variants
 
 __all__ = [
     "AugmentCache", "BackendChatClient", "BuildStats", "COMPLETE", "EndpointDown", "EndpointError", "INITIAL",

@@ -36,10 +36,10 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable, Protocol, Sequence
 
-from jaxtool.data.diatool.prompts import PROMPT_VERSION, RETRY, build_messages
-from jaxtool.data.diatool.seeds import Seed
-from jaxtool.data.diatool.slots import NoAugmentation, SlotFilling, SlotStep, structure_problems
-from jaxtool.data.diatool.values import mentions_all, mentions_any
+from jaxtool.diatool.prompts import PROMPT_VERSION, RETRY, build_messages
+from jaxtool.diatool.seeds import Seed
+from jaxtool.diatool.slots import NoAugmentation, SlotFilling, SlotStep, structure_problems
+from jaxtool.diatool.values import mentions_all, mentions_any
 from jaxtool.errors import ConfigError, JaxtoolError
 
 

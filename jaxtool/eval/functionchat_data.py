@@ -39,8 +39,8 @@ import os
 from typing import Any, Iterator
 
 from jaxtool.data.schema import Conversation, Message, SchemaError, Tool, ToolCall
-from jaxtool.errors import DataError
 from jaxtool.data.sources.base import BadRow, LoadReport, read_records, require_field, require_mapping
+from jaxtool.errors import DataError
 
 SUBSETS = ("singlecall", "calldecision", "dialog")
 TOOLS_TYPES = ("exact", "4_random", "4_close", "8_random", "8_close")

@@ -24,8 +24,8 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
-from jaxtool.data.diatool.guard import normalize_query
 from jaxtool.data.schema import Conversation, Message, Tool, ToolCall
+from jaxtool.diatool.guard import normalize_query
 
 
 class NotASeed(Exception):

@@ -11,7 +11,6 @@ installed ``bfcl_eval`` package without importing it.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -66,12 +65,14 @@ class SplitGuard:
 
 
 def bfcl_data_dir() -> str | None:
-    """``.../site-packages/bfcl_eval/data`` of the installed bfcl-eval package, or None."""
-    spec = importlib.util.find_spec("bfcl_eval")
-    if spec is None or not spec.submodule_search_locations:
+    """``.../site-packages/bfcl_eval/data`` of the installed bfcl-eval package
+    (`jaxtool.eval.bfcl.data.data_dir`), or None when it is not installed."""
+    from jaxtool.eval.bfcl.data import data_dir
+
+    try:
+        return data_dir()
+    except DataError:
         return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], "data")
-    return path if os.path.isdir(path) else None
 
 
 def bfcl_queries(data_dir: str) -> Iterator[str]:

@@ -1,11 +1,5 @@
-"""``jaxtool data build-diatool``: build DiaTool-DPO preference pairs from your own tool dialogues.
-
-    jaxtool data build-diatool --seeds glaive:data/glaive.jsonl --augmenter rules \\
-        --difficulty all --out runs/diatool
-
-Registered under ``jaxtool data`` by ``jaxtool.data.cli`` (which calls `register`). Heavy imports
-happen inside `run`.
-"""
+"""`jaxtool data build-diatool`: build DiaTool-DPO preference pairs from your own tool dialogues
+(the builder is the `jaxtool.diatool` application). Heavy imports happen inside `run`."""
 
 from __future__ import annotations
 
@@ -14,15 +8,28 @@ import json
 import os
 import sys
 
+from jaxtool.sample.backend import BACKENDS
+
+DESCRIPTION = """Build DiaTool-DPO (Jung et al. 2025) multi-turn preference pairs from single-call tool dialogues:
+Type 1 seeds, Type 2 slot-filling dialogues (rules or LLM augmenter), Type 3 out-of-tools dialogues,
+paired per the paper's Table 1, split 95/5 by seed. Seeds whose first user turn is a benchmark test
+query (BFCL by default, --guard-bench for others) are dropped. Writes train.jsonl, valid.jsonl,
+valid_flows.jsonl, summary.json and tables.md into --out; train with
+`jaxtool train configs/diatool_dpo/llama3_8b.yaml data.train=diatool:OUT/train.jsonl`.
+
+Examples:
+  jaxtool data build-diatool --seeds glaive:data/glaive.jsonl --augmenter rules --difficulty all --out runs/diatool
+  jaxtool data build-diatool --seeds conversations:my_dialogues.jsonl --templates ko --out runs/diatool_ko
+  jaxtool data build-diatool --seeds toolace:data/toolace.json --augmenter llm --llm-model gpt-4o-mini \\
+      --guard-bench functionchat:FunctionChat-Singlecall.jsonl --out runs/diatool_llm
+  jaxtool data build-diatool --print-templates en > my_templates.json   # start another language"""
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "build-diatool",
         help="build DiaTool-DPO chosen/rejected trajectory pairs (Type 1/2/3, Easy/Hard)",
-        description="Build DiaTool-DPO (Jung et al. 2025) multi-turn preference pairs from single-call tool "
-                    "dialogues: Type 1 seeds, Type 2 slot-filling dialogues (rules or LLM augmenter), Type 3 "
-                    "out-of-tools dialogues, paired per the paper's Table 1, split 95/5 by seed. Writes "
-                    "train.jsonl, valid.jsonl, valid_flows.jsonl, summary.json and tables.md into --out.",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--seeds", action="append", metavar="SOURCE",
                    help="seed dialogues as a source spec name:path (glaive, toolace, sgd, conversations, ...); "
@@ -57,7 +64,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "(default: $OPENAI_BASE_URL)")
     g.add_argument("--llm-model", default=None, help="model name sent to the endpoint")
     g.add_argument("--llm-api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
-    g.add_argument("--llm-backend", choices=("jax", "hf"), default=None,
+    g.add_argument("--llm-backend", choices=BACKENDS, default=None,
                    help="use a jaxtool model through its own generator instead of an endpoint")
     g.add_argument("--llm-model-path", default=None, help="model for --llm-backend (checkpoint, HF dir, .gguf)")
     g.add_argument("--llm-temperature", type=float, default=0.7)
@@ -76,7 +83,7 @@ def _augmenter(args):
     from jaxtool.errors import ConfigError
 
     if args.augmenter == "rules":
-        from jaxtool.data.diatool.rules import RulesAugmenter
+        from jaxtool.diatool.rules import RulesAugmenter
 
         if args.rejections == "llm":
             raise ConfigError("--rejections llm needs --augmenter llm")
@@ -84,19 +91,19 @@ def _augmenter(args):
     if args.llm_backend:
         if not args.llm_model_path:
             raise ConfigError("--llm-backend needs --llm-model-path")
-        from jaxtool.data.diatool.llm import BackendChatClient
+        from jaxtool.diatool.llm import BackendChatClient
         from jaxtool.sample.backend import load_backend
 
         client = BackendChatClient(load_backend(args.llm_backend, args.llm_model_path),
                                    max_new_tokens=args.llm_max_tokens, temperature=args.llm_temperature,
                                    seed=args.seed)
     else:
-        from jaxtool.data.diatool.llm import OpenAIChatClient
+        from jaxtool.diatool.llm import OpenAIChatClient
 
         client = OpenAIChatClient(args.llm_base_url, args.llm_model, args.llm_api_key, timeout=args.llm_timeout,
                                   temperature=args.llm_temperature, max_tokens=args.llm_max_tokens,
                                   json_mode=args.llm_json_mode)
-    from jaxtool.data.diatool.llm import LLMAugmenter
+    from jaxtool.diatool.llm import LLMAugmenter
 
     cache = args.cache or os.path.join(args.out, "llm_cache.jsonl")
     return LLMAugmenter(client, cache_path=cache, max_attempts=args.llm_attempts,
@@ -105,7 +112,7 @@ def _augmenter(args):
 
 def _tag(spec: str) -> str:
     """Short name of a source: the registry name, or the file stem for jaxtool's own JSONL."""
-    from jaxtool.data.diatool.sources import split_spec
+    from jaxtool.diatool.sources import split_spec
 
     name, path = split_spec(spec)
     if name == "conversations" and path:
@@ -114,9 +121,9 @@ def _tag(spec: str) -> str:
 
 
 def run(args) -> int:
-    from jaxtool.data.diatool import (SplitGuard, bfcl_data_dir, bfcl_queries, build, collect_seeds,
-                                      load_templates, seed_id_of, write_summary)
-    from jaxtool.data.diatool.sources import load_conversations
+    from jaxtool.diatool import (SplitGuard, bfcl_data_dir, bfcl_queries, build, collect_seeds,
+                                 load_templates, seed_id_of, write_summary)
+    from jaxtool.diatool.sources import load_conversations
     from jaxtool.data.sources.base import LoadReport
     from jaxtool.errors import ConfigError, DataError
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import random
 
-from jaxtool.data.diatool.seeds import Seed
-from jaxtool.data.diatool.slots import NoAugmentation, SlotFilling, SlotStep, structure_problems
-from jaxtool.data.diatool.templates import Templates, load_templates
-from jaxtool.data.diatool.values import find_spans, mentions_any, remove_spans, value_variants
+from jaxtool.diatool.seeds import Seed
+from jaxtool.diatool.slots import NoAugmentation, SlotFilling, SlotStep, structure_problems
+from jaxtool.diatool.templates import Templates, load_templates
+from jaxtool.diatool.values import find_spans, mentions_any, remove_spans, value_variants
 
 
 class RulesAugmenter:

@@ -1,8 +1,9 @@
 """Loading seed and benchmark conversations from a ``name:path`` spec.
 
-Uses the project's source registry (``jaxtool.data.sources.load``) when it is available. Without it,
-only jaxtool's own schema is readable: ``conversations:PATH`` or a bare ``.json``/``.jsonl`` path
-whose rows are `Conversation.to_dict` objects.
+Uses the project's source registry (``jaxtool.data.sources.load``, benchmark readers included).
+The fallback reader (used when `_registry` gives None) reads only jaxtool's own schema:
+``conversations:PATH`` or a bare ``.json``/``.jsonl`` path whose rows are `Conversation.to_dict`
+objects.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _registry():
-    try:
-        from jaxtool.data.sources import load  # written by the "sources" helper
-    except ImportError:
-        return None
+    """The source registry's `load`, with the benchmark readers registered (tests replace this to
+    exercise the fallback reader below)."""
+    import jaxtool.eval  # noqa: F401 - registers bfcl / functionchat / apibank / multiwoz
+    from jaxtool.data.sources import load
+
     return load
 
 

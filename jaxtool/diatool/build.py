@@ -24,11 +24,11 @@ import json
 import os
 from typing import Any, Iterable, Sequence
 
-from jaxtool.data.diatool.pairs import PAIR_KINDS, Pair, build_pairs
-from jaxtool.data.diatool.seeds import Seed
-from jaxtool.data.diatool.slots import DIFFICULTIES, NoAugmentation
-from jaxtool.data.diatool.states import assistant_turns
-from jaxtool.data.diatool.templates import Templates, load_templates
+from jaxtool.diatool.pairs import PAIR_KINDS, Pair, build_pairs
+from jaxtool.diatool.seeds import Seed
+from jaxtool.diatool.slots import DIFFICULTIES, NoAugmentation
+from jaxtool.diatool.states import assistant_turns
+from jaxtool.diatool.templates import Templates, load_templates
 from jaxtool.errors import ConfigError
 
 SUBSETS = ("easy", "hard", "all")

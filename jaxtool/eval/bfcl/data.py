@@ -36,7 +36,7 @@ import re
 from typing import Any, Iterator, Mapping
 
 from jaxtool.data.schema import Conversation, Message, SchemaError, Tool
-from jaxtool.data.sources.base import BadRow, LoadReport, require_field, require_mapping
+from jaxtool.data.sources.base import BadRow, LoadReport, read_jsonl, require_field, require_mapping
 from jaxtool.errors import DataError
 
 VERSION_PREFIX = "BFCL_v4"
@@ -142,28 +142,11 @@ def category_from_path(path: str) -> str:
 # ------------------------------------------------------------------------------------------------
 
 def _read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
-    """(line number, decoded record) for each non-empty line; undecodable lines raise naming the line."""
+    """(line index, decoded record) for each non-empty line (BFCL's `.json` files are JSON Lines); an
+    undecodable line becomes an "invalid json" bad row naming the line (`require_mapping`)."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield i, _BadLine(f"line {i + 1} is not JSON ({e.msg} at char {e.pos})")
-
-
-class _BadLine:
-    def __init__(self, detail: str):
-        self.detail = detail
-
-
-def _mapping(rec: Any) -> dict:
-    if isinstance(rec, _BadLine):
-        raise BadRow("invalid json", rec.detail)
-    return require_mapping(rec)
+    yield from read_jsonl(path)
 
 
 def _check_doc(doc: Any, where: str) -> dict:
@@ -228,7 +211,7 @@ def _item_from_record(rec: dict, category: str, answers: dict[str, Any] | None) 
 def _read_answers(path: str) -> dict[str, Any]:
     answers: dict[str, Any] = {}
     for i, rec in _read_jsonl(path):
-        if isinstance(rec, _BadLine) or not isinstance(rec, Mapping) or not isinstance(rec.get("id"), str) \
+        if not isinstance(rec, Mapping) or not isinstance(rec.get("id"), str) \
                 or "ground_truth" not in rec:
             raise DataError(f"{path}, line {i + 1}: expected {{\"id\": str, \"ground_truth\": [...]}}")
         answers[rec["id"]] = rec["ground_truth"]
@@ -256,7 +239,7 @@ def read_category(category: str, *, root: str | None = None, path: str | None = 
         if limit is not None and len(items) >= limit:
             break
         with report.row(i + 1):
-            item = _item_from_record(_mapping(rec), category, answers)
+            item = _item_from_record(require_mapping(rec), category, answers)
             if item.id in seen:
                 raise BadRow("duplicate id", item.id, field="id")
             seen.add(item.id)

@@ -42,13 +42,13 @@ import json
 import random
 from typing import Any, Mapping, Sequence
 
-from jaxtool.data.diatool.seeds import Seed
-from jaxtool.data.diatool.slots import NoAugmentation, SlotFilling, SlotStep
-from jaxtool.data.diatool.states import (COMPLETE, INITIAL, SLOT_FILLING, TOOL_CALL, WAIT_RESPONSE,
-                                         format_trajectory, label_problems, labelled, trajectory)
-from jaxtool.data.diatool.templates import Templates
-from jaxtool.data.diatool.values import mentions_any
 from jaxtool.data.schema import Conversation, Message, Tool
+from jaxtool.diatool.seeds import Seed
+from jaxtool.diatool.slots import NoAugmentation, SlotFilling, SlotStep
+from jaxtool.diatool.states import (COMPLETE, INITIAL, SLOT_FILLING, TOOL_CALL, WAIT_RESPONSE,
+                                    format_trajectory, label_problems, labelled, trajectory)
+from jaxtool.diatool.templates import Templates
+from jaxtool.diatool.values import mentions_any
 from jaxtool.errors import DataError
 
 

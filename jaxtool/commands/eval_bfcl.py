@@ -1,0 +1,66 @@
+"""`jaxtool eval bfcl`: run a model on BFCL's single-turn categories, scored with BFCL's AST checker."""
+
+from __future__ import annotations
+
+import argparse
+
+from jaxtool.commands._model_args import add_model_args, check_model_args, load_backend_from_args, out_dir
+
+DESCRIPTION = """Prompt a model on BFCL items (data from the installed bfcl-eval package, or --data-dir), decode
+its calls, score them with BFCL's AST checker rules and write per-item JSONL, a summary JSON, a
+markdown table, a bar chart and bfcl_predictions.jsonl (rescorable with `jaxtool eval bfcl-score`).
+
+Examples:
+  jaxtool eval bfcl --model smollm2 --categories simple_python,multiple --limit 20
+  jaxtool eval bfcl --model runs/dpo/hf --format hermes --categories all --out runs/eval/bfcl_dpo
+  jaxtool eval bfcl --model runs/dpo/hf --backend hf --categories simple_python   # transformers cross-check
+
+Prompt styles: `prompting` puts BFCL's system prompt and the function docs in the system message
+and expects [func(a=1)] (default for pythonic and other non-tool formats); `fc` uses the format's
+native tool prompt (default for hermes, llama3_json, functionary_v3_llama3)."""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    from jaxtool.eval.bfcl.data import CATEGORIES
+
+    p = subparsers.add_parser(
+        "bfcl", help="run a model on BFCL's single-turn categories and score them with the AST checker",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p, benchmark="bfcl", default_format="pythonic", default_max_new_tokens=512)
+    p.add_argument("--categories", default="all",
+                   help=f"comma-separated categories (default all: {', '.join(CATEGORIES)})")
+    p.add_argument("--prompt-style", default="auto", choices=("auto", "prompting", "fc"),
+                   help="prompting: BFCL's system prompt asking for [f(a=1)] (default for non-tool formats); "
+                        "fc: the format's native tool prompt (default for hermes/llama3_json/functionary_v3_llama3)")
+    p.add_argument("--underscore-names", action="store_true",
+                   help="rename tools with '.' -> '_' in the prompt and expect those names (BFCL's underscore_to_dot)")
+    p.add_argument("--max-prompt-tokens", type=int, default=None,
+                   help="items whose prompt is longer fail as prompt_too_long instead of being generated")
+    p.add_argument("--data-dir", default=None, help="a directory laid out like bfcl_eval/data (default: installed)")
+    p.add_argument("--save-prompts", action="store_true", help="keep each rendered prompt in the items JSONL")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from jaxtool.eval import textgen
+    from jaxtool.eval.bfcl.prompt import style_for_format
+    from jaxtool.eval.bfcl.run import evaluate, parse_categories
+    from jaxtool.eval.bfcl.score import table_rows
+    from jaxtool.eval.report import markdown_table
+
+    check_model_args(args)
+    categories = parse_categories(args.categories)
+    style = style_for_format(args.format, args.prompt_style)
+    out = out_dir(args, "bfcl")
+    backend = load_backend_from_args(args)
+    fmt = textgen.resolve_format(args.format, backend.tokenizer)
+    summary, _ = evaluate(backend, fmt, textgen.encode_prompt, categories=categories, limit=args.limit,
+                          root=args.data_dir, style=style, out_dir=out, progress=not args.no_progress,
+                          settings={"model": args.model, "backend": args.backend, "format": args.format},
+                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                          max_prompt_tokens=args.max_prompt_tokens, underscore_names=args.underscore_names,
+                          save_prompts=args.save_prompts)
+    print(markdown_table(*table_rows(summary)))
+    print(f"wrote {out}/bfcl_items.jsonl, bfcl_summary.json, bfcl.md, bfcl.png, bfcl_predictions.jsonl")
+    return 0

@@ -1,0 +1,79 @@
+"""The command line's one home: every command parses under `jaxtool.commands`, helps a newcomer, and
+the one table loader skips commands not in this installation but never hides a broken import."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from jaxtool import cli
+from jaxtool.commands import _registry
+from jaxtool.commands import data as data_group
+from jaxtool.commands import eval as eval_group
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def test_every_table_entry_is_a_module_of_the_command_home():
+    for table in (cli.COMMANDS, data_group.SUBCOMMANDS, eval_group.SUBCOMMANDS):
+        assert table and all(module.startswith("jaxtool.commands.") for _, module in table)
+        assert len({name for name, _ in table}) == len(table)
+
+
+@pytest.mark.parametrize("argv", [[], ["data"], ["eval"], ["train"], ["bench"], ["convert"], ["quickstart"],
+                                  ["data", "inspect"], ["data", "build-diatool"], ["eval", "bfcl"],
+                                  ["eval", "bfcl-score"], ["eval", "dialog"], ["eval", "apibank"],
+                                  ["eval", "multiwoz"]])
+def test_help_works_and_shows_examples(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv + ["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: jaxtool")
+    if argv not in (["convert"], ["quickstart"]):  # those two describe their few forms in prose
+        assert "Examples:" in out or "Start here:" in out
+
+
+def test_every_command_and_subcommand_has_a_one_line_help():
+    parser = cli.build_parser()
+    groups = {"": parser, **{name: p for name, p in _subparsers(parser).items() if name in ("data", "eval")}}
+    for group, p in groups.items():
+        (action,) = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        helps = {c.dest: c.help for c in action._choices_actions}
+        assert set(helps) == set(action.choices), group
+        assert all(h and "\n" not in h for h in helps.values()), (group, helps)
+
+
+def test_python_dash_m_jaxtool_runs_the_cli():
+    res = subprocess.run([sys.executable, "-m", "jaxtool", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "usage: jaxtool" in res.stdout and "eval" in res.stdout
+
+
+def test_loader_registers_present_modules_and_skips_missing_ones(tmp_path, monkeypatch):
+    (tmp_path / "jt_ok_cmd.py").write_text(
+        "def register(sub):\n    sub.add_parser('ok', help='fine').set_defaults(func=lambda a: 7)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    _registry.add_commands(sub, [("gone", "jaxtool.commands.no_such_command"), ("ok", "jt_ok_cmd")])
+    assert set(_subparsers(parser)) == {"ok"}
+    args = parser.parse_args(["ok"])
+    assert args.func(args) == 7
+
+
+def test_loader_raises_a_broken_import_inside_a_present_module(tmp_path, monkeypatch):
+    (tmp_path / "jt_broken_cmd.py").write_text("import jt_dependency_that_is_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sub = argparse.ArgumentParser().add_subparsers()
+    with pytest.raises(ModuleNotFoundError) as e:
+        _registry.add_commands(sub, [("broken", "jt_broken_cmd")])
+    assert e.value.name == "jt_dependency_that_is_not_installed"
+
+
+def test_a_group_without_its_subcommand_prints_its_help(capsys):
+    assert cli.main(["eval"]) == 1 and "BENCHMARK" in capsys.readouterr().out
+    assert cli.main(["data"]) == 1 and "DATA_COMMAND" in capsys.readouterr().out
