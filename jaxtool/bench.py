@@ -21,7 +21,6 @@ the "theirs" columns (pip install "jaxtool[test]"); without it those columns are
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -34,31 +33,6 @@ SECTIONS = ("sft", "dpo", "decode", "scaling")
 # bf16 dense matmul peaks (TFLOP/s) of accelerators, for MFU on GPU/TPU backends
 CHIP_PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
                   "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6 lite": 918.0, "TPU v6e": 918.0}
-
-
-def register(sub) -> None:
-    p = sub.add_parser("bench", help="speed and memory, side by side with PyTorch/transformers",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("section", choices=SECTIONS + ("all",), help="what to measure")
-    p.add_argument("--out", default="runs/bench", help="directory for bench.json / bench.png")
-    p.add_argument("--shape", default="smollm2-135m", help="model preset whose shape is benchmarked "
-                   "(random weights; e.g. llama3.2-1b on a GPU)")
-    p.add_argument("--grid", default=None, help="batch×length list for sft/dpo, e.g. 4x512,2x1024 "
-                   "(default: 4x512,2x1024 on CPU, 8x1024,8x2048 on accelerators)")
-    p.add_argument("--dtypes", default="float32,bfloat16",
-                   help="compute dtypes for the sft section (on CPU, dtypes after the first run only the first "
-                        "grid point, to keep `all` within 15 minutes; --full-grid runs every point)")
-    p.add_argument("--full-grid", action="store_true", help="every dtype on every grid point, also on CPU")
-    p.add_argument("--repeats", type=int, default=2,
-                   help="measured steps per configuration (median); in the sft section each measured step "
-                        "follows an untimed step of the same side")
-    p.add_argument("--decode-batches", default="1,8,32")
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--scaling-grid", default="1x256,1x512,1x1024,2x512,4x512",
-                   help="batch×length points of the scaling section")
-    p.add_argument("--scaling-layers", default="2,4,8,16", help="depths for the compile-time comparison")
-    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch/transformers columns")
-    p.set_defaults(func=run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,16 +107,20 @@ def _grid(spec: str | None, accelerator: bool) -> list[tuple[int, int]]:
 
 
 def _random_batch(B: int, L: int, vocab: int, seed: int = 0, mask_fraction: float = 1.0):
+    """A `Batch` of random tokens, every row one full-length example (3 assistant turns)."""
     import numpy as np
+
+    from jaxtool.data.batch import Batch
 
     rng = np.random.RandomState(seed)
     mask = np.ones((B, L), np.int32)
     if mask_fraction < 1.0:
         mask[:, : int(L * (1 - mask_fraction))] = 0
-    return {"inputs": rng.randint(0, vocab, (B, L)).astype(np.int32),
-            "targets": rng.randint(0, vocab, (B, L)).astype(np.int32),
-            "loss_mask": mask, "turn_ids": np.where(mask > 0, (np.arange(L) * 3 // L)[None, :], -1).astype(np.int32),
-            "positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)), "segment_ids": np.ones((B, L), np.int32)}
+    return Batch(inputs=rng.randint(0, vocab, (B, L)).astype(np.int32),
+                 targets=rng.randint(0, vocab, (B, L)).astype(np.int32),
+                 loss_mask=mask, turn_ids=np.where(mask > 0, (np.arange(L) * 3 // L)[None, :], -1).astype(np.int32),
+                 positions=np.tile(np.arange(L, dtype=np.int32), (B, 1)), segment_ids=np.ones((B, L), np.int32),
+                 index=np.arange(B, dtype=np.int32))
 
 
 class _Timer:
@@ -178,63 +156,85 @@ class _Timer:
 # ours / theirs: one training step
 # --------------------------------------------------------------------------------------------
 
-def _jax_sft_step(cfg, B: int, L: int, lc=None, reference: str | None = None):
+def _jax_sft_step(cfg, B: int, L: int, lc=None, reference: str | None = None, run=None):
     """A ready-to-call jitted step of ours on a random batch; returns (call, tokens per call)."""
     import jax
     import jax.numpy as jnp
 
+    import numpy as np
+
     from jaxtool.config import LossConfig, OptimConfig
+    from jaxtool.data.batch import PairBatch, RefLogps
     from jaxtool.models import llama
+    from jaxtool.models.run import DEFAULT_RUN
     from jaxtool.train import steps
     from jaxtool.train.optim import make_optimizer
 
+    run = run or DEFAULT_RUN
     lc = lc or LossConfig(type="sft")
     params = llama.init_params(cfg, jax.random.key(0))
     opt, _ = make_optimizer(OptimConfig(lr=1e-5), 1000)
     state = {"s": steps.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params))}
-    max_turns = 3 if lc.type in steps.TURN_LOSSES else 0
-    if lc.type == "sft":
+    max_turns = 3 if lc.objective.needs_turns else 0
+    if lc.objective.kind == "sft":
         batch = jax.tree.map(jnp.asarray, _random_batch(B, L, cfg.vocab_size))
     else:  # B pairs of length L: 2·B·L tokens through the model
-        batch = {"chosen": _random_batch(B, L, cfg.vocab_size, 1), "rejected": _random_batch(B, L, cfg.vocab_size, 2)}
+        ref = None
         if reference == "precomputed":
             T = max(max_turns, 1)
-            batch["ref"] = {s: {"seq": jnp.full((B,), -100.0), "turns": jnp.full((B, T), -30.0)}
-                            for s in ("chosen", "rejected")}
-        batch = jax.tree.map(jnp.asarray, batch)
+            ref = RefLogps(np.full((B,), -100.0, np.float32), np.full((B,), -100.0, np.float32),
+                           np.full((B, T), -30.0, np.float32), np.full((B, T), -30.0, np.float32))
+        batch = jax.tree.map(jnp.asarray, PairBatch(_random_batch(B, L, cfg.vocab_size, 1),
+                                                    _random_batch(B, L, cfg.vocab_size, 2),
+                                                    index=np.arange(B, dtype=np.int32), ref=ref))
     ref_params = jax.tree.map(jnp.copy, params) if reference == "online" else None  # frozen, not donated
     f = jax.jit(lambda st, b, rp: steps.train_step(st, b, None, rp, cfg=cfg, lc=lc, optimizer=opt, use_lora=False,
-                                                   max_turns=max_turns, grad_accum=1), donate_argnums=(0,))
+                                                   max_turns=max_turns, grad_accum=1, run=run), donate_argnums=(0,))
 
     def call():
         state["s"], m = f(state["s"], batch, ref_params)
         _sync(m["loss"])
 
-    tokens = B * L * (1 if lc.type == "sft" else 2)
+    tokens = B * L * (1 if lc.objective.kind == "sft" else 2)
     return call, tokens
 
 
-def _torch_sft_step(cfg, B: int, L: int, dtype: str):
-    """The same step in transformers + torch.optim.AdamW (eager PyTorch, CPU threads as configured)."""
+def _torch_sft_step(cfg, B: int, L: int, dtype: str, compile: bool = False):
+    """The same step in transformers + torch.optim.AdamW.
+
+    CPU: eager PyTorch with the weights in `dtype` (CPU threads as configured). CUDA: the usual
+    mixed-precision recipe — float32 weights, bf16 autocast, SDPA attention, fused AdamW, no
+    activation checkpointing — and with `compile` the model under `torch.compile`."""
     import torch
     from transformers import LlamaConfig as HFConfig
     from transformers import LlamaForCausalLM
 
     hf = HFConfig(**{k: v for k, v in cfg.to_hf("float32").items() if k not in ("architectures", "torch_dtype")})
+    cuda = torch.cuda.is_available()
     tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     torch.manual_seed(0)
-    model = LlamaForCausalLM(hf).to(tdtype).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+    if cuda:
+        model = LlamaForCausalLM._from_config(hf, attn_implementation="sdpa").cuda().train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0, fused=True)
+    else:
+        model = LlamaForCausalLM(hf).to(tdtype).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+    fwd = torch.compile(model) if compile else model
     b = _random_batch(B, L, cfg.vocab_size)
-    ids = torch.tensor(b["inputs"], dtype=torch.long)
-    labels = torch.tensor(b["targets"], dtype=torch.long)
+    dev = "cuda" if cuda else "cpu"
+    ids = torch.tensor(b["inputs"], dtype=torch.long, device=dev)
+    labels = torch.tensor(b["targets"], dtype=torch.long, device=dev)
 
     def call():
-        out = model(input_ids=ids)
-        loss = torch.nn.functional.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
+        with torch.autocast("cuda", dtype=tdtype, enabled=cuda and tdtype != torch.float32):
+            out = fwd(input_ids=ids)
+            loss = torch.nn.functional.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]),
+                                                     labels.reshape(-1))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
 
     return call, B * L
 
@@ -279,8 +279,8 @@ def _torch_worker_main(conn) -> None:
             if op == "peak":
                 conn.send(("ok", measure_torch_matmul_peak(dtype=a[0] if a else "float32")))
             elif op == "sft":
-                name, cfg, B, L, dtype = a
-                calls[name] = _torch_sft_step(cfg, B, L, dtype)[0]
+                name, cfg, B, L, dtype, *rest = a
+                calls[name] = _torch_sft_step(cfg, B, L, dtype, *rest)[0]
                 conn.send(("ok", None))
             elif op == "decode_model":
                 decode_model = _torch_decode_model(*a)
@@ -322,8 +322,8 @@ class TorchSide:
     def peak(self, dtype: str = "float32") -> float | None:
         return self._ask("peak", dtype)
 
-    def build_sft(self, name: str, cfg, B: int, L: int, dtype: str) -> None:
-        self._ask("sft", name, cfg, B, L, dtype)
+    def build_sft(self, name: str, cfg, B: int, L: int, dtype: str, compile: bool = False) -> None:
+        self._ask("sft", name, cfg, B, L, dtype, compile)
 
     def load_decode_model(self, hf_config: dict, state_dict: dict) -> None:
         """Send the weights once; `build_decode` calls then only send prompts."""
@@ -363,6 +363,7 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
               ) -> list[dict]:
     """MFU of each dtype's rows is against that dtype's own matmul peak, measured here for each
     framework (on CPUs with AMX, PyTorch's bf16 matmul is several times its float32 one)."""
+    from jaxtool.models.run import RunOptions
     import jax
 
     accel = jax.devices()[0].platform != "cpu"
@@ -379,14 +380,20 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
         if di > 0 and not accel and not getattr(args, "full_grid", False):
             grid = grid[:1]
         for B, L in grid:
-            cfg = cfg0.replace(dtype=dtype, param_dtype="float32")
-            ours, tokens = _jax_sft_step(cfg, B, L)
+            cfg = cfg0
+            # random rows are one full-length example each: no packed segments (fused kernels apply)
+            run = RunOptions(compute_dtype=dtype, remat=getattr(args, "remat", "none"), packed=False,
+                             attention=getattr(args, "attention", "auto"))
+            ours, tokens = _jax_sft_step(cfg, B, L, run=run)
             timer = _Timer()
             theirs = None
-            if torch_side is not None and not accel:
+            if torch_side is not None:
                 name = f"sft-{dtype}-{B}x{L}"
-                torch_side.build_sft(name, cfg, B, L, dtype)
-                theirs = lambda name=name: torch_side.run(name)  # noqa: E731
+                try:
+                    torch_side.build_sft(name, cfg, B, L, dtype, getattr(args, "torch_compile", False))
+                    theirs = lambda name=name: torch_side.run(name)  # noqa: E731
+                except RuntimeError as e:  # e.g. out of memory on the PyTorch side: report, keep ours
+                    print(f"  PyTorch side unavailable at {B}x{L}: {e}", flush=True)
             # A/B rounds: each side runs two steps per round and only the second is timed. The first
             # step after the other framework ran is a switch step: on the 2-core CPU ours took
             # 18.5 s there instead of 12.6 s (and its next step 12.7 s), whether torch ran in this
@@ -402,6 +409,7 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
             t_ours, t_theirs = timer.median("ours"), timer.median("theirs") if theirs else float("nan")
             flops = cfg.flops_per_token(L) * tokens
             row = {"section": "sft", "dtype": dtype, "batch": B, "length": L, "tokens": tokens,
+                   "remat": run.remat, "torch_compile": bool(getattr(args, "torch_compile", False)),
                    "ours_s": t_ours, "theirs_s": t_theirs, "ours_tok_s": tokens / t_ours,
                    "theirs_tok_s": tokens / t_theirs if theirs else float("nan"),
                    "speedup": t_theirs / t_ours if theirs else float("nan"),
@@ -411,7 +419,9 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
                    "ours_switch_step_s": _median(timer.switch_times.get("ours", [])),
                    "theirs_switch_step_s": _median(timer.switch_times.get("theirs", []))}
             if accel and chip_peak(backend_info()["device"]):
-                row["ours_mfu_vs_chip_bf16"] = flops / t_ours / chip_peak(backend_info()["device"])
+                chip = chip_peak(backend_info()["device"])
+                row["ours_mfu_vs_chip_bf16"] = flops / t_ours / chip
+                row["theirs_mfu_vs_chip_bf16"] = flops / t_theirs / chip if theirs else float("nan")
             rows.append(row)
             print(_fmt_row(row), flush=True)
             if theirs:
@@ -419,28 +429,31 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
     return rows
 
 
-def bench_dpo(args, cfg0, peak: float, sft_rows: list[dict] = ()) -> list[dict]:
+def bench_dpo(args, cfg0, sft_rows: list[dict] = ()) -> list[dict]:
     """Preference steps relative to the SFT step at equal tokens. When the sft section already timed
     the SFT step at this shape and dtype (`sft_rows`), that time is the base and is not re-measured."""
+    from jaxtool.models.run import RunOptions
     import jax
 
+    from jaxtool import objectives
     from jaxtool.config import LossConfig
 
     accel = jax.devices()[0].platform != "cpu"
     rows = []
     B, L = _grid(args.grid, accel)[0]
     pairs = max(1, B // 2)  # equal tokens: `pairs` pairs × 2 sides × L = B × L
-    cfg = cfg0.replace(dtype="float32" if not accel else "bfloat16")
+    cfg, run = cfg0, RunOptions(compute_dtype="float32" if not accel else "bfloat16")
     variants = [("sft", None, None), ("diatool_dpo", "precomputed", "diatool_dpo (ref precomputed)"),
                 ("diatool_dpo", "online", "diatool_dpo (ref on the fly)"), ("dpo", "precomputed", "dpo (ref precomputed)")]
     done = next((r for r in sft_rows if r.get("section") == "sft" and (r["batch"], r["length"]) == (B, L)
-                 and r["dtype"] == cfg.dtype), None)
+                 and r["dtype"] == run.compute_dtype), None)
     if done is not None:
         variants = variants[1:]
     calls = {}
     for loss, ref, label in variants:
-        lc = LossConfig(type=loss, beta=0.5, gamma=0.5, margin=2.0)
-        calls[label or "sft"] = _jax_sft_step(cfg, B if loss == "sft" else pairs, L, lc=lc, reference=ref)[0]
+        hp = {k: v for k, v in dict(beta=0.5, gamma=0.5, margin=2.0).items() if k in objectives.hparam_fields(loss)}
+        lc = LossConfig(type=loss, params=objectives.make_hparams(loss, hp))
+        calls[label or "sft"] = _jax_sft_step(cfg, B if loss == "sft" else pairs, L, lc=lc, reference=ref, run=run)[0]
     timer = _Timer()
     for _ in range(args.repeats + 1):
         for name, call in calls.items():
@@ -462,7 +475,7 @@ def bench_decode(args, cfg0, torch_side: "TorchSide | None" = None) -> list[dict
     from jaxtool.models import llama
     from jaxtool.sample.generate import Sampling, generate_ids
 
-    cfg = cfg0.replace(dtype="float32")
+    cfg = cfg0
     params = llama.init_params(cfg, jax.random.key(0))
     N = args.new_tokens
     rng = np.random.RandomState(0)
@@ -504,6 +517,7 @@ def bench_decode(args, cfg0, torch_side: "TorchSide | None" = None) -> list[dict
 
 
 def bench_scaling(args, cfg0) -> list[dict]:
+    from jaxtool.models.run import RunOptions
     import jax
     import jax.numpy as jnp
 
@@ -517,12 +531,12 @@ def bench_scaling(args, cfg0) -> list[dict]:
     lc = LossConfig(type="sft")
     small = cfg0.replace(num_layers=4)
 
-    def compiled_step(cfg, B, L):
+    def compiled_step(cfg, B, L, run):
         params = jax.eval_shape(lambda: llama.init_params(cfg, jax.random.key(0)))
         state = jax.eval_shape(lambda p: steps.TrainState(jnp.zeros((), jnp.int32), p, opt.init(p)), params)
         batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _random_batch(B, L, cfg.vocab_size))
         f = jax.jit(lambda st, b: steps.train_step(st, b, None, None, cfg=cfg, lc=lc, optimizer=opt, use_lora=False,
-                                                   max_turns=0, grad_accum=1), donate_argnums=(0,))
+                                                   max_turns=0, grad_accum=1, run=run), donate_argnums=(0,))
         t = time.perf_counter()
         c = f.lower(state, batch).compile()
         return c, time.perf_counter() - t
@@ -530,11 +544,11 @@ def bench_scaling(args, cfg0) -> list[dict]:
     # memory (XLA's buffer assignment: temporaries + arguments) and time vs length / batch / remat
     for remat in ("none", "full"):
         for B, L in _grid(args.scaling_grid, False):
-            cfg = small.replace(remat=remat)
-            c, ct = compiled_step(cfg, B, L)
+            cfg, run = small, RunOptions(remat=remat)
+            c, ct = compiled_step(cfg, B, L, run)
             mem = c.memory_analysis()
             temp = getattr(mem, "temp_size_in_bytes", float("nan"))
-            call, _ = _jax_sft_step(cfg, B, L)
+            call, _ = _jax_sft_step(cfg, B, L, run=run)
             call()
             ts = []
             for _ in range(2):
@@ -549,8 +563,8 @@ def bench_scaling(args, cfg0) -> list[dict]:
     # compile time vs depth, scanned vs unrolled layers
     for layers in [int(n) for n in args.scaling_layers.split(",")]:
         for scan in (True, False):
-            cfg = cfg0.replace(num_layers=layers, scan_layers=scan)
-            _, ct = compiled_step(cfg, 1, 128)
+            cfg = cfg0.replace(num_layers=layers)
+            _, ct = compiled_step(cfg, 1, 128, RunOptions(scan_layers=scan))
             rows.append({"section": "scaling", "kind": "compile", "layers": layers, "scan": scan, "compile_s": ct})
             print(f"  compile, {layers:2d} layers, {'scanned' if scan else 'unrolled':8s}: {ct:6.1f}s", flush=True)
     return rows
@@ -558,8 +572,10 @@ def bench_scaling(args, cfg0) -> list[dict]:
 
 def _fmt_row(r: dict) -> str:
     theirs = f"{r['theirs_tok_s']:8.1f}" if r["theirs_tok_s"] == r["theirs_tok_s"] else "     n/a"
+    chip = (f" (vs chip bf16 peak: ours {r['ours_mfu_vs_chip_bf16']:.3f}, theirs {r['theirs_mfu_vs_chip_bf16']:.3f})"
+            if "ours_mfu_vs_chip_bf16" in r else "")
     return (f"  {r['dtype']:8s} {r['batch']}×{r['length']:<5d} ours {r['ours_tok_s']:8.1f} tok/s  transformers {theirs} "
-            f"tok/s  ×{r['speedup']:.2f}   MFU ours {r['ours_mfu']:.2f}"
+            f"tok/s  ×{r['speedup']:.2f}   MFU ours {r['ours_mfu']:.2f}{chip}"
             f"   (switch step: ours {r.get('ours_switch_step_s', float('nan')):.1f}s, "
             f"theirs {r.get('theirs_switch_step_s', float('nan')):.1f}s)")
 
@@ -631,8 +647,9 @@ def run(args) -> int:
           f"on {info['platform']} ({info['device']}, {info['cores']} cores)", flush=True)
     peak = measure_matmul_peak()
     # the PyTorch side lives in its own process (TorchSide); only the CPU comparison uses it
-    torch_side = TorchSide() if _have_torch(args) and info["platform"] == "cpu" and (
-        {"sft", "decode"} & set(sections)) else None
+    # (on CUDA its sft steps run on the GPU: fp32 weights + bf16 autocast + SDPA + fused AdamW)
+    torch_side = TorchSide() if _have_torch(args) and (
+        "sft" in sections or ("decode" in sections and info["platform"] == "cpu")) else None
     try:
         return _run_sections(args, cfg, sections, info, peak, torch_side, t0)
     finally:
@@ -651,10 +668,10 @@ def _run_sections(args, cfg, sections, info, peak, torch_side, t0) -> int:
         rows += bench_sft(args, cfg, peak, torch_peak, torch_side)
     if "dpo" in sections:
         print("\n[dpo] preference step vs SFT step at equal tokens", flush=True)
-        rows += bench_dpo(args, cfg, peak, rows)
+        rows += bench_dpo(args, cfg, rows)
     if "decode" in sections:
         print(f"\n[decode] greedy, {args.new_tokens} new tokens, 64-token prompts", flush=True)
-        rows += bench_decode(args, cfg, torch_side)
+        rows += bench_decode(args, cfg, torch_side if info["platform"] == "cpu" else None)
     if "scaling" in sections:
         print("\n[scaling] 4-layer slice of the shape; compile time vs depth", flush=True)
         rows += bench_scaling(args, cfg)
@@ -672,4 +689,4 @@ def _run_sections(args, cfg, sections, info, peak, torch_side, t0) -> int:
     return 0
 
 
-__all__ = ["register", "run", "measure_matmul_peak", "SECTIONS"]
+__all__ = ["run", "measure_matmul_peak", "SECTIONS"]
