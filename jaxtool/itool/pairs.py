@@ -1,0 +1,121 @@
+"""Preference pairs of an iTool iteration: from the search's token-id pairs to logged records and
+to SimPO training rows.
+
+A pair (from the MCTS tree or from the "without MCTS" sampler) is a query, a shared prefix of the
+response (the path from the root to the node; empty at the root), and two continuations of it —
+the highest-Q child (chosen) and the lowest-Q child (rejected) — with their Q values and the node's
+depth. Its record in `pairs.jsonl` holds the texts (decoded with the tokenizer, end-of-turn ids
+removed, cut at the format's stop strings), the Q values, the depth, and whether the filters kept it.
+
+As a training row, each side is the query's conversation followed by one assistant message whose
+text is prefix + continuation, `{"chosen": conversation, "rejected": conversation}` — the layout
+`jaxtool train` reads for preference data. The trainer renders whole assistant turns, so both sides
+end with the format's end-of-turn marker even when the pair sits at an inner node (iTool's released
+code builds its rounds the same way); the shared prefix is in both sides' loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Sequence
+
+from jaxtool.data.schema import Message
+
+
+@dataclasses.dataclass
+class PairRecord:
+    query_id: str
+    query_index: int
+    prefix: str
+    chosen: str
+    rejected: str
+    q_chosen: float
+    q_rejected: float
+    depth: int
+    prefix_ids: list
+    chosen_ids: list
+    rejected_ids: list
+    kept: bool = True
+    reason: str | None = None          # why the filters dropped it
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _get(p: Any, *names, default=None):
+    for n in names:
+        if isinstance(p, dict) and n in p:
+            return p[n]
+        if hasattr(p, n):
+            return getattr(p, n)
+    return default
+
+
+def decode_text(tokenizer, ids: Sequence[int], stop_ids, fmt) -> str:
+    ids = [int(i) for i in ids if int(i) not in stop_ids]
+    return fmt.cut_at_stop(tokenizer.decode(ids, skip_special_tokens=False))
+
+
+def to_record(pair: Any, examples: Sequence, tokenizer, stop_ids, fmt) -> PairRecord:
+    """A search pair (any object/dict with query, prefix, chosen, rejected, q_chosen, q_rejected,
+    depth) as a `PairRecord` with decoded texts."""
+    q = int(_get(pair, "query", "query_index", "q"))
+    prefix = [int(i) for i in _get(pair, "prefix", "prefix_ids", default=[])]
+    chosen = [int(i) for i in _get(pair, "chosen", "chosen_ids")]
+    rejected = [int(i) for i in _get(pair, "rejected", "rejected_ids")]
+    stop = set(int(i) for i in stop_ids)
+    extra = {}
+    outs = _get(pair, "outcomes", default=None)
+    if outs:
+        extra["sample_outcomes"] = list(outs)
+    node = _get(pair, "node", default=None)
+    if node is not None:
+        extra["node"] = int(node)
+    pre = decode_text(tokenizer, prefix, stop, fmt)
+
+    def continuation(ids):
+        whole = decode_text(tokenizer, prefix + ids, stop, fmt)
+        return whole[len(pre):] if whole.startswith(pre) else decode_text(tokenizer, ids, stop, fmt)
+
+    return PairRecord(
+        query_id=examples[q].id, query_index=q, prefix=pre, chosen=continuation(chosen),
+        rejected=continuation(rejected), q_chosen=float(_get(pair, "q_chosen")),
+        q_rejected=float(_get(pair, "q_rejected")), depth=int(_get(pair, "depth", default=0)),
+        prefix_ids=prefix, chosen_ids=chosen, rejected_ids=rejected, extra=extra)
+
+
+def training_row(rec: PairRecord, example, control_markers: Sequence[str]) -> tuple[dict | None, str | None]:
+    """(`{"chosen", "rejected", ...}` row, None), or (None, reason) when the pair cannot be trained on."""
+    sides = {}
+    for side in ("chosen", "rejected"):
+        text = rec.prefix + getattr(rec, side)
+        if not text.strip():
+            return None, f"empty {side} response"
+        hit = next((m for m in control_markers if m in text), None)
+        if hit:
+            return None, "control token in response"
+        conv = example.prompt.replace(messages=example.prompt.messages + (Message("assistant", text),))
+        sides[side] = conv.to_dict()
+    row = {**sides, "kind": "itool", "query_id": rec.query_id, "depth": rec.depth,
+           "q_chosen": rec.q_chosen, "q_rejected": rec.q_rejected}
+    return row, None
+
+
+def write_jsonl(path: str, rows) -> int:
+    import os
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(ln) for ln in fh if ln.strip()]

@@ -1,0 +1,116 @@
+"""The iTool loop's one call into the step-level MCTS (`jaxtool.sample.mcts`), and App. B's filters.
+
+`run_mcts` hands the search the selected queries' prompt ids, the Table 5 settings, the step
+boundaries of the tokenizer, the self-evaluation prompt written in the run's chat format, and the
+host outcome function (`OutcomeJudge`: the format's parser + BFCL's AST checker / call equality);
+it returns the pairs `extract_pairs` takes from the trees. Queries are searched `queries_per_search`
+at a time in one compiled program (the last group padded with copies of its last prompt, whose
+outcomes are not judged and whose pairs are discarded, so every group has the same shape).
+
+`filter_records` applies `jaxtool.sample.mcts.filter_pairs` (similarity of the two steps' token ids,
+ΔQ, chosen Q) to the logged pair records and keeps each record's reason.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from jaxtool.data.schema import Conversation, Message
+from jaxtool.errors import ConfigError
+
+_MARKER = "\u2063ITOOL_PARTIAL_RESPONSE\u2063"
+
+
+def eval_prompt_in_format(fmt, tokenizer, question: str | None = None, answer_prefix: str = "("):
+    """The self-evaluation prompt (Eq. 7) as `mcts.EvalPrompt`, written in the run's chat format:
+    what follows a partial assistant response when its turn is closed, a user turn asks `question`
+    (default: `mcts.DEFAULT_EVAL_QUESTION`, four graded options A–D) and an assistant turn opens with
+    `answer_prefix`. The options must be single tokens after the prefix."""
+    from jaxtool.sample import mcts
+
+    conv = Conversation(messages=(Message("user", "q"), Message("assistant", _MARKER),
+                                  Message("user", question or mcts.DEFAULT_EVAL_QUESTION)))
+    text = fmt.prompt(conv)
+    if _MARKER not in text:
+        raise ConfigError(f"format {fmt.name!r} does not render the assistant text verbatim; "
+                          "the self-evaluation prompt cannot be built")
+    suffix = text.split(_MARKER, 1)[1] + answer_prefix
+    ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    base = tokenizer(answer_prefix, add_special_tokens=False)["input_ids"]
+    options = []
+    for o in ("A", "B", "C", "D"):
+        t = tokenizer(answer_prefix + o, add_special_tokens=False)["input_ids"]
+        if t[:len(base)] != base or len(t) != len(base) + 1:
+            raise ConfigError(f"self-evaluation: option {o!r} is not one token after {answer_prefix!r} "
+                              "in this tokenizer")
+        options.append(t[-1])
+    return mcts.EvalPrompt(tuple(ids), tuple(options))
+
+
+def mcts_config(mc, seed: int):
+    """`jaxtool.sample.mcts.MCTSConfig` from the recipe's `mcts:` section (its own checks apply)."""
+    from jaxtool.sample import mcts
+
+    return mcts.MCTSConfig(depth=mc.depth, width=mc.width, simulations=mc.simulations, iterations=mc.iterations,
+                           c_puct=mc.c_puct, temperature=mc.temperature, discount=mc.discount,
+                           max_step_tokens=mc.max_step_tokens, max_total_tokens=mc.max_total_tokens,
+                           eval_samples=mc.eval_samples, eval_weights=tuple(mc.eval_weights),
+                           eval_normalize=mc.eval_normalize, prior=mc.prior, seed=seed)
+
+
+def run_mcts(model, prompts: Sequence[Sequence[int]], fmt, mc, stop_ids, judge, seed: int) -> tuple[list, dict]:
+    """(pairs as dicts {query, node, depth, prefix (response ids above the node), chosen, rejected,
+    q_chosen, q_rejected}, search statistics) for every prompt."""
+    from jaxtool.sample import mcts
+
+    cfg = mcts_config(mc, seed)
+    rules = mcts.step_rules_for(model.tokenizer, eos_ids=stop_ids)
+    ev = eval_prompt_in_format(fmt, model.tokenizer)
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    G = max(1, min(mc.queries_per_search, len(prompts)))
+    run_kw = {"run": model.run} if getattr(model, "run", None) is not None else {}
+    pairs: list[dict] = []
+    stats = {"forward_tokens": 0.0, "decoded_tokens": 0.0, "outcome_checks": 0.0, "filler_checks": 0, "nodes": 0,
+             "groups": 0, "outcome_errors": []}
+    for start in range(0, len(prompts), G):
+        idx = list(range(start, min(start + G, len(prompts))))
+        batch = [list(prompts[i]) for i in idx] + [list(prompts[idx[-1]])] * (G - len(idx))
+
+        def outcome(q, ids, idx=idx):
+            if q < len(idx):
+                return judge(idx[q], ids)
+            stats["filler_checks"] += 1      # a padding row: not judged, not counted
+            return 0.0
+
+        res = mcts.search(model.params, model.config, batch, cfg, rules=rules, eval_prompt=ev, outcome=outcome,
+                          pad_id=pad, length_multiple=128, on_outcome_error="record", **run_kw)
+        for k in ("forward_tokens", "decoded_tokens", "outcome_checks"):
+            stats[k] += float(res.stats.get(k, 0.0))
+        stats["nodes"] += int(sum(res.num_nodes[:len(idx)]))
+        stats["groups"] += 1
+        stats["outcome_errors"] += [(idx[q], m) for q, m in res.outcome_errors if q < len(idx)]
+        for p in mcts.extract_pairs(res):
+            if p.query >= len(idx):
+                continue
+            pairs.append({"query": idx[p.query], "node": p.node, "depth": p.depth,
+                          "prefix": list(p.prefix_ids[p.prompt_len:]), "chosen": list(p.chosen_ids),
+                          "rejected": list(p.rejected_ids), "q_chosen": p.q_chosen, "q_rejected": p.q_rejected})
+    return pairs, stats
+
+
+def filter_records(records, max_similarity: float, min_q_gap: float, min_chosen_q: float) -> dict:
+    """App. B's filters (`mcts.filter_pairs`) on pair records: sets each record's `kept` / `reason`
+    (the first failing filter: similar, small_q_gap, low_chosen_q); returns the counts by reason."""
+    from jaxtool.sample import mcts
+
+    counts: dict[str, int] = {}
+    for r in records:
+        p = mcts.Pair(query=r.query_index, node=0, depth=r.depth, prefix_ids=list(r.prefix_ids), prompt_len=0,
+                      chosen_ids=list(r.chosen_ids), rejected_ids=list(r.rejected_ids), q_chosen=r.q_chosen,
+                      q_rejected=r.q_rejected, chosen_node=0, rejected_node=0)
+        kept, c = mcts.filter_pairs([p], max_similarity, min_q_gap, min_chosen_q)
+        reason = None if kept else next(k for k, v in c.items() if k != "kept" and v)
+        r.kept, r.reason = reason is None, reason
+        if reason:
+            counts[reason] = counts.get(reason, 0) + 1
+    return counts
