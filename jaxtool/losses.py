@@ -167,9 +167,10 @@ def turn_logps(token_logps: Array, turn_ids: Array, max_turns: int) -> tuple[Arr
 def sft_token_nll(token_logps: Array, loss_mask: Array) -> Array:
     """Per-token negative log-likelihood `-log pi(target | prefix)` where trained, 0 elsewhere.
 
-    Shapes: `token_logps [B, L]` (from `token_logps`), `loss_mask [B, L]` -> `[B, L]` float32. The
+    Shapes: `token_logps [B, L]` (from `token_logps`), `loss_mask [B, L]` -> `[B, L]` in the log-probs
+    dtype (float32, or float64 under x64). The
     SFT objective's per-unit loss (one unit per trained token)."""
-    return jnp.where(_as_bool(loss_mask), -token_logps.astype(jnp.float32), 0.0)
+    return jnp.where(_as_bool(loss_mask), -token_logps, jnp.zeros((), token_logps.dtype))
 
 
 def sft_loss_and_count(logits: Array, targets: Array, loss_mask: Array) -> tuple[Array, Array]:

@@ -88,13 +88,12 @@ def test_recipes_load(name):
         assert (cfg.batch_size, cfg.epochs, cfg.optim.lr, cfg.model.compute_dtype) == (8, 3, 1e-4, "bfloat16")
 
 
-def test_405b_recipe_errors_clearly():
+def test_405b_recipe_is_qlora_on_an_nf4_base():
     from jaxtool.config import load_config
 
-    with pytest.raises(ConfigError, match="llama3_405b_qlora.yaml: unknown key 'model.quantization'"):
-        load_config(os.path.join(ROOT, "configs", "calm", "llama3_405b_qlora.yaml"))
-    text = open(os.path.join(ROOT, "configs", "calm", "llama3_405b_qlora.yaml")).read()
-    assert "NF4" in text and "NOT RUNNABLE YET" in text
+    c = load_config(os.path.join(ROOT, "configs", "calm", "llama3_405b_qlora.yaml"))
+    assert c.lora.enabled and c.lora.base_quant == "nf4" and (c.lora.rank, c.lora.alpha) == (16, 32.0)
+    assert (c.batch_size, c.epochs, c.optim.lr) == (8, 3, 1e-4)
 
 
 # --------------------------------------------------------------------------------------------
