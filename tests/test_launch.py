@@ -1,5 +1,7 @@
 """launch/convert_to_hf.sh converts a training run's checkpoint steps into HF directories that
-transformers loads."""
+transformers loads; launch/tpu_pod.sh and launch/gpu_nodes.sh print every command they would run
+(--dry-run) for a TPU slice, plain multi-node GPUs and SLURM (their --local mode is run for real by
+tests/test_multiprocess.py)."""
 
 import os
 import stat
@@ -42,3 +44,133 @@ def test_convert_to_hf_script_converts_every_step(tiny_model_dir, tmp_path):
     bad = subprocess.run(["bash", os.path.join(ROOT, "launch", "convert_to_hf.sh"), str(tmp_path)], env=env,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "not a jaxtool checkpoint directory" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# launch/tpu_pod.sh and launch/gpu_nodes.sh: every command of a dry run (their --local mode trains
+# for real in tests/test_multiprocess.py)
+# ---------------------------------------------------------------------------------------------
+
+def _dry(script, *args, env=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "COORDINATOR", "NUM_NODES", "NODE_RANK"))}
+    e.update(env or {})
+    out = subprocess.run(["bash", os.path.join(ROOT, "launch", script), *args], env=e, capture_output=True,
+                         text=True, timeout=60)
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_tpu_pod_dry_run_prints_every_command():
+    rc, out, err = _dry("tpu_pod.sh", "--dry-run", "--install", "--env", "LIBTPU_INIT_ARGS=--xla_tpu_foo=true",
+                        "my-v5e", "us-west4-a", "proj", "--", "configs/diatool_dpo/llama3_8b.yaml",
+                        "run_dir=/mnt/shared/runs/dpo", "mesh.fsdp=-1")
+    assert rc == 0, err
+    lines = out.splitlines()
+    where = "--zone us-west4-a --project proj"
+    assert f"gcloud compute tpus tpu-vm describe my-v5e {where} '--format=value(state,acceleratorType)'" in lines
+    assert f"gcloud compute tpus tpu-vm scp --recurse {ROOT} my-v5e:jaxtool {where} --worker=all" in lines
+    assert (f"gcloud compute tpus tpu-vm ssh my-v5e {where} --worker=all --command "
+            "'pip install -U \"jax[tpu]\" && pip install -e jaxtool'") in lines
+    run = [ln for ln in lines if ln.startswith("gcloud compute tpus tpu-vm ssh") and "jaxtool train" in ln]
+    assert len(run) == 1
+    assert "--worker=all" in run[0] and "cd jaxtool && mkdir -p /mnt/shared/runs/dpo/logs" in run[0]
+    assert ("env LIBTPU_INIT_ARGS=--xla_tpu_foo=true jaxtool train configs/diatool_dpo/llama3_8b.yaml "
+            "run_dir=/mnt/shared/runs/dpo mesh.fsdp=-1 --distributed --resume >> /mnt/shared/runs/dpo/logs/worker-$w.log") in run[0]
+    assert "echo $! > /mnt/shared/runs/dpo/logs/worker-$w.pid" in run[0]
+    stop = [ln for ln in lines if "kill -TERM" in ln]   # what SIGTERM/SIGINT to the launcher sends every worker
+    assert len(stop) == 1 and "--worker=all" in stop[0] and "worker-$(hostname).pid" in stop[0]
+    # the older form `-- jaxtool train CONFIG` is still accepted
+    rc2, out2, _ = _dry("tpu_pod.sh", "--dry-run", "v4", "zone", "--", "jaxtool", "train", "c.yaml")
+    assert rc2 == 0 and "jaxtool train c.yaml --distributed --resume" in out2
+
+
+def test_tpu_pod_local_dry_run_and_bad_arguments():
+    rc, out, _ = _dry("tpu_pod.sh", "--local", "2", "--dry-run", "--", "c.yaml", "run_dir=/tmp/r", env={"PORT": "9999"})
+    assert rc == 0
+    for i in range(2):
+        assert (f"env JAX_COORDINATOR_ADDRESS=127.0.0.1:9999 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID={i} "
+                f"JAX_LOCAL_DEVICE_IDS={i} jaxtool train c.yaml run_dir=/tmp/r --distributed --resume "
+                f">> /tmp/r/logs/worker{i}.log 2>&1 &") in out
+    assert _dry("tpu_pod.sh", "--dry-run", "onlyname", "--", "c.yaml")[0] == 2
+    assert _dry("tpu_pod.sh", "--env", "novalue", "n", "z", "--", "c.yaml")[0] == 2
+    rc, _, err = _dry("tpu_pod.sh", "--bogus")
+    assert rc == 2 and "unknown option --bogus" in err
+
+
+def test_gpu_nodes_dry_run_plain_multi_node_one_process_per_gpu():
+    env = {"COORDINATOR": "10.0.0.1:8476", "NUM_NODES": "2", "NODE_RANK": "1"}
+    rc, out, err = _dry("gpu_nodes.sh", "--dry-run", "--gpus-per-node", "8", "--install", "c.yaml", "run_dir=/shared/r",
+                        env=env)
+    assert rc == 0, err
+    assert "mode nodes, 2 node(s) x 8 process(es)" in out
+    assert f"bash -c 'pip install -U \"jax[cuda12]\" && pip install -e {ROOT}'" in out
+    workers = [ln for ln in out.splitlines() if ln.startswith("env JAX_COORDINATOR_ADDRESS")]
+    assert len(workers) == 8
+    for local, ln in enumerate(workers):  # node 1 holds processes 8..15 of 16, one per local GPU
+        assert ln == (f"env JAX_COORDINATOR_ADDRESS=10.0.0.1:8476 JAX_NUM_PROCESSES=16 JAX_PROCESS_ID={8 + local} "
+                      f"JAX_LOCAL_DEVICE_IDS={local} jaxtool train c.yaml run_dir=/shared/r --distributed --resume "
+                      f">> /shared/r/logs/worker{8 + local}.log 2>&1 &")
+    assert _dry("gpu_nodes.sh", "--dry-run", "c.yaml", env={"COORDINATOR": "h:1", "NUM_NODES": "2"})[0] != 0  # no NODE_RANK
+    rc, _, err = _dry("gpu_nodes.sh", "--dry-run", "c.yaml", env={**env, "NODE_RANK": "2"})
+    assert rc == 2 and "NODE_RANK=2 is not below NUM_NODES=2" in err
+
+
+def test_gpu_nodes_dry_run_under_slurm_uses_srun():
+    env = {"SLURM_JOB_ID": "77", "SLURM_NNODES": "2"}
+    rc, out, err = _dry("gpu_nodes.sh", "--dry-run", "--gpus-per-node", "8", "c.yaml", "data.train=conversations:a b.jsonl",
+                        env=env)
+    assert rc == 0, err
+    assert ("srun --nodes=2 --ntasks-per-node=8 --gpus-per-task=1 --kill-on-bad-exit=1 --output=logs/worker%t.log "
+            "jaxtool train c.yaml 'data.train=conversations:a b.jsonl' --distributed --resume") in out.splitlines()
+    rc, out, _ = _dry("gpu_nodes.sh", "--dry-run", "--local", "3", "--port", "1234", "c.yaml")
+    assert rc == 0 and out.count("JAX_COORDINATOR_ADDRESS=127.0.0.1:1234 JAX_NUM_PROCESSES=3") == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# launch/memory_plan.py: its abstract train state is the one build_state places on the mesh
+# ---------------------------------------------------------------------------------------------
+
+def _memory_plan():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("memory_plan", os.path.join(ROOT, "launch", "memory_plan.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_memory_plan_state_matches_build_state(tiny_model_dir):
+    import jax
+
+    import jaxtool
+    from jaxtool.train.state import build_state
+
+    mp = _memory_plan()
+    model = jaxtool.load_model(tiny_model_dir)
+    for extra in ([], ["lora.enabled=true", "lora.rank=4", "lora.base_quant=int8"]):
+        c = load_config(None, ["mesh.data=1", "mesh.fsdp=2", "mesh.tensor=2", *extra])
+        real = build_state(c, model, total_steps=10, max_turns=0)
+        state, state_sh, frozen, _, _, _ = mp.abstract_setup(c, model.config, real.mesh, total_steps=10)
+        for got, want in ((state, real.state), (frozen, real.frozen), (state_sh, real.state_shardings)):
+            g, gt = jax.tree_util.tree_flatten(got)
+            w, wt = jax.tree_util.tree_flatten(want)
+            assert gt == wt, extra
+            for a, b in zip(g, w):
+                if isinstance(b, jax.sharding.Sharding):
+                    assert a == b, extra
+                else:
+                    assert (a.shape, a.dtype, a.sharding) == (b.shape, b.dtype, b.sharding), extra
+
+
+def test_memory_plan_compiles_a_recipe_step_and_reports_per_chip_memory():
+    mp = _memory_plan()
+    r = mp.plan(os.path.join(ROOT, "configs", "simpo_smollm2.yaml"), "tiny", {"data": 1, "fsdp": 4, "tensor": 1},
+                ["data.max_length=128", "batch_size=8"])
+    assert r["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and r["kind"] == "preference"
+    assert r["arguments_gib"] > 0 and r["temps_gib"] > 0
+    assert abs(r["peak_gib"] - (r["arguments_gib"] + r["outputs_gib"] - r["aliased_gib"] + r["temps_gib"])) < 1e-9
+    # twice the batch: more temporaries, the same state
+    r2 = mp.plan(os.path.join(ROOT, "configs", "simpo_smollm2.yaml"), "tiny", {"data": 1, "fsdp": 4, "tensor": 1},
+                 ["data.max_length=128", "batch_size=16"])
+    assert r2["temps_gib"] > r["temps_gib"]
+    assert abs(r2["arguments_gib"] - r["arguments_gib"]) < 1e-3
+    assert "| configs/simpo_smollm2.yaml | tiny |" in mp.markdown([{**r, "recipe": "configs/simpo_smollm2.yaml"}])

@@ -42,9 +42,10 @@ def precompute(ds, setup, max_turns: int, path: str | None, model_id: str, n_log
     ref = RefLogps.zeros(len(ds), max_turns)
     with sharding.use_mesh(setup.mesh):
         for batch in ds.one_pass():
-            vals = jax.device_get(setup.reference_step(sharding.shard_batch(batch, setup.mesh),
-                                                       n_logits=n_logits_fn(batch)))
-            rows = np.asarray(batch.index)
+            sb = sharding.shard_batch(batch, setup.mesh)
+            # to_host gathers across processes: every process fills the whole column
+            vals = sharding.to_host(setup.reference_step(sb, n_logits=n_logits_fn(batch)))
+            rows = np.asarray(sharding.to_host(sb.index))
             ok = rows >= 0
             for side in ("chosen", "rejected"):
                 getattr(ref, f"{side}_seq")[rows[ok]] = np.asarray(vals[side]["seq"])[ok]

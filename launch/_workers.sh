@@ -1,0 +1,81 @@
+# Shared by launch/tpu_pod.sh and launch/gpu_nodes.sh (sourced, not run): start worker processes on
+# this host, one log and one pid file per worker, forward SIGTERM/SIGINT (a preemption notice,
+# `scancel`, Ctrl-C) to every worker, wait for all of them.
+#
+#   jt_local_workers COORDINATOR NUM_PROCESSES FIRST_ID COUNT LOG_DIR CMD...
+#
+# Worker i (FIRST_ID <= i < FIRST_ID+COUNT) runs CMD with JAX_COORDINATOR_ADDRESS=COORDINATOR,
+# JAX_NUM_PROCESSES, JAX_PROCESS_ID=i and JAX_LOCAL_DEVICE_IDS=i-FIRST_ID (its GPU on this host),
+# stdout+stderr appended to LOG_DIR/worker<i>.log (a restart continues it), its pid in LOG_DIR/worker<i>.pid. With JT_DRY_RUN=1 the
+# commands are printed instead. Returns 0 if every worker exited 0, else the first non-zero code
+# (3 = stopped by a signal after saving a checkpoint).
+
+JT_PIDS=()
+JT_SIGNALLED=0
+
+jt_quote() {  # one word, quoted for a POSIX shell only when it needs it
+  case "$1" in
+    "" | *[!A-Za-z0-9_./:=@%+,-]*) printf "'%s'" "${1//\'/\'\\\'\'}" ;;
+    *) printf '%s' "$1" ;;
+  esac
+}
+
+jt_print() {  # print a command line, quoted so that it can be pasted into a shell
+  local out="" a
+  for a in "$@"; do out+="$(jt_quote "$a") "; done
+  echo "${out% }"
+}
+
+jt_free_port() {
+  "${PYTHON:-python3}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+jt_forward() {  # forward a signal to every live worker
+  local sig=$1 p
+  for p in "${JT_PIDS[@]}"; do kill -s "$sig" "$p" 2>/dev/null || true; done
+}
+
+jt_local_workers() {
+  local coord=$1 nproc=$2 first=$3 count=$4 logdir=$5
+  shift 5
+  local i local_id pid rc=0 st st2
+  JT_PIDS=()
+  [ "${JT_DRY_RUN:-0}" = 1 ] || mkdir -p "$logdir"
+  for ((local_id = 0; local_id < count; local_id++)); do
+    i=$((first + local_id))
+    if [ "${JT_DRY_RUN:-0}" = 1 ]; then
+      echo "$(jt_print env JAX_COORDINATOR_ADDRESS="$coord" JAX_NUM_PROCESSES="$nproc" JAX_PROCESS_ID="$i" \
+        JAX_LOCAL_DEVICE_IDS="$local_id" "$@") >> $(jt_quote "$logdir/worker$i.log") 2>&1 &"
+      continue
+    fi
+    echo "=== $(date -u +%FT%TZ) worker $i of $nproc: $(jt_print "$@")" >>"$logdir/worker$i.log"
+    JAX_COORDINATOR_ADDRESS="$coord" JAX_NUM_PROCESSES="$nproc" JAX_PROCESS_ID="$i" JAX_LOCAL_DEVICE_IDS="$local_id" \
+      "$@" >>"$logdir/worker$i.log" 2>&1 </dev/null &
+    pid=$!
+    JT_PIDS+=("$pid")
+    echo "$pid" >"$logdir/worker$i.pid"
+    echo "worker $i: pid $pid, log $logdir/worker$i.log"
+  done
+  [ "${JT_DRY_RUN:-0}" = 1 ] && { echo "wait  # SIGTERM/SIGINT to this script are forwarded to every worker"; return 0; }
+  trap 'JT_SIGNALLED=1; echo "launch: SIGTERM: forwarding to every worker (each saves a checkpoint and stops)"; jt_forward TERM' TERM
+  trap 'JT_SIGNALLED=1; echo "launch: SIGINT: forwarding to every worker"; jt_forward INT' INT
+  for local_id in "${!JT_PIDS[@]}"; do
+    pid=${JT_PIDS[$local_id]}
+    while true; do
+      st=0
+      wait "$pid" || st=$?
+      # `wait` also returns (status > 128) when a trapped signal arrives: the worker is still running
+      if [ "$st" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then continue; fi
+      if [ "$st" -gt 128 ]; then  # the signal and the exit crossed: fetch the status bash kept (127: none)
+        st2=0
+        wait "$pid" 2>/dev/null || st2=$?
+        [ "$st2" -eq 127 ] || st=$st2
+      fi
+      break
+    done
+    echo "worker $((first + local_id)): exit $st"
+    if [ "$st" -ne 0 ] && [ "$rc" -eq 0 ]; then rc=$st; fi
+  done
+  trap - TERM INT
+  return "$rc"
+}
