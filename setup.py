@@ -8,8 +8,8 @@ uses), so it is deliberately not listed here. BFCL's data likewise: `pip install
 from setuptools import find_packages, setup
 
 RUNTIME = [
-    "jax>=0.7.0,<0.11",
-    "jaxlib>=0.7.0,<0.11",
+    "jax>=0.7.0,<0.12",   # 0.10 (this project's CPU CI) and 0.11 (current CUDA / TPU installs)
+    "jaxlib>=0.7.0,<0.12",
     "flax>=0.11.0,<0.13",
     "optax>=0.2.4,<0.3",
     "orbax-checkpoint>=0.11.20,<0.13",
@@ -49,6 +49,8 @@ setup(
     extras_require={
         "test": TEST,
         "tfds": ["tensorflow-datasets>=4.9"],
+        "gpu": ["jax[cuda12]>=0.7.0,<0.12"],   # NVIDIA GPUs (cuDNN flash attention through jax.nn.dot_product_attention)
+        "tpu": ["jax[tpu]>=0.7.0,<0.12"],      # Cloud TPU VMs (Pallas splash attention)
     },
     entry_points={"console_scripts": ["jaxtool=jaxtool.cli:main"]},
 )
