@@ -72,7 +72,7 @@ def read_meta(ckpt_dir: str) -> dict:
     path = os.path.join(ckpt_dir, META_FILE)
     if not os.path.isfile(path):
         raise CheckpointError(f"{ckpt_dir}: not a jaxtool checkpoint directory (no {META_FILE})")
-    meta = _read_json(path, "checkpoint metadata")
+    meta = read_json(path, "checkpoint metadata")
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
@@ -80,7 +80,8 @@ def read_meta(ckpt_dir: str) -> dict:
     return meta
 
 
-def _read_json(path: str, what: str) -> Any:
+def read_json(path: str, what: str) -> Any:
+    """A JSON file (UTF-8) or a CheckpointError naming the file, what it is and what is wrong."""
     try:
         with open(path, "rb") as fh:
             return json.loads(fh.read().decode("utf-8"))
@@ -179,7 +180,7 @@ def verify_step(step_path: str, step: int, items: Iterable[str] | None = None, w
         return CheckpointCorruptError(f"{where}: checkpoint step {step} is damaged: {file}: {why}", step=step, file=file)
 
     try:
-        manifest = _read_json(mpath, "integrity manifest")
+        manifest = read_json(mpath, "integrity manifest")
         files = manifest["files"]
         algo = manifest.get("hash", HASH)
         if not isinstance(files, dict) or algo not in hashlib.algorithms_available:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from jaxtool.checkpoint import read_json
 from jaxtool.errors import CheckpointError, ConfigError
 from jaxtool.models.family import family_for_hf, family_of
 from jaxtool.models.run import DTYPES
@@ -99,15 +100,7 @@ def read_hf_config(hf_dir: str) -> dict:
     path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(path):
         raise CheckpointError(f"{hf_dir}: no config.json (not a Hugging Face model directory)")
-    try:
-        with open(path, "rb") as fh:
-            return json.loads(fh.read().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    except (ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: not readable JSON ({type(e).__name__})") from None
+    return read_json(path, "config.json")
 
 
 def load_hf_tokenizer(hf_dir: str):

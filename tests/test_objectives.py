@@ -90,7 +90,6 @@ def test_a_new_objective_is_one_entry(tmp_path):
         assert c.loss.tau == 2.0
         cfg = llama.preset("tiny")
         params = llama.init_params(cfg, jax.random.key(0))
-        rng = np.random.RandomState(0)
 
         def side(seed):
             r = np.random.RandomState(seed)
@@ -111,7 +110,6 @@ def test_a_new_objective_is_one_entry(tmp_path):
         want = -jax.nn.log_sigmoid((seqlp(batch.chosen) - seqlp(batch.rejected)) / 2.0)
         np.testing.assert_allclose(float(loss), float(jnp.sum(want)), rtol=1e-5)
         assert float(count) == 2.0
-        del rng
     finally:
         objectives.REGISTRY.pop("test_seq_pref")
 
