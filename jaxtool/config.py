@@ -144,6 +144,27 @@ class TrainConfig:
     progress: bool = True
 
 
+
+def train_config(**sections) -> TrainConfig:
+    """A TrainConfig from keyword sections, for code that builds recipes (the quickstart's and the
+    experiments' stages): ``train_config(lora=dict(enabled=True, rank=16), optim=dict(lr=1e-3),
+    loss=dict(type="diatool_dpo", beta=0.5), batch_size=4)``. ``loss`` is the tagged union: its
+    ``type`` picks the hyper-parameter dataclass of the other keys."""
+    from jaxtool import objectives
+
+    c = TrainConfig()
+    for section, values in sections.items():
+        if section == "loss":
+            values = dict(values)
+            kind = values.pop("type")
+            common = {k: values.pop(k) for k in LOSS_COMMON if k in values}
+            c.loss = LossConfig(type=kind, params=objectives.make_hparams(kind, values), **common)
+        elif isinstance(values, dict):
+            setattr(c, section, dataclasses.replace(getattr(c, section), **values))
+        else:
+            setattr(c, section, values)
+    return c
+
 CHOICES = {
     "model.remat": ("none", "full", "dots", "dots_no_batch"),
     "model.attention": ("auto", "xla", "cudnn", "splash"),
@@ -384,6 +405,10 @@ def _build_loss(lc: LossConfig, items: dict[str, tuple[Any, str]], prefix: str, 
                                   f"(its keys: {', '.join(list(hints) + list(LOSS_COMMON))})")
             raise _unknown(key, root_cls, where)
         values[name] = _coerce(value, hints[name], key, where)
+    # keys not given keep the config's current values (a nested config's own defaults, e.g. the
+    # quickstart's DiaTool-DPO margin), unless loss.type changed to an objective with other keys
+    if isinstance(lc.params, obj.hparams):
+        values = {**dataclasses.asdict(lc.params), **values}
     lc.params = obj.hparams(**values)
 
 

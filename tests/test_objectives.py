@@ -118,3 +118,17 @@ def test_loss_config_attribute_errors_name_the_type():
     lc = LossConfig(type="dpo")
     with pytest.raises(AttributeError, match="loss.type='dpo'"):
         _ = lc.margin
+
+
+def test_nested_loss_defaults_survive_loading():
+    """A config class whose nested TrainConfigs set their own loss hyper-parameters (the quickstart's
+    DiaTool-DPO β 0.5 / γ 0.5 / ρ 2.0) keeps them when loaded without a YAML file, and a YAML / override
+    key changes only that key."""
+    from jaxtool.commands.quickstart import QuickstartConfig
+
+    hp = load_config(None, [], cls=QuickstartConfig).dpo.loss.params
+    assert (hp.beta, hp.gamma, hp.margin) == (0.5, 0.5, 2.0)
+    hp = load_config(None, ["dpo.loss.margin=1.0"], cls=QuickstartConfig).dpo.loss.params
+    assert (hp.beta, hp.gamma, hp.margin) == (0.5, 0.5, 1.0)
+    hp = load_config(None, ["dpo.loss.type=dpo"], cls=QuickstartConfig).dpo.loss.params
+    assert isinstance(hp, objectives.DPOParams) and not hasattr(hp, "margin")

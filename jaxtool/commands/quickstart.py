@@ -26,23 +26,7 @@ import random
 import shutil
 import time
 
-from jaxtool import objectives
-from jaxtool.config import LossConfig, TrainConfig
-
-
-def _train(**kw) -> TrainConfig:
-    c = TrainConfig()
-    for section, values in kw.items():
-        if section == "loss":  # a tagged union: the type picks the hyper-parameter dataclass
-            values = dict(values)
-            kind = values.pop("type")
-            common = {k: values.pop(k) for k in ("reference", "max_turns") if k in values}
-            c.loss = LossConfig(type=kind, params=objectives.make_hparams(kind, values), **common)
-        elif isinstance(values, dict):
-            setattr(c, section, dataclasses.replace(getattr(c, section), **values))
-        else:
-            setattr(c, section, values)
-    return c
+from jaxtool.config import TrainConfig, train_config
 
 
 @dataclasses.dataclass
@@ -58,10 +42,10 @@ class QuickstartConfig:
     eval_max_new_tokens: int = 128    # a 4-argument hermes call is ~70 tokens
     eval_batch_size: int = 8
     seed: int = 0
-    sft: TrainConfig = dataclasses.field(default_factory=lambda: _train(
+    sft: TrainConfig = dataclasses.field(default_factory=lambda: train_config(
         lora=dict(enabled=True, rank=16, alpha=32.0), optim=dict(lr=2e-3, schedule="linear", warmup_steps=2),
         loss=dict(type="sft"), batch_size=4, epochs=2))
-    dpo: TrainConfig = dataclasses.field(default_factory=lambda: _train(
+    dpo: TrainConfig = dataclasses.field(default_factory=lambda: train_config(
         lora=dict(enabled=True, rank=16, alpha=32.0), optim=dict(lr=1e-3, schedule="linear", warmup_steps=1),
         loss=dict(type="diatool_dpo", beta=0.5, gamma=0.5, margin=2.0), batch_size=2, epochs=1))
 
