@@ -38,6 +38,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("layers", None),
     ("norm", None),
     ("lora_rank", None),
+    ("quant_blocks", ("fsdp", "tensor")),   # NF4 blocks of a flattened weight slice (models/quant.py)
     # activations
     ("batch", ("data", "fsdp")),
     ("seq", None),

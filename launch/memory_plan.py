@@ -78,9 +78,10 @@ def abstract_setup(c, model_cfg, mesh, total_steps: int = 1000):
     params = fam.abstract_params(model_cfg, c.model.param_dtype)
     params = place(params, sharding.tree_shardings(fam.param_axes(model_cfg), params, mesh))
     rep = sharding.replicated(mesh)
-    if c.lora.enabled and c.lora.base_quant != "none":  # build_state: quantised, then replicated
+    if c.lora.enabled and c.lora.base_quant != "none":  # build_state: quantised, sharded like the plain base
         params = jax.eval_shape(lambda p: quant.quantize_params(p, c.lora.base_quant), params)
-        params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), params)
+        params = place(params, sharding.tree_shardings(quant.quantized_param_axes(fam.param_axes(model_cfg), params),
+                                                       params, mesh))
     if c.lora.enabled:
         adapters = jax.eval_shape(lambda: lora.init_adapters(model_cfg, c.lora.rank, c.lora.targets, jax.random.key(0)))
         trainable = place(adapters, sharding.tree_shardings(lora.adapter_axes(adapters, model_cfg), adapters, mesh))

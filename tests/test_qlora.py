@@ -51,3 +51,30 @@ def test_qlora_trains_on_a_quantised_base_and_exports(tiny_model_dir, tmp_path, 
 def test_base_quant_needs_lora():
     with pytest.raises(ConfigError, match="lora.base_quant"):
         load_config(None, ["lora.base_quant=nf4"])
+
+
+@pytest.mark.parametrize("kind", ["nf4"])   # int8 (the weight's own axes) runs in test_launch on a 2x2 mesh
+def test_quantised_base_is_sharded_like_the_plain_one(tiny_model_dir, tmp_path, kind):
+    """On a (data 1, fsdp 4, tensor 2) mesh of 8 host devices the quantised frozen weights are split
+    over the chips (not replicated), and training on that mesh gives the single-device losses."""
+    def run(mesh, name):
+        c = load_config(None, [f"model.path={tiny_model_dir}", f"run_dir={tmp_path / name}", "progress=false",
+                               "data.format=hermes", "data.max_length=512", "data.bucket_multiple=64",
+                               f"data.train=conversations:{SEEDS}", "data.limit=4", "data.shuffle=false",
+                               "lora.enabled=true", "lora.rank=4", "lora.alpha=8", f"lora.base_quant={kind}",
+                               "batch_size=4", "max_steps=2", "optim.lr=1e-2", *mesh])
+        t = Trainer(c)
+        t.setup()
+        return t, t.run()
+
+    t, res = run(["mesh.data=1", "mesh.fsdp=4", "mesh.tensor=2"], "mesh")
+    for name in ("wq", "wo", "w_up", "w_down"):
+        q = t.frozen["layers"][name]
+        for arr, split in ((q.data, 4), (q.scales, 2)):   # int8 scales: per output channel (no input axis)
+            shard = arr.sharding.shard_shape(arr.shape)
+            assert np.prod(shard) * split <= np.prod(arr.shape), (name, arr.shape, shard, arr.sharding.spec)
+    qleaves = [t.frozen["layers"][n] for n in quant.DEFAULT_TARGETS]
+    per_chip = sum(int(np.prod(a.sharding.shard_shape(a.shape))) * a.dtype.itemsize for a in jax.tree.leaves(qleaves))
+    assert per_chip * 3.5 <= quant.tree_nbytes(qleaves)   # before: replicated, per chip = total
+    t1, res1 = run(["mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"], "one")
+    assert res.last_metrics["loss"] == pytest.approx(res1.last_metrics["loss"], rel=1e-4)

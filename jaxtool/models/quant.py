@@ -275,6 +275,50 @@ def quantize_params(params, kind: str, targets: Sequence[str] = DEFAULT_TARGETS,
     return jax.tree_util.tree_map_with_path(one, params, is_leaf=is_quantized)
 
 
+def quantized_axes(axes: tuple, qw: QuantizedWeight, name: str) -> QuantizedWeight:
+    """Logical axis names for the arrays of `qw`, the quantised form of a weight whose axes are
+    `axes` (e.g. ``("layers", "embed", "mlp")``), so a quantised base is sharded like the plain one
+    (FSDP / tensor parallel) instead of replicated on every chip:
+
+    int8   data: the weight's axes; scales: the same with the input axes unnamed (they have size 1).
+    nf4    data and block scales: the leading axes (``layers``), then the flattened blocks named
+           ``quant_blocks`` (split over ``fsdp`` × ``tensor`` where the block count divides: the
+           packed bytes are gathered per layer like FSDP gathers weights, then dequantised and
+           resharded to the matmul's layout by XLA); double-quantisation arrays: leading axes only.
+    """
+    n_lead = len(axes) - BASE_NDIM[name]
+    lead = tuple(axes[:n_lead])
+    if qw.kind == "int8":
+        in_axes = set(range(n_lead, n_lead + IN_DIMS[name]))
+        scales = tuple(None if i in in_axes else a for i, a in enumerate(axes))
+        return dataclasses.replace(qw, data=tuple(axes), scales=scales)
+    flat = lead + ("quant_blocks",)
+    return dataclasses.replace(
+        qw, data=flat, scales=None if qw.scales is None else flat,
+        dq_codes=None if qw.dq_codes is None else flat,
+        dq_scales=None if qw.dq_scales is None else lead + (None,),
+        dq_offset=None if qw.dq_offset is None else lead + (None,))
+
+
+def quantized_param_axes(axes_tree, qparams):
+    """`axes_tree` (a model's `param_axes`) with every leaf that is quantised in `qparams` replaced by
+    `quantized_axes`: a tree of axis-name tuples matching `qparams`' arrays, for
+    `jaxtool.sharding.tree_shardings`."""
+    is_axes = lambda v: isinstance(v, tuple) and all(isinstance(a, (str, type(None))) for a in v)  # noqa: E731
+
+    def one(path, axes):
+        q = _at(qparams, path)
+        return quantized_axes(axes, q, _leaf_name(path)) if is_quantized(q) else axes
+
+    return jax.tree_util.tree_map_with_path(one, axes_tree, is_leaf=is_axes)
+
+
+def _at(tree, path):
+    for p in path:
+        tree = tree[p.key] if isinstance(p, jax.tree_util.DictKey) else tree[p.idx]
+    return tree
+
+
 def dequantize_params(params, dtype=None):
     """Every `QuantizedWeight` in the tree dequantised (to `dtype`, default its original dtype)."""
     return jax.tree.map(lambda x: dequantize(x, dtype) if is_quantized(x) else x, params, is_leaf=is_quantized)
@@ -290,5 +334,5 @@ def bytes_per_param(qw: QuantizedWeight) -> float:
 
 
 __all__ = ["KINDS", "NF4_LEVELS", "NF4_BLOCK", "QuantizedWeight", "quantize", "dequantize", "materialize", "qmatmul",
-           "quantize_params", "dequantize_params", "tree_nbytes", "bytes_per_param", "is_quantized",
+           "quantize_params", "quantized_axes", "quantized_param_axes", "dequantize_params", "tree_nbytes", "bytes_per_param", "is_quantized",
            "nf4_block_scales"]

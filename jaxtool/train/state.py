@@ -72,10 +72,12 @@ def build_state(c: TrainConfig, model, total_steps: int, max_turns: int) -> Trai
     mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
     params = jax.device_put(model.params, sharding.tree_shardings(fam.param_axes(cfg), model.params, mesh))
     if c.lora.enabled and c.lora.base_quant != "none":
-        # QLoRA: the frozen projections stored int8 / NF4 (quantised shard by shard where they live,
-        # then replicated: quantised leaves carry no logical axes yet), dequantised in each matmul
-        params = jax.jit(lambda p: quant.quantize_params(p, c.lora.base_quant),
-                         out_shardings=sharding.replicated(mesh))(params)
+        # QLoRA: the frozen projections stored int8 / NF4, sharded like the plain weights
+        # (`quant.quantized_axes`), dequantised in each matmul
+        quantize = lambda p: quant.quantize_params(p, c.lora.base_quant)  # noqa: E731
+        abstract = jax.eval_shape(quantize, params)
+        q_sh = sharding.tree_shardings(quant.quantized_param_axes(fam.param_axes(cfg), abstract), abstract, mesh)
+        params = jax.jit(quantize, out_shardings=q_sh)(params)
     if c.lora.enabled:
         adapters = lora.init_adapters(cfg, c.lora.rank, c.lora.targets, jax.random.key(c.seed))
         a_sh = sharding.tree_shardings(lora.adapter_axes(adapters, cfg), adapters, mesh)
