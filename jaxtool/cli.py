@@ -20,6 +20,7 @@ COMMANDS = [
     ("data", "jaxtool.commands.data"),
     ("eval", "jaxtool.commands.eval"),
     ("itool", "jaxtool.commands.itool"),
+    ("experiment", "jaxtool.commands.experiment"),
     ("bench", "jaxtool.commands.bench"),
 ]
 
@@ -27,6 +28,7 @@ DESCRIPTION = """JAX-native training and evaluation of tool-using LLMs (DiaTool-
 
 Start here:
   jaxtool quickstart                        # the whole method end to end on the embedded SmolLM2-135M (~10 min CPU)
+  jaxtool experiment diatool --config configs/experiments/diatool_sgd_smollm2.yaml   # does DiaTool-DPO help?
   jaxtool data inspect glaive:FILE          # how a dataset renders and which tokens are trained
   jaxtool train configs/sft/smollm2_lora.yaml data.train=conversations:my_dialogues.jsonl
   jaxtool eval bfcl --model smollm2 --categories simple_python --limit 20

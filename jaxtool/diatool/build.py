@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from jaxtool.diatool.pairs import PAIR_KINDS, Pair, build_pairs
 from jaxtool.diatool.seeds import Seed
@@ -113,20 +113,29 @@ class PairWriter:
 
 def build(seeds: Sequence[Seed], augmenter, out_dir: str, *, subset: str = "all",
           templates: Templates | str | None = None, valid_fraction: float = 0.05, rng_seed: int = 0,
-          rejections: str = "template", progress: bool = False, sides_as_strings: bool = False) -> BuildStats:
+          rejections: str = "template", progress: bool = False, sides_as_strings: bool = False,
+          split: Mapping[str, str] | None = None) -> BuildStats:
     """Build and write the dataset for `seeds` (already extracted, de-duplicated and guarded).
 
     `augmenter.augment(seed, difficulty)` returns a `SlotFilling` or raises `NoAugmentation`;
     `rejections` = "template" (default) or "llm" (use the LLM-written refusal when the augmenter
     produced one, else the template). `sides_as_strings` writes ``chosen`` / ``rejected`` as
     JSON-encoded strings instead of objects (the layout kakao/diatool-dpo's training script reads,
-    per the project's data notes).
+    per the project's data notes). `split` (``{seed_id: "train" | "valid"}`` for every seed) replaces
+    the hashed `valid_fraction` split, e.g. to hold out whole services.
     """
     if rejections not in ("template", "llm"):
         raise ConfigError(f"rejections must be 'template' or 'llm', got {rejections!r}")
     diffs = difficulties_of(subset)
     templates = load_templates(templates)
-    split = split_seeds([s.id for s in seeds], valid_fraction, salt=str(rng_seed))
+    if split is None:
+        split = split_seeds([s.id for s in seeds], valid_fraction, salt=str(rng_seed))
+    else:
+        bad = sorted({str(v) for v in split.values()} - {"train", "valid"})
+        missing = [s.id for s in seeds if s.id not in split]
+        if bad or missing:
+            raise ConfigError(f"split must map every seed id to 'train' or 'valid' (other values: {bad}; "
+                              f"seeds without a split: {missing[:5]}{' ...' if len(missing) > 5 else ''})")
     stats = BuildStats()
     writer = PairWriter(out_dir, sides_as_strings)
     it: Iterable[Seed] = seeds
