@@ -300,3 +300,16 @@ def test_tiny_experiment_end_to_end_and_reuse(tiny_model_dir, tmp_path):
     res2 = run(ec, progress=False, log=lines2.append)
     assert sum("reusing" in ln for ln in lines2) == 4
     assert res2["stats"]["arms"] == res["stats"]["arms"]
+    # an arm killed mid-training: resumed when started with the same settings, else started afresh
+    done = tmp_path / "exp" / "arms" / "diatool" / "train_result.json"
+    os.remove(done)
+    lines3 = []
+    run(ec, progress=False, log=lines3.append)
+    assert any("resuming the unfinished run" in ln for ln in lines3)
+    os.remove(done)
+    with open(tmp_path / "exp" / "arms" / "diatool" / "train" / "started.json", "w") as fh:
+        json.dump({"key": "other settings"}, fh)
+    lines4 = []
+    res4 = run(ec, progress=False, log=lines4.append)
+    assert any("removing" in ln and "other settings" in ln for ln in lines4)
+    assert res4["training"]["diatool"]["steps"] == res["training"]["diatool"]["steps"]

@@ -345,7 +345,7 @@ def run(ec: ExperimentConfig, progress: bool = True, log=print) -> dict:
         else:
             log(f"== train {ARM_LABELS[arm]} ==")
             t = time.time()
-            r = Trainer(cfg).run()
+            r = Trainer(cfg).run(resume=_resumable(cfg.run_dir, _fingerprint(key), log))
             if r.status != "finished":
                 raise RuntimeError(f"arm {arm} stopped at step {r.steps} ({r.status})")
             trained[arm] = {"key": _fingerprint(key), "hf_dir": r.hf_dir, "steps": r.steps, "wall_s": r.wall_s,
@@ -357,6 +357,25 @@ def run(ec: ExperimentConfig, progress: bool = True, log=print) -> dict:
                                   {"train": trained[arm]["key"]})
     results = report(ec, data, evals, trained, timings, time.time() - t_all)
     return results
+
+
+def _resumable(run_dir: str, key: str, log) -> bool:
+    """An unfinished run of this arm: resume it when it was started with the same settings (its
+    ``started.json`` holds the same key), else remove it (it belongs to other settings)."""
+    import shutil
+
+    marker = os.path.join(run_dir, "started.json")
+    prev = _read_json(marker)
+    if os.path.isdir(run_dir) and prev and prev.get("key") == key:
+        log(f"resuming the unfinished run in {run_dir}")
+        return True
+    if os.path.isdir(run_dir):
+        log(f"removing {run_dir}: an unfinished run with other settings")
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir)
+    with open(marker, "w") as fh:
+        json.dump({"key": key}, fh)
+    return False
 
 
 def _read_json(path: str):
