@@ -313,3 +313,6 @@ def test_tiny_experiment_end_to_end_and_reuse(tiny_model_dir, tmp_path):
     res4 = run(ec, progress=False, log=lines4.append)
     assert any("removing" in ln and "other settings" in ln for ln in lines4)
     assert res4["training"]["diatool"]["steps"] == res["training"]["diatool"]["steps"]
+    # the report alone, from the saved arms
+    res5 = run(ec, progress=False, log=lines4.append, report_only=True)
+    assert res5["stats"]["arms"]["sft"] == res4["stats"]["arms"]["sft"]

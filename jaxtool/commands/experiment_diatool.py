@@ -35,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--config", default=None, help="YAML recipe (configs/experiments/diatool_sgd_smollm2.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. size=accelerator out=runs/x")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--report-only", action="store_true",
+                   help="train and evaluate nothing: rewrite results.md/json/png from the arms finished in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -48,6 +50,6 @@ def run(args) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    results = run_experiment(cfg, progress=not args.no_progress)
+    results = run_experiment(cfg, progress=not args.no_progress, report_only=args.report_only)
     print(f"\nresults: {cfg.out}/results.md, results.json, results.png (total {results['total_s']:.0f}s)")
     return 0

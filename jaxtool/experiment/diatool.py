@@ -293,13 +293,17 @@ def evaluate(model_dir: str, flows_path: str, ec: ExperimentConfig, out_dir: str
 # the run
 # --------------------------------------------------------------------------------------------
 
-def run(ec: ExperimentConfig, progress: bool = True, log=print) -> dict:
-    """Run the experiment end to end (module docstring); returns the results dict (also written)."""
+def run(ec: ExperimentConfig, progress: bool = True, log=print, report_only: bool = False) -> dict:
+    """Run the experiment end to end (module docstring); returns the results dict (also written).
+    `report_only`: train and evaluate nothing; write the report from the arms already finished in
+    ``out`` as they were saved (an arm without both results is left out and named)."""
     from jaxtool.api import load_model
     from jaxtool.train.trainer import Trainer
 
     sz = ec.run_size
     plan = arm_plan(ec)
+    if report_only:
+        return _report_saved(ec, plan, log)
     t_all = time.time()
     os.makedirs(ec.out, exist_ok=True)
     timings: dict[str, float] = {}
@@ -336,7 +340,9 @@ def run(ec: ExperimentConfig, progress: bool = True, log=print) -> dict:
         train_spec = (f"conversations:{data['paths'][data_key]}" if kind == "sft"
                       else f"diatool:{data['paths'][data_key]}")
         cfg = arm_config(ec, arm, kind, template, train_spec, valid[kind], start, progress)
-        key = {"config": to_dict(cfg), "data": data["pairs_by_kind"], "start": start}
+        # the start model by content: every arm but (a) starts from (a), whose fingerprint covers its own settings
+        key = {"config": to_dict(cfg), "data": data["pairs_by_kind"], "data_files": _file_hashes(data, data_key),
+               "start": start if arm == "sft" else trained["sft"]["key"]}
         done_path = os.path.join(ec.out, "arms", arm, "train_result.json")
         prev = _read_json(done_path)
         if prev and prev.get("key") == _fingerprint(key) and os.path.isdir(prev.get("hf_dir") or ""):
@@ -345,7 +351,11 @@ def run(ec: ExperimentConfig, progress: bool = True, log=print) -> dict:
         else:
             log(f"== train {ARM_LABELS[arm]} ==")
             t = time.time()
-            r = Trainer(cfg).run(resume=_resumable(cfg.run_dir, _fingerprint(key), log))
+            resume = _resumable(cfg.run_dir, _fingerprint(key), log)
+            if kind == "preference":
+                _share_reference(cfg.run_dir, [os.path.join(ec.out, "arms", a, "train") for a in trained
+                                               if plan[a][0] == "preference"], log)
+            r = Trainer(cfg).run(resume=resume)
             if r.status != "finished":
                 raise RuntimeError(f"arm {arm} stopped at step {r.steps} ({r.status})")
             trained[arm] = {"key": _fingerprint(key), "hf_dir": r.hf_dir, "steps": r.steps, "wall_s": r.wall_s,
@@ -357,6 +367,25 @@ def run(ec: ExperimentConfig, progress: bool = True, log=print) -> dict:
                                   {"train": trained[arm]["key"]})
     results = report(ec, data, evals, trained, timings, time.time() - t_all)
     return results
+
+
+def _report_saved(ec: ExperimentConfig, plan: dict, log) -> dict:
+    data = _read_json(os.path.join(ec.out, "data", "data.json"))
+    if data is None:
+        raise ConfigError(f"{ec.out}: no data/data.json — nothing has run in this directory yet")
+    evals, trained = {}, {}
+    for arm in (["base"] if ec.run_size.eval_base else []) + list(plan):
+        t = _read_json(os.path.join(ec.out, "arms", arm, "train_result.json")) if arm != "base" else {}
+        e = _read_json(os.path.join(ec.out, "arms", arm, "eval", "eval.json"))
+        if t is None or e is None:
+            log(f"{ARM_LABELS[arm]}: not finished in {ec.out}; left out of the report")
+            continue
+        evals[arm] = e
+        if arm != "base":
+            trained[arm] = t
+    if "sft" not in evals:
+        raise ConfigError(f"{ec.out}: the SFT-only arm has not finished; there is nothing to compare")
+    return report(ec, data, evals, trained, {}, 0.0)
 
 
 def _resumable(run_dir: str, key: str, log) -> bool:
@@ -378,6 +407,29 @@ def _resumable(run_dir: str, key: str, log) -> bool:
     return False
 
 
+def _file_hashes(data: dict, data_key: str) -> dict:
+    out = {}
+    for k in (data_key, "heldout_pairs", "heldout_sft"):
+        with open(data["paths"][k], "rb") as fh:
+            out[k] = hashlib.sha256(fh.read()).hexdigest()[:16]
+    return out
+
+
+def _share_reference(run_dir: str, done_dirs: list[str], log) -> None:
+    """Copy precomputed reference log-probs of an arm already trained from the same model on the same
+    pairs (the (e) ablations share (d)'s) into `run_dir`. The trainer checks the cache's fingerprint
+    (data, model, turn count) and recomputes it when it does not match, so a copy is never trusted
+    blindly."""
+    import shutil
+
+    for name in ("reference.npz", "reference_valid.npz"):
+        dst = os.path.join(run_dir, name)
+        src = next((os.path.join(d, name) for d in done_dirs if os.path.isfile(os.path.join(d, name))), None)
+        if src and not os.path.exists(dst):
+            shutil.copyfile(src, dst)
+            log(f"reference log-probs: starting from {src} (used if its fingerprint matches)")
+
+
 def _read_json(path: str):
     try:
         with open(path) as fh:
@@ -397,7 +449,7 @@ def _cached_eval(arm, model_dir, flows, ec, progress, log, timings, key) -> dict
     log(f"== evaluate {ARM_LABELS[arm]} on the held-out flows ==")
     t = time.time()
     res = {"key": key, **evaluate(model_dir, flows, ec, out_dir, progress)}
-    timings[f"eval {arm}"] = time.time() - t
+    timings[f"eval {arm}"] = res["eval_s"] = time.time() - t
     with open(os.path.join(out_dir, "eval.json"), "w") as fh:
         json.dump(res, fh, default=str)
     return res
@@ -435,12 +487,13 @@ def report(ec: ExperimentConfig, data: dict, evals: dict, trained: dict, timings
         rows.append([label] + [_fmt(st["arms"][a][m]) for a in evals])
     diff_header = ["difference (paired bootstrap)"] + [ROW_LABELS[m].split(" (")[0] for m in stats.METRICS]
     diff_rows = [[k] + [_fmt(v[m]) for m in stats.METRICS] for k, v in st["differences"].items()]
-    train_header = ["arm", "steps", "train wall s", "last train loss", "last reward margin", "held-out loss",
-                    "held-out pair margin", "held-out pair accuracy"]
+    train_header = ["arm", "steps", "train wall s", "eval wall s", "last train loss", "last reward margin",
+                    "held-out loss", "held-out pair margin", "held-out pair accuracy"]
     train_rows = []
     for a, r in trained.items():
         h = r.get("heldout") or {}
-        train_rows.append([ARM_LABELS[a], r["steps"], round(r["wall_s"], 1), r["last"].get("loss", float("nan")),
+        train_rows.append([ARM_LABELS[a], r["steps"], round(r["wall_s"], 1),
+                           round(evals[a].get("eval_s", float("nan")), 1), r["last"].get("loss", float("nan")),
                            r["last"].get("reward_margin", float("nan")), h.get("loss", float("nan")),
                            h.get("reward_margin", float("nan")), h.get("accuracy", float("nan"))])
     sz = ec.run_size
@@ -454,9 +507,11 @@ def report(ec: ExperimentConfig, data: dict, evals: dict, trained: dict, timings
           f"({st['n_units']} dialogues, {st['n_boot']} draws):", "", markdown_table(header, rows), "",
           "Paired differences (same bootstrap draws for both arms; an interval that excludes 0 is a difference "
           "at the 95% level):", "", markdown_table(diff_header, diff_rows), "", markdown_table(train_header, train_rows),
-          "Held-out loss: SFT arms, the NLL of the held-out services' Type 1 seed dialogues; preference arms, "
+          "", "Held-out loss: SFT arms, the NLL of the held-out services' Type 1 seed dialogues; preference arms, "
           "their own loss on held-out pairs (plain DPO and DiaTool-DPO losses are not on one scale).", "",
-          "time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {total_s:.0f}s", ""]
+          ("time of this invocation (arms reused from an earlier one are not in it): "
+           + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {total_s:.0f}s") if timings
+          else "(written from the saved arms: nothing trained or evaluated in this invocation)", ""]
     results = {"config": to_dict(ec), "data": data, "stats": st, "n_turns_by_type": n_by_type,
                "summaries": {a: e["summary"] for a, e in evals.items()},
                "training": trained, "timings_s": timings, "total_s": total_s}
