@@ -75,3 +75,38 @@ def test_8b_lora_diatool_dpo_step_fits_one_80gib_gpu():
           f"{temps:.1f} GiB, arguments {args:.1f} GiB")
     assert 14.0 < args < 17.0            # 16 GB of bf16 base + LoRA adapters and their AdamW moments
     assert temps + args < 80.0
+
+
+def test_cpu_experiment_preference_step_fits_a_laptop():
+    """`configs/experiments/diatool_sgd_smollm2.yaml`'s DiaTool-DPO step (SmolLM2-135M, LoRA, fp32,
+    4 pairs × 1,536 tokens, no remat) needed 22.1 GiB of temporaries and was OOM-killed on the 24 GiB
+    development machine; with the recipe's `optim.grad_accum: 4` it needs 5.7 GiB (measured)."""
+    import os
+
+    from jaxtool.config import load_config
+    from jaxtool.data.batch import PairBatch, RefLogps
+    from jaxtool.experiment.diatool import ExperimentConfig
+    from jaxtool.models import lora
+
+    ec = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "experiments",
+                                  "diatool_sgd_smollm2.yaml"), [], cls=ExperimentConfig)
+    c = ec.diatool
+    P, L, T = c.batch_size, ec.cpu.max_length, 8
+    cfg = llama.preset("smollm2-135m")
+    run = RunOptions(compute_dtype=ec.cpu.compute_dtype, remat=c.model.remat, logits_chunk=c.model.logits_chunk,
+                     packed=False, lora_scale=c.lora.alpha / c.lora.rank)
+    frozen = llama.abstract_params(cfg, jnp.float32)
+    adapters = jax.eval_shape(lambda: lora.init_adapters(cfg, c.lora.rank, lora.targets_of(cfg), jax.random.key(0)))
+    opt, _ = make_optimizer(c.optim, 100)
+    state = jax.eval_shape(lambda a: steps.TrainState(jnp.zeros((), jnp.int32), a, opt.init(a)), adapters)
+    i32 = jax.ShapeDtypeStruct((P, L), jnp.int32)
+    f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
+    side = lambda: Batch(i32, i32, i32, i32, i32, i32, index=jax.ShapeDtypeStruct((P,), jnp.int32))  # noqa: E731
+    batch = PairBatch(side(), side(), index=jax.ShapeDtypeStruct((P,), jnp.int32),
+                      ref=RefLogps(f32(P), f32(P), f32(P, T), f32(P, T)))
+    f = jax.jit(lambda st, b, fr: steps.train_step(st, b, fr, None, cfg=cfg, lc=c.loss, optimizer=opt, use_lora=True,
+                                                   max_turns=T, grad_accum=c.optim.grad_accum, run=run),
+                donate_argnums=(0,))
+    temps = f.lower(state, batch, frozen).compile().memory_analysis().temp_size_in_bytes / GiB
+    print(f"[memory] experiment DiaTool-DPO step {P} pairs x {L}, grad_accum {c.optim.grad_accum}: {temps:.1f} GiB")
+    assert c.optim.grad_accum == 4 and temps < 8.0

@@ -88,10 +88,12 @@ class ExperimentConfig:
         lora=dict(enabled=True, rank=16, alpha=32.0), optim=dict(lr=1e-3, schedule="linear", warmup_steps=2),
         loss=dict(type="sft"), batch_size=4))
     dpo: TrainConfig = dataclasses.field(default_factory=lambda: train_config(
-        lora=dict(enabled=True, rank=16, alpha=32.0), optim=dict(lr=1e-3, schedule="linear", warmup_steps=2),
+        lora=dict(enabled=True, rank=16, alpha=32.0),
+        optim=dict(lr=1e-3, schedule="linear", warmup_steps=2, grad_accum=4),
         loss=dict(type="dpo", beta=0.5), batch_size=4))
     diatool: TrainConfig = dataclasses.field(default_factory=lambda: train_config(
-        lora=dict(enabled=True, rank=16, alpha=32.0), optim=dict(lr=1e-3, schedule="linear", warmup_steps=2),
+        lora=dict(enabled=True, rank=16, alpha=32.0),
+        optim=dict(lr=1e-3, schedule="linear", warmup_steps=2, grad_accum=4),
         loss=dict(type="diatool_dpo", beta=0.5, gamma=0.5, margin=2.0), batch_size=4))
 
     @property
