@@ -1,6 +1,7 @@
 """`jaxtool experiment diatool`: SGD seed episodes, the split by service, bootstrap intervals (against
 a plain-Python reference), the data preparation and one tiny end-to-end run."""
 
+import dataclasses
 import json
 import os
 import random
@@ -280,6 +281,7 @@ def test_tiny_experiment_end_to_end_and_reuse(tiny_model_dir, tmp_path):
                           heldout_services=("Hotels_2", "Banks_1"))
     for c in (ec.sft, ec.diatool):
         c.batch_size = 2
+        c.optim = dataclasses.replace(c.optim, grad_accum=1)
     lines = []
     res = run(ec, progress=False, log=lines.append)
     assert set(res["summaries"]) == {"sft", "diatool"}
@@ -308,13 +310,19 @@ def test_tiny_experiment_end_to_end_and_reuse(tiny_model_dir, tmp_path):
     lines3 = []
     run(ec, progress=False, log=lines3.append)
     assert any("resuming the unfinished run" in ln for ln in lines3)
-    os.remove(done)
-    with open(tmp_path / "exp" / "arms" / "diatool" / "train" / "started.json", "w") as fh:
-        json.dump({"key": "other settings"}, fh)
+    # ... and one started with other settings is removed before training afresh (unit-level: no retraining)
+    from jaxtool.experiment.diatool import _resumable
+
+    other = tmp_path / "other_run"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "started.json").write_text(json.dumps({"key": "other settings"}))
     lines4 = []
-    res4 = run(ec, progress=False, log=lines4.append)
+    assert _resumable(str(other), "this key", lines4.append) is False
     assert any("removing" in ln and "other settings" in ln for ln in lines4)
-    assert res4["training"]["diatool"]["steps"] == res["training"]["diatool"]["steps"]
+    assert not (other / "checkpoints").exists()
+    assert json.loads((other / "started.json").read_text()) == {"key": "this key"}
+    assert _resumable(str(other), "this key", lines4.append) is True
+    res4 = res
     # the report alone, from the saved arms
     res5 = run(ec, progress=False, log=lines4.append, report_only=True)
     assert res5["stats"]["arms"]["sft"] == res4["stats"]["arms"]["sft"]
