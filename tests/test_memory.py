@@ -1,12 +1,23 @@
 """Memory budget of the training step, from XLA's own buffer assignment (compile only, no execution).
 
 The Llama-3.2-1B-shape SFT step at 8 × 2048 (bf16 compute, float32 params + AdamW, `remat: none`)
-must not materialise [tokens × vocab] logits (chunked output layer, `jaxtool.ops.xent`) nor keep
-attention scores for the backward pass (`jaxtool.ops.attention` recomputes them). Before those two
-changes XLA:CPU assigned 175.2 GiB of temporaries to this step; with them 87.3 GiB (measured on the
-2-core development machine). XLA:CPU upcasts bf16 matmul operands to float32 and keeps both, so the
-CPU figure is well above what a GPU compile of the same step needs; the budget here guards the
-CPU figure against regressions.
+must not materialise [tokens × vocab] logits (chunked output layer, `jaxtool.ops.xent`), keep
+attention scores for the backward pass (`jaxtool.ops.attention` recomputes them), nor keep the
+SwiGLU and RMSNorm internals (`llama.model._mlp`, `rms_norm`: only their inputs are saved).
+XLA:CPU's temporaries for this step (measured on the 2-core development machine):
+
+| change                                  | default XLA:CPU | without loop-invariant code motion |
+|-----------------------------------------|-----------------|------------------------------------|
+| none of the above                       | 175.2 GiB       |                                    |
+| chunked logits + attention recompute    | 87.3 GiB        | 52.0 GiB                           |
+| + SwiGLU / RMSNorm internals recomputed | 50.6 GiB        | 31.8 GiB                           |
+
+XLA:CPU has no bf16 matmul: it converts bf16 operands to float32, and its while-loop invariant code
+motion hoists those converts out of the backward layer loop, converting the whole stacked bf16
+residuals ([layers, tokens, F]) to float32 at once (the buffer assignment shows them: two f32
+[16, 8, 2048, 8192] copies of 8 GiB each, eight of 2 GiB). A backend with bf16 matmuls (GPU, TPU) has
+no such converts. The right-hand column compiles the same program with that pass disabled, which
+is the figure the issue's 40 GiB budget is about; the left-hand one guards the CPU default.
 """
 
 import jax
@@ -22,7 +33,10 @@ from jaxtool.train.optim import make_optimizer
 GiB = 2 ** 30
 
 
-def _sft_step_memory(cfg, run, B, L):
+NO_HOIST = {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
+
+
+def _sft_step(cfg, run, B, L):
     opt, _ = make_optimizer(OptimConfig(lr=1e-5), 1000)
     params = llama.abstract_params(cfg, jnp.float32)
     state = jax.eval_shape(lambda p: steps.TrainState(jnp.zeros((), jnp.int32), p, opt.init(p)), params)
@@ -31,25 +45,28 @@ def _sft_step_memory(cfg, run, B, L):
     f = jax.jit(lambda st, b: steps.train_step(st, b, None, None, cfg=cfg, lc=LossConfig(type="sft"), optimizer=opt,
                                                use_lora=False, max_turns=0, grad_accum=1, run=run),
                 donate_argnums=(0,))
-    return f.lower(state, batch).compile().memory_analysis()
+    return f.lower(state, batch)
 
 
 def test_1b_sft_step_without_remat_stays_in_budget():
     run = RunOptions(compute_dtype="bfloat16", remat="none", packed=False)
-    mem = _sft_step_memory(llama.preset("llama3.2-1b"), run, 8, 2048)
-    temps = mem.temp_size_in_bytes / GiB
-    print(f"[memory] llama3.2-1b SFT 8x2048 remat none: temporaries {temps:.1f} GiB, "
-          f"arguments {mem.argument_size_in_bytes / GiB:.1f} GiB")
-    assert temps < 95.0
+    lowered = _sft_step(llama.preset("llama3.2-1b"), run, 8, 2048)
+    cpu = lowered.compile().memory_analysis()
+    step = lowered.compile(compiler_options=NO_HOIST).memory_analysis()
+    temps, temps_cpu = step.temp_size_in_bytes / GiB, cpu.temp_size_in_bytes / GiB
+    print(f"[memory] llama3.2-1b SFT 8x2048 remat none: temporaries {temps:.1f} GiB without XLA:CPU's hoisted "
+          f"f32 copies ({temps_cpu:.1f} GiB with them), arguments {step.argument_size_in_bytes / GiB:.1f} GiB")
+    assert temps < 40.0        # the issue's budget (31.8 measured)
+    assert temps_cpu < 55.0    # XLA:CPU's default pipeline (50.6 measured; 87.3 before the SwiGLU/RMSNorm change)
 
 
 def test_8b_lora_diatool_dpo_step_fits_one_80gib_gpu():
     """The paper's recipe shape: Llama-3.1-8B, LoRA r16 on a bf16 frozen base, DiaTool-DPO, 8 pairs ×
     4096 tokens per side, `remat: full`, the 8 pairs accumulated one pair per micro-batch
-    (`optim.grad_accum: 8`, a `lax.scan` inside the step). Measured here: temporaries 43.5 GiB +
-    arguments 15.4 GiB (grad_accum 4: 58.1 GiB; 1: 143.5 GiB). About 30 GiB of the temporaries is a
-    float32 copy of the frozen bf16 base that XLA:CPU makes for its matmuls (8.0B × 4 bytes; the
-    intercept of temporaries against pairs per micro-batch), which a GPU compile does not."""
+    (`optim.grad_accum: 8`, a `lax.scan` inside the step). Measured here: temporaries 43.7 GiB +
+    arguments 15.4 GiB with XLA:CPU's default passes (grad_accum 4: 58.1 GiB; 1: 143.5 GiB); 30 GiB of
+    those temporaries is XLA:CPU's hoisted float32 copy of the frozen bf16 base (8.0B × 4 bytes, see
+    the module docstring): without that pass 13.5 GiB of temporaries."""
     from jaxtool.config import load_config
     from jaxtool.data.batch import PairBatch, RefLogps
     from jaxtool.models import lora
@@ -69,12 +86,15 @@ def test_8b_lora_diatool_dpo_step_fits_one_80gib_gpu():
                       ref=RefLogps(f32(P), f32(P), f32(P, T), f32(P, T)))
     f = jax.jit(lambda st, b, fr: steps.train_step(st, b, fr, None, cfg=cfg, lc=lc, optimizer=opt, use_lora=True,
                                                    max_turns=T, grad_accum=8, run=run), donate_argnums=(0,))
-    mem = f.lower(state, batch, frozen).compile().memory_analysis()
+    lowered = f.lower(state, batch, frozen)
+    mem = lowered.compile().memory_analysis()
+    step = lowered.compile(compiler_options=NO_HOIST).memory_analysis()
     temps, args = mem.temp_size_in_bytes / GiB, mem.argument_size_in_bytes / GiB
     print(f"[memory] llama3.1-8b LoRA DiaTool-DPO 8 pairs x 4096, remat full, grad_accum 8: temporaries "
-          f"{temps:.1f} GiB, arguments {args:.1f} GiB")
+          f"{temps:.1f} GiB ({step.temp_size_in_bytes / GiB:.1f} without the hoisted f32 base), arguments {args:.1f} GiB")
     assert 14.0 < args < 17.0            # 16 GB of bf16 base + LoRA adapters and their AdamW moments
-    assert temps + args < 80.0
+    assert temps + args < 80.0           # fits one 80 GiB GPU even by XLA:CPU's accounting
+    assert step.temp_size_in_bytes / GiB < 20.0
 
 
 def test_cpu_experiment_preference_step_fits_a_laptop():
