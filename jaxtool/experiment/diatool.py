@@ -53,13 +53,13 @@ class Size:
     arms: tuple[str, ...] = ("sft", "sft_chosen", "dpo", "diatool")
     eval_base: bool = True          # also evaluate the untrained model
     sft_seeds: int = 64             # Type 1 seed dialogues for (a)
-    pairs: int = 64                 # trajectory pairs for (b)-(e), round-robin over the Table 1 kinds
-    heldout_per_service: int = 5    # held-out seeds evaluated per held-out service
-    heldout_pairs: int = 20         # held-out pairs whose reward margin the preference arms report (0 = none)
+    pairs: int = 40                 # trajectory pairs for (b)-(e), round-robin over the Table 1 kinds
+    heldout_per_service: int = 4    # held-out seeds evaluated per held-out service
+    heldout_pairs: int = 16         # held-out pairs whose reward margin the preference arms report (0 = none)
     max_length: int = 1536
     eval_max_new_tokens: int = 80
-    eval_batch_size: int = 8
-    sft_epochs: int = 2
+    eval_batch_size: int = 16
+    sft_epochs: int = 1
     pref_epochs: int = 1
     lora: bool = True               # LoRA (rank 16) or full fine-tuning for every arm
     compute_dtype: str = "float32"  # bfloat16 on accelerators
