@@ -39,7 +39,7 @@ class QuickstartConfig:
     sft_variants: int = 8             # + chosen slot-filling / out-of-tool trajectories built from them
     dpo_pairs: int = 12               # trajectory pairs used for DiaTool-DPO (stratified over pair kinds)
     max_length: int = 768
-    eval_max_new_tokens: int = 128    # a 4-argument hermes call is ~70 tokens
+    eval_max_new_tokens: int = 96     # the longest bundled call is 87 tokens (SmolLM2 tokenizer)
     eval_batch_size: int = 8
     seed: int = 0
     sft: TrainConfig = dataclasses.field(default_factory=lambda: train_config(
