@@ -363,7 +363,7 @@ def test_cli_llm_build_resumes_after_endpoint_errors(tmp_path, capsys):
 
 def test_cli_llm_needs_an_endpoint_and_a_model(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    with pytest.raises(ConfigError, match="needs an endpoint"):
+    with pytest.raises(ConfigError, match="endpoint is needed: pass --llm-base-url"):
         _cli("--seeds", SEEDS_PATH, "--out", str(tmp_path), "--augmenter", "llm", "--llm-model", "m")
     with pytest.raises(ConfigError, match="needs a model name"):
         _cli("--seeds", SEEDS_PATH, "--out", str(tmp_path), "--augmenter", "llm", "--llm-base-url", "http://x/v1")

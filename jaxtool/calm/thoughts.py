@@ -37,7 +37,8 @@ from jaxtool.calm.example import py_call, py_value, signature
 from jaxtool.data.schema import Tool, ToolCall
 from jaxtool.errors import ConfigError
 
-from jaxtool.diatool.llm import AugmentCache, EndpointError, Invalid, parse_json_object
+from jaxtool.diatool.llm import AugmentCache, Invalid, parse_json_object
+from jaxtool.sample.openai_client import EndpointError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,7 +72,8 @@ def thought_writer(args):
     if args.thoughts == "template":
         return None
     from jaxtool.calm.thoughts import LLMThoughts
-    from jaxtool.diatool.llm import BackendChatClient, OpenAIChatClient
+    from jaxtool.diatool.llm import BackendChatClient
+    from jaxtool.sample.openai_client import OpenAIChatClient
 
     if args.llm_backend:
         if not args.llm_model_path:

@@ -98,7 +98,7 @@ def _augmenter(args):
                                    max_new_tokens=args.llm_max_tokens, temperature=args.llm_temperature,
                                    seed=args.seed)
     else:
-        from jaxtool.diatool.llm import OpenAIChatClient
+        from jaxtool.sample.openai_client import OpenAIChatClient
 
         client = OpenAIChatClient(args.llm_base_url, args.llm_model, args.llm_api_key, timeout=args.llm_timeout,
                                   temperature=args.llm_temperature, max_tokens=args.llm_max_tokens,

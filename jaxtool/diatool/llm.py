@@ -26,14 +26,10 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import http.client
 import json
 import os
 import random
-import socket
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Callable, Protocol, Sequence
 
 from jaxtool.diatool.prompts import PROMPT_VERSION, RETRY, build_messages
@@ -41,10 +37,7 @@ from jaxtool.diatool.seeds import Seed
 from jaxtool.diatool.slots import NoAugmentation, SlotFilling, SlotStep, structure_problems
 from jaxtool.diatool.values import mentions_all, mentions_any
 from jaxtool.errors import ConfigError, JaxtoolError
-
-
-class EndpointError(Exception):
-    """A transient failure talking to the model (worth retrying)."""
+from jaxtool.sample.openai_client import EndpointError, OpenAIChatClient  # noqa: F401  (re-exported)
 
 
 class EndpointDown(JaxtoolError):
@@ -62,65 +55,6 @@ class ChatClient(Protocol):
 # --------------------------------------------------------------------------------------------
 # clients
 # --------------------------------------------------------------------------------------------
-
-class OpenAIChatClient:
-    """POST ``{base_url}/chat/completions`` (the OpenAI convention: `base_url` ends in ``/v1``).
-
-    `base_url`, `api_key` default to the environment's ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``.
-    `json_mode` adds ``response_format={"type": "json_object"}`` (not every server supports it).
-    """
-
-    def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None, *,
-                 timeout: float = 120.0, temperature: float = 0.7, max_tokens: int | None = None,
-                 json_mode: bool = False):
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-        if not base_url:
-            raise ConfigError("the llm augmenter needs an endpoint: pass --llm-base-url "
-                              "(e.g. http://localhost:8000/v1) or set OPENAI_BASE_URL")
-        if not model:
-            raise ConfigError("the llm augmenter needs a model name: pass --llm-model")
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.timeout = timeout
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        self.json_mode = json_mode
-        self.name = f"openai:{model}"
-
-    def complete(self, messages: list[dict]) -> str:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": self.temperature}
-        if self.max_tokens:
-            body["max_tokens"] = self.max_tokens
-        if self.json_mode:
-            body["response_format"] = {"type": "json_object"}
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"), headers=headers,
-                                     method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode("utf-8", "replace")
-            if e.code in (408, 409, 429) or e.code >= 500:
-                raise EndpointError(f"HTTP {e.code} from {self.url}: {detail}") from None
-            raise ConfigError(f"{self.url} refused the request with HTTP {e.code}: {detail} "
-                              "(check --llm-base-url, --llm-model and the API key)") from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError,
-                http.client.HTTPException) as e:
-            raise EndpointError(f"{self.url}: {type(e).__name__}: {e}") from None
-        try:
-            payload = json.loads(raw)
-            content = payload["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise EndpointError(f"{self.url}: response is not an OpenAI chat completion: "
-                                f"{raw[:200].decode('utf-8', 'replace')}") from None
-        if not isinstance(content, str):
-            raise EndpointError(f"{self.url}: the completion has no text content")
-        return content
-
 
 class BackendChatClient:
     """A jaxtool `Backend` (``load_backend("jax"|"hf", model)``) used as a chat model: the messages

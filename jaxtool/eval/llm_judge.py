@@ -21,8 +21,8 @@ decides. English words match whole words (pass, passed, fail, failed, failure); 
 성공 / 패스 read as pass and 실패 / 불합격 / 불통과 as fail (the negated forms are removed before
 looking for the positive ones). No decision in those lines -> unparseable.
 
-Robustness: transport errors, HTTP 429 / 5xx, malformed JSON and unparseable verdicts are retried
-up to `max_retries` times with exponential back-off; HTTP 400 / 401 / 403 / 404 stop at once with an
+Robustness: transport errors, HTTP 408 / 409 / 429 / 5xx, malformed JSON and unparseable verdicts are retried
+up to `max_retries` times with exponential back-off; any other HTTP 4xx stops at once with an
 error (a wrong key, model or URL will not fix itself). A turn whose verdict stays unparseable counts
 as a fail with that reason. Finished verdicts are appended to a JSONL cache keyed by
 (model, temperature, filled prompt), so an interrupted run resumes where it stopped.
@@ -35,13 +35,12 @@ import json
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Mapping
 
 from jaxtool.data.schema import Message, ToolCall
 from jaxtool.errors import ConfigError, JaxtoolError
 from jaxtool.eval.judge import TURN_TYPES, Prediction, TurnCase, Verdict, calls_match
+from jaxtool.sample.openai_client import EndpointError, OpenAIChatClient
 
 PLACEHOLDERS = ("tools", "query", "ground_truth", "response", "acceptable_arguments")
 
@@ -167,7 +166,9 @@ class LLMJudge:
             raise ConfigError(f"LLM judge needs a rubric for every turn type; missing {missing}")
         if max_retries < 0:
             raise ConfigError(f"judge retries must be >= 0, got {max_retries}")
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.client = OpenAIChatClient(base_url, model, api_key, timeout=timeout, temperature=temperature,
+                                       max_tokens=max_tokens, flags=("--judge-base-url", "--judge-model"))
+        self.url = self.client.url
         self.model = model
         self.rubrics = dict(rubrics)
         self.api_key = api_key
@@ -234,29 +235,13 @@ class LLMJudge:
                               f"{last_text[-200:]!r}", judge="llm")
 
     def _complete(self, prompt: str) -> str:
-        body = _dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                       "temperature": self.temperature, "max_tokens": self.max_tokens}).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         self.requests += 1
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read().decode("utf-8")
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode("utf-8", "replace")[:300]
-            if e.code in (400, 401, 403, 404):
-                raise JudgeError(f"judge endpoint {self.url} answered HTTP {e.code}: {detail}") from None
-            raise _Retryable(f"HTTP {e.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            raise _Retryable(f"{type(e).__name__}: {e}") from None
-        try:
-            data = json.loads(raw)
-            content = data["choices"][0]["message"]["content"]
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-            raise _Retryable(f"not a chat-completions response: {raw[:200]!r}") from None
-        return content if isinstance(content, str) else ""
+            return self.client.complete([{"role": "user", "content": prompt}])
+        except EndpointError as e:
+            raise _Retryable(str(e)) from None
+        except ConfigError as e:  # HTTP 4xx other than 408/409/429: retrying cannot help
+            raise JudgeError(f"judge endpoint: {e}") from None
 
 
 class _Retryable(Exception):
