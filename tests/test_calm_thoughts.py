@@ -7,7 +7,7 @@ import os
 from jaxtool.calm import cra
 from jaxtool.calm.thoughts import LLMThoughts, TemplateThoughts, build_messages
 from jaxtool.data.sources.base import LoadReport
-from jaxtool.diatool.llm import EndpointError
+from jaxtool.sample.openai_client import EndpointError
 
 SGD = os.path.join(os.path.dirname(__file__), "fixtures", "sgd", "train")
 

@@ -13,7 +13,8 @@ import pytest
 
 from jaxtool.commands import build_diatool as diatool_cli
 from jaxtool.data.schema import Conversation
-from jaxtool.diatool.llm import (BackendChatClient, EndpointDown, Invalid, LLMAugmenter, OpenAIChatClient,
+from jaxtool.sample.openai_client import OpenAIChatClient
+from jaxtool.diatool.llm import (BackendChatClient, EndpointDown, Invalid, LLMAugmenter,
                                  parse_json_object, validate_easy, validate_hard)
 from jaxtool.diatool.prompts import build_messages
 from jaxtool.diatool.seeds import extract_seed

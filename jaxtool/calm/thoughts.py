@@ -38,7 +38,7 @@ from jaxtool.data.schema import Tool, ToolCall
 from jaxtool.errors import ConfigError
 
 from jaxtool.diatool.llm import AugmentCache, Invalid, parse_json_object
-from jaxtool.sample.openai_client import EndpointError
+from jaxtool.sample.openai_client import complete_with_retries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,12 +283,6 @@ class LLMThoughts:
         return self.fallback.write(t)
 
     def _complete(self, messages: list[dict]) -> str | None:
-        for i in range(self.endpoint_retries + 1):
-            self.stats["requests"] += 1
-            try:
-                return self.client.complete(messages)
-            except EndpointError:
-                self.stats["endpoint errors"] += 1
-                if i < self.endpoint_retries:
-                    self.sleep(self.backoff_s * (2 ** i))
-        return None
+        text, _ = complete_with_retries(self.client, messages, retries=self.endpoint_retries,
+                                        backoff_s=self.backoff_s, sleep=self.sleep, stats=self.stats)
+        return text

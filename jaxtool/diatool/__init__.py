@@ -19,8 +19,9 @@ Pipeline (`jaxtool data build-diatool`, see `jaxtool.commands.build_diatool`):
 from jaxtool.diatool.build import (BuildStats, build, difficulties_of, read_pairs, render_tables,
                                    split_seeds, summary_dict, table1, table2, write_summary)
 from jaxtool.diatool.guard import SplitGuard, bfcl_data_dir, bfcl_queries, normalize_query
-from jaxtool.diatool.llm import (AugmentCache, BackendChatClient, EndpointDown, EndpointError,
-                                 LLMAugmenter, OpenAIChatClient, parse_json_object, validate_easy,
+from jaxtool.sample.openai_client import EndpointError, OpenAIChatClient
+from jaxtool.diatool.llm import (AugmentCache, BackendChatClient, EndpointDown,
+                                 LLMAugmenter, parse_json_object, validate_easy,
                                  validate_hard)
 from jaxtool.diatool.pairs import KINDS, PAIR_KINDS, Pair, PairKind, build_pairs, check_pair
 from jaxtool.diatool.rules import RulesAugmenter

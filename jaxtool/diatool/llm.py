@@ -37,7 +37,7 @@ from jaxtool.diatool.seeds import Seed
 from jaxtool.diatool.slots import NoAugmentation, SlotFilling, SlotStep, structure_problems
 from jaxtool.diatool.values import mentions_all, mentions_any
 from jaxtool.errors import ConfigError, JaxtoolError
-from jaxtool.sample.openai_client import EndpointError, OpenAIChatClient  # noqa: F401  (re-exported)
+from jaxtool.sample.openai_client import complete_with_retries
 
 
 class EndpointDown(JaxtoolError):
@@ -303,17 +303,9 @@ class LLMAugmenter:
         raise NoAugmentation(f"LLM answer rejected: {last.reason}")
 
     def _complete(self, messages: list[dict], seed: Seed) -> str:
-        err: EndpointError | None = None
-        for i in range(self.endpoint_retries + 1):
-            self.stats["requests"] += 1
-            try:
-                text = self.client.complete(messages)
-            except EndpointError as e:
-                err = e
-                self.stats["endpoint errors"] += 1
-                if i < self.endpoint_retries:
-                    self.sleep(self.backoff_s * (2 ** i))
-                continue
+        text, err = complete_with_retries(self.client, messages, retries=self.endpoint_retries,
+                                          backoff_s=self.backoff_s, sleep=self.sleep, stats=self.stats)
+        if text is not None:
             self._consecutive_failures = 0
             return text
         self._consecutive_failures += 1

@@ -90,3 +90,23 @@ class OpenAIChatClient:
         if not isinstance(content, str):
             raise EndpointError(f"{self.url}: the completion has no text content")
         return content
+
+
+def complete_with_retries(client, messages: list[dict], *, retries: int, backoff_s: float, sleep,
+                          stats=None) -> tuple[str | None, EndpointError | None]:
+    """`client.complete(messages)`, retried up to `retries` times on `EndpointError` with exponential
+    back-off (`backoff_s`, 2·`backoff_s`, ...). Returns (text, None), or (None, the last error) when
+    every try failed. `stats` (a Counter) counts "requests" and "endpoint errors"."""
+    err: EndpointError | None = None
+    for i in range(retries + 1):
+        if stats is not None:
+            stats["requests"] += 1
+        try:
+            return client.complete(messages), None
+        except EndpointError as e:
+            err = e
+            if stats is not None:
+                stats["endpoint errors"] += 1
+            if i < retries:
+                sleep(backoff_s * (2 ** i))
+    return None, err
