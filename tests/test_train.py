@@ -158,6 +158,40 @@ def test_precomputed_and_online_reference_agree(tiny_model_dir, tmp_path, pairs_
         np.testing.assert_allclose(x["reward_margin"], y["reward_margin"], atol=1e-5)
 
 
+def test_dpo_reuses_the_diatool_reference_cache(tiny_model_dir, tmp_path, pairs_dir):
+    """Plain DPO needs only sequence sums; DiaTool-DPO's cache (same pairs, same model, per-turn sums
+    too) serves it, and gives the sums DPO computes itself."""
+    import shutil
+
+    from jaxtool.train import reference
+
+    common = ["data.kind=preference", f"data.train=diatool:{pairs_dir}/train.jsonl", "batch_size=4",
+              "data.limit=8", "loss.reference=precomputed"]
+    dia = Trainer(cfg(tiny_model_dir, tmp_path / "dia", *common, "loss.type=diatool_dpo"))
+    dia.setup()
+    dia._ensure_reference()
+    assert dia.max_turns > 1
+    dpo = Trainer(cfg(tiny_model_dir, tmp_path / "dpo", *common, "loss.type=dpo"))
+    dpo.setup()
+    assert dpo.max_turns == 0
+    (tmp_path / "dpo").mkdir()
+    shutil.copyfile(tmp_path / "dia" / "reference.npz", tmp_path / "dpo" / "reference.npz")
+    model_id = f"{dpo.cfg.model.path}|{dpo.cfg.model.param_dtype}|{dpo.cfg.model.compute_dtype}"
+    said = []
+    cached = reference.precompute(dpo.train_ds, dpo.setup_, 0, str(tmp_path / "dpo" / "reference.npz"), model_id,
+                                  dpo._n_logits, said.append)
+    fresh = reference.precompute(dpo.train_ds, dpo.setup_, 0, None, model_id, dpo._n_logits, said.append)
+    assert said == []   # served from the cache, nothing recomputed
+    np.testing.assert_allclose(cached.chosen_seq, fresh.chosen_seq, rtol=1e-5)
+    np.testing.assert_allclose(cached.rejected_seq, fresh.rejected_seq, rtol=1e-5)
+    assert cached.chosen_turns.shape == fresh.chosen_turns.shape and not cached.chosen_turns.any()
+    # a cache with fewer turns, another model or other data does not serve
+    key = json.dumps({"data": "d", "model": "m", "max_turns": 3})
+    assert reference.cache_serves(key, "d", "m", 3) and reference.cache_serves(key, "d", "m", 0)
+    assert not reference.cache_serves(key, "d", "m", 4) and not reference.cache_serves(key, "d", "other", 0)
+    assert not reference.cache_serves(key, "other", "m", 0) and not reference.cache_serves("not json", "d", "m", 0)
+
+
 def test_gradient_accumulation_equals_one_big_batch(tiny_model_dir, tmp_path):
     common = [f"data.train=conversations:{SEEDS}", "data.limit=4", "batch_size=4", "max_steps=1",
               "optim.lr=1e-3", "data.shuffle=false"]

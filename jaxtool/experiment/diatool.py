@@ -337,7 +337,13 @@ def run(ec: ExperimentConfig, progress: bool = True, log=print, report_only: boo
     trained: dict[str, dict] = {}
     if sz.eval_base:
         evals["base"] = _cached_eval("base", base_dir, flows, ec, progress, log, timings, {"model": ec.model})
-    for arm, (kind, template, data_key) in plan.items():
+    # training order: (a) first (every other arm starts from it), then the SFT arms, then the preference
+    # arms whose objective needs per-turn reference sums (DiaTool-DPO, its ablations) before plain DPO,
+    # so the reference column is computed once and shared (`_share_reference`, `reference.cache_serves`)
+    order = sorted(plan, key=lambda a: (a != "sft", plan[a][0] == "preference",
+                                        plan[a][0] == "preference" and not plan[a][1].loss.objective.needs_turns))
+    for arm in order:
+        kind, template, data_key = plan[arm]
         start = base_dir if arm == "sft" else trained["sft"]["hf_dir"]
         train_spec = (f"conversations:{data['paths'][data_key]}" if kind == "sft"
                       else f"diatool:{data['paths'][data_key]}")
@@ -367,6 +373,7 @@ def run(ec: ExperimentConfig, progress: bool = True, log=print, report_only: boo
                 json.dump(trained[arm], fh, indent=2, default=float)
         evals[arm] = _cached_eval(arm, trained[arm]["hf_dir"], flows, ec, progress, log, timings,
                                   {"train": trained[arm]["key"]})
+    evals = {a: evals[a] for a in ["base", *plan] if a in evals}   # the report lists arms in the recipe's order
     results = report(ec, data, evals, trained, timings, time.time() - t_all)
     return results
 

@@ -31,14 +31,31 @@ def dataset_fingerprint(ds) -> str:
     return h.hexdigest()[:16]
 
 
+def cache_serves(stored_key: str, data: str, model_id: str, max_turns: int) -> bool:
+    """Whether a cache written under `stored_key` holds this column: same data and reference model,
+    and at least `max_turns` per-turn sums (a turn's sum does not depend on how many turns are kept,
+    so plain DPO (0 turns) can use DiaTool-DPO's cache, and a cache with more turns is sliced)."""
+    try:
+        k = json.loads(stored_key)
+        return k["data"] == data and k["model"] == model_id and int(k["max_turns"]) >= max_turns
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def precompute(ds, setup, max_turns: int, path: str | None, model_id: str, n_logits_fn, printer=print) -> RefLogps:
     """RefLogps over every pair of `ds` (cached at `path` when given and still valid)."""
-    key = json.dumps({"data": dataset_fingerprint(ds), "model": model_id, "max_turns": max_turns})
+    data = dataset_fingerprint(ds)
+    key = json.dumps({"data": data, "model": model_id, "max_turns": max_turns})
     if path and os.path.isfile(path):
         with np.load(path) as z:
-            if "key" in z.files and str(z["key"]) == key:
-                return RefLogps(z["chosen_seq"], z["rejected_seq"], z["chosen_turns"], z["rejected_turns"])
-        printer(f"{path}: computed for other data or another model; recomputing")
+            if "key" in z.files and cache_serves(str(z["key"]), data, model_id, max_turns):
+                ref = RefLogps.zeros(len(z["chosen_seq"]), max_turns)   # turns: width max(max_turns, 1)
+                ref.chosen_seq[:], ref.rejected_seq[:] = z["chosen_seq"], z["rejected_seq"]
+                if max_turns:
+                    ref.chosen_turns[:] = z["chosen_turns"][:, :max_turns]
+                    ref.rejected_turns[:] = z["rejected_turns"][:, :max_turns]
+                return ref
+        printer(f"{path}: computed for other data, another model or fewer turns; recomputing")
     ref = RefLogps.zeros(len(ds), max_turns)
     with sharding.use_mesh(setup.mesh):
         for batch in ds.one_pass():
