@@ -48,6 +48,25 @@ def _sft_step(cfg, run, B, L):
     return f.lower(state, batch)
 
 
+def _lora_preference_step(cfg, run, lc, optim, rank, P, L, T, grad_accum, base_dtype):
+    """The LoRA preference step (frozen base of `base_dtype`) lowered for abstract P pairs × L tokens."""
+    from jaxtool.data.batch import PairBatch, RefLogps
+    from jaxtool.models import lora
+
+    frozen = llama.abstract_params(cfg, base_dtype)
+    adapters = jax.eval_shape(lambda: lora.init_adapters(cfg, rank, lora.targets_of(cfg), jax.random.key(0)))
+    opt, _ = make_optimizer(optim, 1000)
+    state = jax.eval_shape(lambda a: steps.TrainState(jnp.zeros((), jnp.int32), a, opt.init(a)), adapters)
+    i32 = jax.ShapeDtypeStruct((P, L), jnp.int32)
+    f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
+    side = lambda: Batch(i32, i32, i32, i32, i32, i32, index=jax.ShapeDtypeStruct((P,), jnp.int32))  # noqa: E731
+    batch = PairBatch(side(), side(), index=jax.ShapeDtypeStruct((P,), jnp.int32),
+                      ref=RefLogps(f32(P), f32(P), f32(P, T), f32(P, T)))
+    f = jax.jit(lambda st, b, fr: steps.train_step(st, b, fr, None, cfg=cfg, lc=lc, optimizer=opt, use_lora=True,
+                                                   max_turns=T, grad_accum=grad_accum, run=run), donate_argnums=(0,))
+    return f.lower(state, batch, frozen)
+
+
 def test_1b_sft_step_without_remat_stays_in_budget():
     run = RunOptions(compute_dtype="bfloat16", remat="none", packed=False)
     lowered = _sft_step(llama.preset("llama3.2-1b"), run, 8, 2048)
@@ -68,25 +87,12 @@ def test_8b_lora_diatool_dpo_step_fits_one_80gib_gpu():
     those temporaries is XLA:CPU's hoisted float32 copy of the frozen bf16 base (8.0B × 4 bytes, see
     the module docstring): without that pass 13.5 GiB of temporaries."""
     from jaxtool.config import load_config
-    from jaxtool.data.batch import PairBatch, RefLogps
-    from jaxtool.models import lora
 
     P, L, T = 8, 4096, 8
     cfg = llama.preset("llama3.1-8b")
     run = RunOptions(compute_dtype="bfloat16", remat="full", logits_chunk=1024, packed=False, lora_scale=2.0)
     lc = load_config(None, ["loss.type=diatool_dpo", "loss.beta=0.5", "loss.gamma=0.5", "loss.margin=2.0"]).loss
-    frozen = llama.abstract_params(cfg, jnp.bfloat16)
-    adapters = jax.eval_shape(lambda: lora.init_adapters(cfg, 16, lora.targets_of(cfg), jax.random.key(0)))
-    opt, _ = make_optimizer(OptimConfig(lr=1e-7), 1000)
-    state = jax.eval_shape(lambda a: steps.TrainState(jnp.zeros((), jnp.int32), a, opt.init(a)), adapters)
-    i32 = jax.ShapeDtypeStruct((P, L), jnp.int32)
-    f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
-    side = lambda: Batch(i32, i32, i32, i32, i32, i32, index=jax.ShapeDtypeStruct((P,), jnp.int32))  # noqa: E731
-    batch = PairBatch(side(), side(), index=jax.ShapeDtypeStruct((P,), jnp.int32),
-                      ref=RefLogps(f32(P), f32(P), f32(P, T), f32(P, T)))
-    f = jax.jit(lambda st, b, fr: steps.train_step(st, b, fr, None, cfg=cfg, lc=lc, optimizer=opt, use_lora=True,
-                                                   max_turns=T, grad_accum=8, run=run), donate_argnums=(0,))
-    lowered = f.lower(state, batch, frozen)
+    lowered = _lora_preference_step(cfg, run, lc, OptimConfig(lr=1e-7), 16, P, L, T, 8, jnp.bfloat16)
     mem = lowered.compile().memory_analysis()
     step = lowered.compile(compiler_options=NO_HOIST).memory_analysis()
     temps, args = mem.temp_size_in_bytes / GiB, mem.argument_size_in_bytes / GiB
@@ -100,13 +106,12 @@ def test_8b_lora_diatool_dpo_step_fits_one_80gib_gpu():
 def test_cpu_experiment_preference_step_fits_a_laptop():
     """`configs/experiments/diatool_sgd_smollm2.yaml`'s DiaTool-DPO step (SmolLM2-135M, LoRA, fp32,
     4 pairs × 1,536 tokens, no remat) needed 22.1 GiB of temporaries and was OOM-killed on the 24 GiB
-    development machine; with the recipe's `optim.grad_accum: 4` it needs 5.7 GiB (measured)."""
+    development machine; with the recipe's `optim.grad_accum: 4` it needs 5.7 GiB, 3.5 GiB since SwiGLU and
+    RMSNorm internals are recomputed (measured)."""
     import os
 
     from jaxtool.config import load_config
-    from jaxtool.data.batch import PairBatch, RefLogps
     from jaxtool.experiment.diatool import ExperimentConfig
-    from jaxtool.models import lora
 
     ec = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "experiments",
                                   "diatool_sgd_smollm2.yaml"), [], cls=ExperimentConfig)
@@ -115,18 +120,7 @@ def test_cpu_experiment_preference_step_fits_a_laptop():
     cfg = llama.preset("smollm2-135m")
     run = RunOptions(compute_dtype=ec.cpu.compute_dtype, remat=c.model.remat, logits_chunk=c.model.logits_chunk,
                      packed=False, lora_scale=c.lora.alpha / c.lora.rank)
-    frozen = llama.abstract_params(cfg, jnp.float32)
-    adapters = jax.eval_shape(lambda: lora.init_adapters(cfg, c.lora.rank, lora.targets_of(cfg), jax.random.key(0)))
-    opt, _ = make_optimizer(c.optim, 100)
-    state = jax.eval_shape(lambda a: steps.TrainState(jnp.zeros((), jnp.int32), a, opt.init(a)), adapters)
-    i32 = jax.ShapeDtypeStruct((P, L), jnp.int32)
-    f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
-    side = lambda: Batch(i32, i32, i32, i32, i32, i32, index=jax.ShapeDtypeStruct((P,), jnp.int32))  # noqa: E731
-    batch = PairBatch(side(), side(), index=jax.ShapeDtypeStruct((P,), jnp.int32),
-                      ref=RefLogps(f32(P), f32(P), f32(P, T), f32(P, T)))
-    f = jax.jit(lambda st, b, fr: steps.train_step(st, b, fr, None, cfg=cfg, lc=c.loss, optimizer=opt, use_lora=True,
-                                                   max_turns=T, grad_accum=c.optim.grad_accum, run=run),
-                donate_argnums=(0,))
-    temps = f.lower(state, batch, frozen).compile().memory_analysis().temp_size_in_bytes / GiB
+    lowered = _lora_preference_step(cfg, run, c.loss, c.optim, c.lora.rank, P, L, T, c.optim.grad_accum, jnp.float32)
+    temps = lowered.compile().memory_analysis().temp_size_in_bytes / GiB
     print(f"[memory] experiment DiaTool-DPO step {P} pairs x {L}, grad_accum {c.optim.grad_accum}: {temps:.1f} GiB")
     assert c.optim.grad_accum == 4 and temps < 8.0
