@@ -1,9 +1,23 @@
 """Shared test setup. Eight host CPU devices so sharding tests can build a (2, 2, 2) mesh in process;
-single-device code is unaffected (arrays default to device 0)."""
+single-device code is unaffected (arrays default to device 0).
 
+One persistent JAX compilation cache per test session (a fresh temporary directory, removed at the
+end; subprocesses the tests start inherit it): many tests build a Trainer around the same tiny
+model, and every Trainer jits fresh closures, so without it identical programs are compiled again
+and again. Measured on this 2-core machine: the resume test 56 -> 30 s, the tiny experiment
+97 -> 78 s. Nothing is cached between sessions, so every run compiles from scratch at least once."""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="jaxtool-tests-jit-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -57,7 +57,8 @@ def test_diatool_dpo_makes_held_out_margin_positive(tiny_model_dir, tmp_path, pa
     c = cfg(tiny_model_dir, tmp_path / "dpo", "data.kind=preference",
             f"data.train=diatool:{pairs_dir}/train.jsonl", f"data.valid=diatool:{pairs_dir}/valid.jsonl",
             "loss.type=diatool_dpo", "loss.beta=0.5", "loss.gamma=0.5", "loss.margin=2.0",
-            "batch_size=8", "epochs=3", "optim.lr=1e-3", "optim.schedule=constant")
+            "batch_size=8", "epochs=2", "optim.lr=1e-3", "optim.schedule=constant",
+            "data.bucket_multiple=512")  # one padded shape: one compilation of the step and of the evaluation
     trainer = Trainer(c)
     trainer.setup()
     before = trainer.evaluate()
@@ -72,7 +73,8 @@ def test_diatool_dpo_makes_held_out_margin_positive(tiny_model_dir, tmp_path, pa
 
 def test_interrupted_and_resumed_run_is_bit_identical(tiny_model_dir, tmp_path, pairs_dir):
     common = ["data.kind=preference", f"data.train=diatool:{pairs_dir}/train.jsonl", "loss.type=diatool_dpo",
-              "batch_size=4", "max_steps=6", "optim.lr=1e-3", "optim.warmup_steps=2", "data.limit=40"]
+              "batch_size=4", "max_steps=6", "optim.lr=1e-3", "optim.warmup_steps=2", "data.limit=40",
+              "data.bucket_multiple=512"]  # one padded shape: one compilation per program
     full = Trainer(cfg(tiny_model_dir, tmp_path / "full", *common)).run()
     t1 = Trainer(cfg(tiny_model_dir, tmp_path / "cut", *common))
     part = t1.run(interrupt_at=3)
@@ -149,7 +151,8 @@ def test_lora_freezes_base_and_exports_merged_weights(tiny_model_dir, tmp_path):
 
 def test_precomputed_and_online_reference_agree(tiny_model_dir, tmp_path, pairs_dir):
     common = ["data.kind=preference", f"data.train=diatool:{pairs_dir}/train.jsonl", "loss.type=dpo",
-              "batch_size=4", "max_steps=2", "optim.lr=1e-3", "data.limit=8", "lora.enabled=true"]
+              "batch_size=4", "max_steps=2", "optim.lr=1e-3", "data.limit=8", "lora.enabled=true",
+              "data.bucket_multiple=512"]  # one padded shape: one compilation per program
     pre = Trainer(cfg(tiny_model_dir, tmp_path / "pre", *common, "loss.reference=precomputed")).run()
     onl = Trainer(cfg(tiny_model_dir, tmp_path / "onl", *common, "loss.reference=online")).run()
     a, b = metrics(pre.run_dir), metrics(onl.run_dir)
