@@ -77,3 +77,32 @@ def test_loader_raises_a_broken_import_inside_a_present_module(tmp_path, monkeyp
 def test_a_group_without_its_subcommand_prints_its_help(capsys):
     assert cli.main(["eval"]) == 1 and "BENCHMARK" in capsys.readouterr().out
     assert cli.main(["data"]) == 1 and "DATA_COMMAND" in capsys.readouterr().out
+
+
+def _leaf_parsers(parser, path=()):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for a in subs:
+        for name, p in a.choices.items():
+            yield from _leaf_parsers(p, path + (name,))
+
+
+def test_every_command_with_overrides_takes_them_after_its_flags():
+    """`jaxtool quickstart --no-progress out=x` must work like `jaxtool train CFG --resume k=v`: every
+    command with a key=value positional is marked for cli.main to collect trailing overrides."""
+    with_overrides = [path for path, p in _leaf_parsers(cli.build_parser())
+                      if any(a.dest == "overrides" and a.nargs == "*" for a in p._actions)]
+    assert {("train",), ("quickstart",), ("itool",)} <= set(with_overrides), with_overrides
+    for path, p in _leaf_parsers(cli.build_parser()):
+        if path in with_overrides:
+            assert p.get_default("_overrides") == "overrides", path
+
+
+@pytest.mark.parametrize("argv", [["quickstart", "seed=3", "--no-progress"], ["itool", "seed=3", "--no-progress"],
+                                  ["experiment", "diatool", "seed=3", "--no-progress"]])
+def test_overrides_after_flags_reach_the_config_loader(argv, tmp_path, capsys):
+    missing = str(tmp_path / "missing.yaml")
+    rc = cli.main(argv + ["--config", missing, "seed=4"])   # overrides before and after the flags
+    err = capsys.readouterr().err
+    assert rc == 2 and "unrecognized arguments" not in err and "missing.yaml" in err, err

@@ -38,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="train and evaluate nothing: rewrite results.md/json/png from the arms finished in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, _overrides="overrides")  # key=value also after the flags (jaxtool.cli.main)
 
 
 def run(args) -> int:

@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. iterations=1")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, _overrides="overrides")  # key=value also after the flags (jaxtool.cli.main)
 
 
 def run(args) -> int:

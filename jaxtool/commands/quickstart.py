@@ -59,7 +59,7 @@ def register(sub) -> None:
                    "if present next to the package, else built-in defaults identical to it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, _overrides="overrides")  # key=value also after the flags (jaxtool.cli.main)
 
 
 def default_config_path() -> str | None:
