@@ -27,7 +27,7 @@ COMMANDS = [
 DESCRIPTION = """JAX-native training and evaluation of tool-using LLMs (DiaTool-DPO, iTool, CALM).
 
 Start here:
-  jaxtool quickstart                        # the whole method end to end on the embedded SmolLM2-135M (~10 min CPU)
+  jaxtool quickstart                        # the whole method end to end on the embedded SmolLM2-135M (~9 min CPU)
   jaxtool experiment diatool --config configs/experiments/diatool_sgd_smollm2.yaml   # does DiaTool-DPO help?
   jaxtool data inspect glaive:FILE          # how a dataset renders and which tokens are trained
   jaxtool train configs/sft/smollm2_lora.yaml data.train=conversations:my_dialogues.jsonl
