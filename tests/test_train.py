@@ -179,7 +179,7 @@ def test_dpo_reuses_the_diatool_reference_cache(tiny_model_dir, tmp_path, pairs_
     assert dpo.max_turns == 0
     (tmp_path / "dpo").mkdir()
     shutil.copyfile(tmp_path / "dia" / "reference.npz", tmp_path / "dpo" / "reference.npz")
-    model_id = f"{dpo.cfg.model.path}|{dpo.cfg.model.param_dtype}|{dpo.cfg.model.compute_dtype}"
+    model_id = reference.model_id(dpo.cfg.model)
     said = []
     cached = reference.precompute(dpo.train_ds, dpo.setup_, 0, str(tmp_path / "dpo" / "reference.npz"), model_id,
                                   dpo._n_logits, said.append)

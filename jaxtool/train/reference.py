@@ -31,6 +31,11 @@ def dataset_fingerprint(ds) -> str:
     return h.hexdigest()[:16]
 
 
+def model_id(model_cfg) -> str:
+    """What identifies the reference model in a cache key: its path and dtypes."""
+    return f"{model_cfg.path}|{model_cfg.param_dtype}|{model_cfg.compute_dtype}"
+
+
 def cache_serves(stored_key: str, data: str, model_id: str, max_turns: int) -> bool:
     """Whether a cache written under `stored_key` holds this column: same data and reference model,
     and at least `max_turns` per-turn sums (a turn's sum does not depend on how many turns are kept,

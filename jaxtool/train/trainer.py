@@ -159,7 +159,7 @@ class Trainer:
             return
         t0 = time.time()
         os.makedirs(c.run_dir, exist_ok=True)
-        model_id = f"{c.model.path}|{c.model.param_dtype}|{c.model.compute_dtype}"
+        model_id = reference.model_id(c.model)
         for ds, name in ((self.train_ds, "reference.npz"), (self.valid_ds, "reference_valid.npz")):
             if ds is not None:
                 ds.with_reference(reference.precompute(ds, self.setup_, self.max_turns, os.path.join(c.run_dir, name),
