@@ -22,6 +22,9 @@ KNOWN_CYCLES: set[frozenset[str]] = set()
 
 DATA_MUST_NOT_IMPORT = ("jaxtool.sample", "jaxtool.eval", "jaxtool.diatool", "jaxtool.itool", "jaxtool.calm",
                         "jaxtool.train", "jaxtool.commands")
+# jaxtool.envs (tool environments) sits on data and below sampling/evaluation/applications/training.
+ENVS_MUST_NOT_IMPORT = ("jaxtool.sample", "jaxtool.eval", "jaxtool.diatool", "jaxtool.itool", "jaxtool.calm",
+                        "jaxtool.train", "jaxtool.commands", "jaxtool.experiment", "jaxtool.models")
 ARGPARSE_HOMES = ("jaxtool.cli", "jaxtool.commands")
 
 
@@ -147,6 +150,18 @@ def test_no_import_cycles():
 def test_data_layer_imports_no_higher_layer(module):
     bad = [m for m in ALL_IMPORTS[module] if any(m == p or m.startswith(p + ".") for p in DATA_MUST_NOT_IMPORT)]
     assert bad == [], f"{module} imports {bad}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m == "jaxtool.envs" or m.startswith("jaxtool.envs.")))
+def test_envs_layer_imports_no_higher_layer(module):
+    bad = [m for m in ALL_IMPORTS[module] if any(m == p or m.startswith(p + ".") for p in ENVS_MUST_NOT_IMPORT)]
+    assert bad == [], f"{module} imports {bad}"
+
+
+def test_data_layer_does_not_import_envs():
+    bad = {m: [i for i in ALL_IMPORTS[m] if i == "jaxtool.envs" or i.startswith("jaxtool.envs.")]
+           for m in MODULES if m == "jaxtool.data" or m.startswith("jaxtool.data.")}
+    assert {m: v for m, v in bad.items() if v} == {}
 
 
 def test_nothing_below_the_command_line_imports_it():
