@@ -525,3 +525,115 @@ def diatool_dpo_loss(
         rejected_turns=jnp.sum(_as_bool(rejected_turn_mask), axis=-1).astype(jnp.float32),
     )
     return losses, metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Online RL: GRPO and its variants (Dr. GRPO, DAPO). Per-token, over sampled responses.
+#
+# - GRPO: Shao et al. 2024, "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open
+#   Language Models", §4.1: Eq. 3 (clipped surrogate per token, KL to the reference, averaged over
+#   each output's |o_i| tokens then over the G outputs), Eq. 4 (the k3 KL estimator
+#   pi_ref/pi - log(pi_ref/pi) - 1), §4.1.2 outcome supervision (A_i = (r_i - mean r) / std r).
+# - Dr. GRPO: Liu et al. 2025, "Understanding R1-Zero-Like Training: A Critical Perspective", §3.1:
+#   no division by |o_i| (a constant instead) and no division by std r.
+# - DAPO: Yu et al. 2025, "DAPO: An Open-Source LLM Reinforcement Learning System at Scale",
+#   Eq. 8-10: token-level aggregation (sum over every token of the batch / total tokens) and
+#   decoupled clip ranges eps_low < eps_high ("clip-higher", §3.1).
+#
+# Conventions: `logps`, `old_logps`, `ref_logps`, `loss_mask` are [B, T] over the sampled response
+# tokens (mask 0 on prompt, environment/tool tokens and padding); `advantages` are [B, T] (a
+# sequence-level advantage broadcast over its row, or per-turn values). The loss to minimise is the
+# negative of the paper's objective J.
+# ---------------------------------------------------------------------------------------------
+
+GRPO_AGGREGATIONS = ("sequence_mean", "token_mean", "constant")
+
+
+def group_advantages(rewards: Array, group_size: int, scale: bool = True, ddof: int = 1,
+                     eps: float = 1e-6) -> Array:
+    """Group-relative advantages (DeepSeekMath §4.1.2): rewards [N] laid out group by group
+    (rows g*G .. g*G+G-1 answer prompt g) -> (r - mean_group) / (std_group + eps).
+
+    scale=False is Dr. GRPO's r - mean_group (§3.1). `ddof` picks the std: 1 the sample std (TRL,
+    verl), 0 the population std; the paper only says "standard deviation". A group whose rewards are
+    all equal gets advantage 0 (the numerator is 0)."""
+    r = jnp.asarray(rewards, jnp.float32).reshape(-1, group_size)
+    centred = r - jnp.mean(r, axis=1, keepdims=True)
+    if scale:
+        n = max(group_size - ddof, 1)
+        std = jnp.sqrt(jnp.sum(centred**2, axis=1, keepdims=True) / n)
+        centred = centred / (std + eps)
+    return centred.reshape(-1)
+
+
+def k3_kl(logps: Array, ref_logps: Array) -> Array:
+    """DeepSeekMath Eq. 4 per token: exp(ref - logp) - (ref - logp) - 1 (>= 0, unbiased for KL(pi||ref))."""
+    d = ref_logps - logps
+    return jnp.exp(d) - d - 1.0
+
+
+def grpo_token_weights(loss_mask: Array, aggregation: str = "sequence_mean", constant: float = 1.0) -> Array:
+    """The weight of each token's loss so that sum(weights * per_token_loss) is the batch loss:
+
+    - "sequence_mean" (GRPO Eq. 3): 1/G sum_i 1/|o_i| sum_t  ->  mask / (|o_i| * N_rows_with_tokens)
+    - "token_mean"    (DAPO Eq. 8): 1/sum_i |o_i| sum_i sum_t ->  mask / total_tokens
+    - "constant"      (Dr. GRPO):   1/G sum_i 1/C sum_t        ->  mask / (C * N_rows_with_tokens)
+
+    Computed from the mask alone (the host can compute it for a whole global batch, so micro-batches
+    sum to exactly the global loss). Rows with no trained token get weight 0 and do not count."""
+    m = _as_bool(loss_mask).astype(jnp.float32)
+    lens = jnp.sum(m, axis=-1, keepdims=True)
+    rows = jnp.maximum(jnp.sum(lens > 0), 1).astype(jnp.float32)
+    if aggregation == "sequence_mean":
+        return m / (jnp.maximum(lens, 1.0) * rows)
+    if aggregation == "token_mean":
+        return m / jnp.maximum(jnp.sum(m), 1.0)
+    if aggregation == "constant":
+        return m / (float(constant) * rows)
+    raise ValueError(f"aggregation must be one of {GRPO_AGGREGATIONS}, got {aggregation!r}")
+
+
+def grpo_token_loss(logps: Array, old_logps: Array, advantages: Array, ref_logps: Array | None = None, *,
+                    eps_low: float = 0.2, eps_high: float | None = None, beta: float = 0.04
+                    ) -> tuple[Array, dict[str, Array]]:
+    """Per-token negative GRPO objective (DeepSeekMath Eq. 3, inner term):
+
+        ratio = exp(logp - old_logp)
+        l_t   = -( min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A) - beta * k3_kl )
+
+    eps_high=None is GRPO/PPO's symmetric clip (eps_high = eps_low); DAPO's clip-higher sets it
+    larger (0.28 with eps_low 0.2). beta=0 (or ref_logps None) drops the KL term.
+    Returns (loss [B, T], metrics {"kl", "clipped", "ratio"} [B, T], no gradient); the caller
+    weights tokens with `grpo_token_weights`."""
+    eps_high = eps_low if eps_high is None else eps_high
+    logps = logps.astype(jnp.float32)
+    ratio = jnp.exp(logps - jax.lax.stop_gradient(old_logps.astype(jnp.float32)))
+    adv = jax.lax.stop_gradient(advantages.astype(jnp.float32))
+    unclipped = ratio * adv
+    clipped = jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv
+    surrogate = jnp.minimum(unclipped, clipped)
+    if ref_logps is not None and beta != 0:
+        kl = k3_kl(logps, jax.lax.stop_gradient(ref_logps.astype(jnp.float32)))
+        loss = -(surrogate - beta * kl)
+    else:
+        kl = jnp.zeros_like(logps) if ref_logps is None else k3_kl(logps, ref_logps.astype(jnp.float32))
+        loss = -surrogate
+    metrics = {"kl": jax.lax.stop_gradient(kl),
+               "clipped": jax.lax.stop_gradient((clipped < unclipped).astype(jnp.float32)),
+               "ratio": jax.lax.stop_gradient(ratio)}
+    return loss, metrics
+
+
+def grpo_loss(logps: Array, old_logps: Array, advantages: Array, loss_mask: Array, ref_logps: Array | None = None,
+              *, eps_low: float = 0.2, eps_high: float | None = None, beta: float = 0.04,
+              aggregation: str = "sequence_mean", constant: float = 1.0) -> tuple[Array, dict[str, Array]]:
+    """The batch's GRPO loss (a scalar) and its token-weighted metrics (scalars): kl, clip_fraction."""
+    per_tok, m = grpo_token_loss(logps, old_logps, advantages, ref_logps, eps_low=eps_low, eps_high=eps_high,
+                                 beta=beta)
+    w = grpo_token_weights(loss_mask, aggregation, constant)
+    tok = _as_bool(loss_mask).astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(tok), 1.0)
+    return jnp.sum(w * per_tok), {"kl": jnp.sum(m["kl"] * tok) / n, "clip_fraction": jnp.sum(m["clipped"] * tok) / n}
+
+
+__all__ += ["group_advantages", "k3_kl", "grpo_token_weights", "grpo_token_loss", "grpo_loss", "GRPO_AGGREGATIONS"]

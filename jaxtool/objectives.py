@@ -46,8 +46,8 @@ REGISTRY: dict[str, Objective] = {}
 
 
 def register(obj: Objective) -> Objective:
-    if obj.kind not in ("sft", "preference"):
-        raise ValueError(f"objective {obj.name}: kind must be 'sft' or 'preference'")
+    if obj.kind not in ("sft", "preference", "rl"):
+        raise ValueError(f"objective {obj.name}: kind must be 'sft', 'preference' or 'rl'")
     REGISTRY[obj.name] = obj
     return obj
 
@@ -179,3 +179,52 @@ def make_hparams(name: str, values: dict[str, Any] | None = None):
 
 __all__ = ["Objective", "REGISTRY", "register", "get", "names", "hparam_fields", "make_hparams",
            "NoParams", "DPOParams", "BetaParams", "SimPOParams", "ORPOParams", "DMPOParams", "DiaToolParams"]
+
+
+# ---------------------------------------------------------------------------------------------
+# online RL (kind "rl"): GRPO and its variants; the RL step (`jaxtool.rl.step`) hands `compute`
+#   policy    = {"token_logps", "old_logps", "advantages", "weights", "loss_mask"}   each [B, T]
+#   reference = {"token_logps": [B, T]} (None when beta = 0)
+# and gets back per-token losses [B, T] and per-token metrics; the batch loss is
+# sum(weights * losses) with `weights = losses.grpo_token_weights(mask, aggregation, C)` computed
+# over the global batch on the host.
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GRPOParams:
+    beta: float = 0.04             # KL weight to the reference (DeepSeekMath §4.2: 0.04); 0 = no reference
+    eps_low: float = 0.2           # clip range below 1 (PPO/GRPO epsilon)
+    eps_high: float = 0.0          # clip range above 1; 0 = eps_low (symmetric); DAPO clip-higher: 0.28
+    aggregation: str = "sequence_mean"  # sequence_mean (GRPO Eq. 3) | token_mean (DAPO Eq. 8) | constant (Dr. GRPO)
+    norm_constant: float = 0.0     # aggregation=constant: the divisor C; 0 = the rollout's max_new_tokens
+    scale_advantages: bool = True  # divide by the group std (GRPO); false = Dr. GRPO
+    std_ddof: int = 1              # group std: 1 sample (TRL, verl), 0 population (the paper does not say)
+
+
+@dataclasses.dataclass(frozen=True)
+class DrGRPOParams(GRPOParams):
+    beta: float = 0.0
+    aggregation: str = "constant"
+    scale_advantages: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DAPOParams(GRPOParams):
+    beta: float = 0.0
+    eps_high: float = 0.28
+    aggregation: str = "token_mean"
+
+
+def _grpo(pol, ref, hp):
+    return losses.grpo_token_loss(pol["token_logps"], pol["old_logps"], pol["advantages"],
+                                  None if ref is None else ref["token_logps"], eps_low=hp.eps_low,
+                                  eps_high=(hp.eps_high or None), beta=hp.beta)
+
+
+register(Objective("grpo", GRPOParams, "rl", _grpo, needs_reference=True,
+                   doc="GRPO (Shao et al. 2024, DeepSeekMath Eq. 3-4): group-relative advantages, clipped ratio, k3 KL"))
+register(Objective("dr_grpo", DrGRPOParams, "rl", _grpo, needs_reference=True,
+                   doc="Dr. GRPO (Liu et al. 2025): no |o_i| or std normalisation"))
+register(Objective("dapo", DAPOParams, "rl", _grpo, needs_reference=True,
+                   doc="DAPO (Yu et al. 2025): token-level loss, clip-higher (eps_high 0.28)"))
+__all__ += ["GRPOParams", "DrGRPOParams", "DAPOParams"]
