@@ -445,7 +445,8 @@ def test_loop_end_to_end_with_the_mcts_search(tiny_model_dir, tmp_path, monkeypa
     """Data, buffer, the real MCTS, filters, training rows; the SimPO update's training is recorded
     (real SimPO training runs in the test above — one compile of the preference step is enough)."""
     import jaxtool.train
-    from jaxtool.sample import mcts
+    from jaxtool.itool.filters import filter_pairs
+    from jaxtool.itool.pairs import Pair
 
     rec = _RecordedTrain()
     monkeypatch.setattr(jaxtool.train, "train", rec)
@@ -477,8 +478,8 @@ def test_loop_end_to_end_with_the_mcts_search(tiny_model_dir, tmp_path, monkeypa
     assert filt["kept"] + sum(filt["dropped"].values()) == len(pairs) == filt["extracted"]
     # the filters are mcts.filter_pairs' (token similarity, Q gap, chosen Q), per pair
     for p in pairs:
-        pr = mcts.Pair(0, 0, p["depth"], [], 0, p["chosen_ids"], p["rejected_ids"], p["q_chosen"], p["q_rejected"], 0, 0)
-        assert bool(mcts.filter_pairs([pr], 1.0, -10, -10)[0]) == (p["kept"] or p["reason"] == "control token in response")
+        pr = Pair(0, 0, p["depth"], [], 0, p["chosen_ids"], p["rejected_ids"], p["q_chosen"], p["q_rejected"], 0, 0)
+        assert bool(filter_pairs([pr], 1.0, -10, -10)[0]) == (p["kept"] or p["reason"] == "control token in response")
     rows = [json.loads(ln) for ln in open(os.path.join(it, "train_pairs.jsonl"))]
     assert len(rows) == filt["kept"]
     for r in rows:  # both sides: the query, then one assistant message = prefix + step

@@ -20,8 +20,11 @@ import numpy as np
 import pytest
 
 from jaxtool.errors import ConfigError, JaxtoolError
+from jaxtool.itool.filters import filter_pairs, token_similarity
+from jaxtool.itool.pairs import Pair, extract_pairs
 from jaxtool.models import llama
 from jaxtool.sample import mcts as M
+from jaxtool.sample.mcts.program import _exact_outcome
 
 # ------------------------------------------------------------------------------------------------
 # a scripted environment: node identity = heap code (child k of code c is c*W + k + 1)
@@ -140,7 +143,7 @@ def test_search_core_equals_python_reference():
     env = ScriptedEnv(scripts, W)
     tree, _ = jax.jit(lambda k: M.search_core(env, mcts, len(scripts), k))(jax.random.key(mcts.seed))
     res = M.SearchResult.from_tree(jax.device_get(tree), [[7, q] for q in range(len(scripts))], mcts)
-    pairs = M.extract_pairs(res)
+    pairs = extract_pairs(res)
     for q, script in enumerate(scripts):
         nodes, margin = reference_mcts(script, W, depth, mcts.iterations, mcts.c_puct, mcts.discount)
         assert margin > 1e-4, "near-tie in the reference: pick another script seed"
@@ -281,7 +284,7 @@ def test_llama_env_equals_decoding_from_scratch_and_hand_self_eval(tiny):
 
 def test_exact_match_proxy():
     gold = jnp.asarray([[5, 6, 7, -1], [9, -1, -1, -1]])
-    fn = jax.jit(M._exact_outcome(gold, jnp.asarray([3, 1])))
+    fn = jax.jit(_exact_outcome(gold, jnp.asarray([3, 1])))
     resp = jnp.asarray([[5, 6, 7, 2], [5, 6, 7, 8], [5, 6, 0, 0], [9, 4, 4, 4], [9, 4, 4, 4], [5, 6, 7, 2]])
     lens = jnp.asarray([3, 4, 3, 1, 2, 3])
     query = jnp.asarray([0, 0, 0, 1, 1, 0])
@@ -322,7 +325,7 @@ def test_sampled_self_eval_averages_to_the_exact_score():
 # ------------------------------------------------------------------------------------------------
 
 def _pair(chosen, rejected, qc, qr):
-    return M.Pair(0, 0, 0, [1, 2], 2, chosen, rejected, qc, qr, 1, 2)
+    return Pair(0, 0, 0, [1, 2], 2, chosen, rejected, qc, qr, 1, 2)
 
 
 def test_filter_pairs_reasons_and_counts():
@@ -334,14 +337,14 @@ def test_filter_pairs_reasons_and_counts():
         _pair([1, 2, 3], [4, 5, 6], 0.8, 0.1),                                             # kept
         _pair(list(range(20)), list(range(19)) + [99], 0.8, 0.1),                          # 0.95 is not > 0.95: kept
     ]
-    kept, counts = M.filter_pairs(pairs)
+    kept, counts = filter_pairs(pairs)
     assert counts == {"kept": 2, "similar": 2, "small_q_gap": 1, "low_chosen_q": 1}
     assert kept == [pairs[4], pairs[5]]
-    kept, counts = M.filter_pairs(pairs, max_similarity=1.0, min_q_gap=0.0, min_chosen_q=-5.0)
+    kept, counts = filter_pairs(pairs, max_similarity=1.0, min_q_gap=0.0, min_chosen_q=-5.0)
     assert counts["kept"] == 6
-    kept, counts = M.filter_pairs(pairs, similarity_fn=lambda p: 0.0)
+    kept, counts = filter_pairs(pairs, similarity_fn=lambda p: 0.0)
     assert counts == {"kept": 4, "similar": 0, "small_q_gap": 1, "low_chosen_q": 1}
-    assert M.token_similarity([1, 2], [1, 2]) == 1.0 and M.token_similarity([1], [2]) == 0.0
+    assert token_similarity([1, 2], [1, 2]) == 1.0 and token_similarity([1], [2]) == 0.0
 
 
 def test_config_and_input_errors(tiny):

@@ -74,7 +74,7 @@ def _mcts_args(parser) -> None:
 
 def run(args) -> int:
     if args.section == "mcts":
-        from jaxtool.sample import mcts_bench
+        from jaxtool.itool import mcts_bench
 
         path = mcts_bench.write_result(mcts_bench.bench_mcts(args), args.out)
         print(f"wrote {path}")

@@ -6,8 +6,10 @@ Advanced Tool Use", arXiv 2501.09766): everything around the step-level MCTS.
 - `buffer`      the replay buffer: gold-response perplexity (Eq. 4), top-10% selection (§3.2)
 - `outcome`     outcome correctness O of the reward R = O + C (Eq. 6), the search's host callback
 - `sample`      the "without MCTS" ablation sampler
-- `pairs`       search pairs -> logged records -> SimPO training rows
-- `search_adapter`  one call into `jaxtool.sample.mcts` and its pair filters (App. B)
+- `pairs`       pairs from the searched trees (`extract_pairs`) -> logged records -> SimPO training rows
+- `filters`     App. B's pair filters (similarity, Q gap, chosen Q)
+- `search_adapter`  one call into `jaxtool.sample.mcts` and the filters on the logged records
+- `mcts_bench`  `jaxtool bench mcts`: the jitted search against a Python-loop baseline
 - `loop`        the loop and its run directory, resumable stage by stage
 """
 

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtool.models import llama
+from jaxtool.models.family import family_of
 
 
 # ------------------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def gold_tokens(example, fmt, tokenizer, max_length: int | None = None) -> tuple
 # perplexity (Eq. 4)
 # ------------------------------------------------------------------------------------------------
 
-def response_nll(params, cfg: llama.LlamaConfig, inputs: jax.Array, targets: jax.Array, mask: jax.Array,
+def response_nll(params, cfg, inputs: jax.Array, targets: jax.Array, mask: jax.Array,
                  n_logits: int, run=None) -> tuple[jax.Array, jax.Array]:
     """(Σ −log p(target), number of targets) per row over the positions where `mask` is 1.
 
@@ -85,12 +85,13 @@ def response_nll(params, cfg: llama.LlamaConfig, inputs: jax.Array, targets: jax
     on each row's first `n_logits` masked positions (static; ≥ the most masked positions of a row).
     """
     kw = {} if run is None else {"run": run}
-    h = llama.hidden_states(params, inputs, cfg, **kw)                            # [B, L, D]
+    fam = family_of(cfg)                                                          # the model seam
+    h = fam.hidden_states(params, inputs, cfg, **kw)                            # [B, L, D]
     m = mask > 0
     idx = jax.vmap(lambda r: jnp.nonzero(r, size=n_logits, fill_value=0)[0])(m)  # [B, K]
     valid = jnp.arange(n_logits)[None, :] < jnp.sum(m, axis=1, keepdims=True)
     hk = jnp.take_along_axis(h, idx[:, :, None], axis=1)
-    logp = jax.nn.log_softmax(llama.unembed(params, hk, cfg, **kw).astype(jnp.float32), axis=-1)
+    logp = jax.nn.log_softmax(fam.unembed(params, hk, cfg, **kw).astype(jnp.float32), axis=-1)
     tk = jnp.take_along_axis(targets, idx, axis=1)
     lp = jnp.take_along_axis(logp, tk[:, :, None], axis=-1)[:, :, 0]
     return -jnp.sum(jnp.where(valid, lp, 0.0), axis=1), jnp.sum(valid, axis=1)
@@ -105,7 +106,7 @@ def _round_up(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
 
 
-def perplexities(params, cfg: llama.LlamaConfig, items: Sequence[GoldTokens], *, batch_size: int = 8,
+def perplexities(params, cfg, items: Sequence[GoldTokens], *, batch_size: int = 8,
                  length_multiple: int = 64, pad_id: int = 0, run=None) -> np.ndarray:
     """Gold-response perplexity of every item (Eq. 4), in the items' order."""
     out = np.zeros(len(items), np.float64)

@@ -20,7 +20,56 @@ import dataclasses
 import json
 from typing import Any, Sequence
 
+import numpy as np
+
 from jaxtool.data.schema import Message
+
+
+@dataclasses.dataclass
+class Pair:
+    """A step-level preference pair at one expanded node of one query's tree.
+
+    prefix_ids = prompt + the steps from the root down to the branching node (prompt_len tokens
+    of it are the prompt); chosen / rejected are the highest- and lowest-Q children's steps;
+    depth is the branching node's depth (0 = root)."""
+
+    query: int
+    node: int
+    depth: int
+    prefix_ids: list
+    prompt_len: int
+    chosen_ids: list
+    rejected_ids: list
+    q_chosen: float
+    q_rejected: float
+    chosen_node: int
+    rejected_node: int
+
+    @property
+    def q_gap(self) -> float:
+        return self.q_chosen - self.q_rejected
+
+
+def extract_pairs(result) -> list[Pair]:
+    """From a `jaxtool.sample.mcts.SearchResult`: one pair per expanded node with ≥ 2 children: argmax-Q child (first on ties) as chosen,
+    argmin-Q child as rejected (when all children tie, the next child is rejected: ΔQ = 0)."""
+    pairs = []
+    for q in range(result.batch):
+        for node in range(int(result.num_nodes[q])):
+            if not result.expanded[q, node]:
+                continue
+            ch = [int(c) for c in result.children[q, node] if c >= 0]
+            if len(ch) < 2:
+                continue
+            qs = [float(result.Q[q, c]) for c in ch]
+            hi = int(np.argmax(qs))
+            lo = int(np.argmin(qs))
+            if lo == hi:
+                lo = (hi + 1) % len(ch)
+            prefix = result.prompts[q] + result.response_ids(q, node)
+            pairs.append(Pair(q, node, int(result.depth[q, node]), prefix, len(result.prompts[q]),
+                              result.step_ids(q, ch[hi]), result.step_ids(q, ch[lo]), qs[hi], qs[lo], ch[hi], ch[lo]))
+    return pairs
 
 
 @dataclasses.dataclass

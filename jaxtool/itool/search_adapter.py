@@ -7,7 +7,7 @@ it returns the pairs `extract_pairs` takes from the trees. Queries are searched 
 at a time in one compiled program (the last group padded with copies of its last prompt, whose
 outcomes are not judged and whose pairs are discarded, so every group has the same shape).
 
-`filter_records` applies `jaxtool.sample.mcts.filter_pairs` (similarity of the two steps' token ids,
+`filter_records` applies `jaxtool.itool.filters.filter_pairs` (similarity of the two steps' token ids,
 ΔQ, chosen Q) to the logged pair records and keeps each record's reason.
 """
 
@@ -17,6 +17,8 @@ from typing import Sequence
 
 from jaxtool.data.schema import Conversation, Message
 from jaxtool.errors import ConfigError
+from jaxtool.itool.filters import filter_pairs
+from jaxtool.itool.pairs import Pair, extract_pairs
 
 _MARKER = "\u2063ITOOL_PARTIAL_RESPONSE\u2063"
 
@@ -89,7 +91,7 @@ def run_mcts(model, prompts: Sequence[Sequence[int]], fmt, mc, stop_ids, judge, 
         stats["nodes"] += int(sum(res.num_nodes[:len(idx)]))
         stats["groups"] += 1
         stats["outcome_errors"] += [(idx[q], m) for q, m in res.outcome_errors if q < len(idx)]
-        for p in mcts.extract_pairs(res):
+        for p in extract_pairs(res):
             if p.query >= len(idx):
                 continue
             pairs.append({"query": idx[p.query], "node": p.node, "depth": p.depth,
@@ -99,16 +101,14 @@ def run_mcts(model, prompts: Sequence[Sequence[int]], fmt, mc, stop_ids, judge, 
 
 
 def filter_records(records, max_similarity: float, min_q_gap: float, min_chosen_q: float) -> dict:
-    """App. B's filters (`mcts.filter_pairs`) on pair records: sets each record's `kept` / `reason`
+    """App. B's filters (`filters.filter_pairs`) on pair records: sets each record's `kept` / `reason`
     (the first failing filter: similar, small_q_gap, low_chosen_q); returns the counts by reason."""
-    from jaxtool.sample import mcts
-
     counts: dict[str, int] = {}
     for r in records:
-        p = mcts.Pair(query=r.query_index, node=0, depth=r.depth, prefix_ids=list(r.prefix_ids), prompt_len=0,
+        p = Pair(query=r.query_index, node=0, depth=r.depth, prefix_ids=list(r.prefix_ids), prompt_len=0,
                       chosen_ids=list(r.chosen_ids), rejected_ids=list(r.rejected_ids), q_chosen=r.q_chosen,
                       q_rejected=r.q_rejected, chosen_node=0, rejected_node=0)
-        kept, c = mcts.filter_pairs([p], max_similarity, min_q_gap, min_chosen_q)
+        kept, c = filter_pairs([p], max_similarity, min_q_gap, min_chosen_q)
         reason = None if kept else next(k for k, v in c.items() if k != "kept" and v)
         r.kept, r.reason = reason is None, reason
         if reason:

@@ -204,7 +204,7 @@ class TorchMCTS:
         return nodes
 
     def pairs(self, q: int, prompt: list[int], nodes: list[_Node]):
-        from jaxtool.sample.mcts import Pair
+        from jaxtool.itool.pairs import Pair
 
         out = []
         for i, n in enumerate(nodes):
@@ -228,6 +228,8 @@ def bench_mcts(args) -> dict:
 
     import jaxtool
     from jaxtool import bench
+    from jaxtool.itool.filters import filter_pairs
+    from jaxtool.itool.pairs import extract_pairs
     from jaxtool.sample import mcts as M
 
     accel = jax.devices()[0].platform != "cpu"
@@ -256,8 +258,8 @@ def bench_mcts(args) -> dict:
     t = time.perf_counter()
     res = M.search(model.params, model.config, prompts, cfg_m, on_outcome_error="record", **kw)
     wall = time.perf_counter() - t
-    cand = M.extract_pairs(res)
-    kept, counts = M.filter_pairs(cand)
+    cand = extract_pairs(res)
+    kept, counts = filter_pairs(cand)
     ours = {"wall_s": wall, "compile_s": first, "candidate_pairs": len(cand), "kept_pairs": len(kept),
             "filter_counts": counts, "nodes": int(res.num_nodes.sum()),
             "utilisation": 2 * n_params * res.stats["forward_tokens"] / wall / peak, "peak_flops": peak,
@@ -299,7 +301,7 @@ def bench_mcts(args) -> dict:
                 if base.stopped:
                     break
             twall = time.perf_counter() - t
-            tk, tcounts = M.filter_pairs(tc)
+            tk, tcounts = filter_pairs(tc)
             theirs = {"wall_s": twall, "candidate_pairs": len(tc), "kept_pairs": len(tk), "filter_counts": tcounts,
                       "nodes": n_nodes, "queries": min(n_tq, len(prompts)), "stopped_at_budget": base.stopped,
                       "device": device, "threads": torch.get_num_threads() if device == "cpu" else None,
