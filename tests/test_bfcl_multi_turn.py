@@ -81,3 +81,25 @@ def test_score_multi_turn_counts_missing_ids():
     out = score_multi_turn(es, {es[0]["id"]: [[t] for t in es[0]["ground_truth"]]})
     assert (out["correct"], out["total"], out["missing"]) == (1, 3, 2)
     assert [v["id"] for v in out["verdicts"]] == [e["id"] for e in es]
+
+
+def test_bfcl_score_cli_multi_turn(tmp_path, capsys):
+    from jaxtool import cli
+
+    es = read_multi_turn("multi_turn_miss_param", limit=3)
+    bad = [[t] for t in es[1]["ground_truth"]]
+    bad[0] = []
+    rows = [{"id": es[0]["id"], "result": [[t] for t in es[0]["ground_truth"]]}, {"id": es[1]["id"], "result": bad}]
+    p = tmp_path / "mt.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "v.json"
+    assert cli.main(["eval", "bfcl-score", "--category", "multi_turn_miss_param", "--predictions", str(p),
+                     "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert (r["correct"], r["total"], r["category_items"], r["irrelevance"]) == (1, 2, 200, "runner")
+    assert r["verdicts"][1]["error_type"] == official_verdict(es[1], bad)[1]
+    assert "2 of the category's 200 items" in capsys.readouterr().out
+    p.write_text(json.dumps({"id": es[0]["id"], "result": [["ls()"]] * len(es[0]["ground_truth"])}) + "\n")  # a turn that is not a list of steps
+    assert cli.main(["eval", "bfcl-score", "--category", "multi_turn_miss_param", "--predictions", str(p),
+                     "--out", str(out)]) == 2
+    assert "turn 0, step 0" in capsys.readouterr().err

@@ -228,12 +228,12 @@ def test_cli_bfcl_rejects_unknown_category(capsys):
     assert rc == 2 and "unknown BFCL category 'nope'" in capsys.readouterr().err
 
 
-def _score(tmp_path, rows, category="parallel", fmt=None):
+def _score(tmp_path, rows, category="parallel", fmt=None, extra=()):
     p = tmp_path / "p.jsonl"
     p.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     out = tmp_path / "r.json"
     argv = ["eval", "bfcl-score", "--category", category, "--predictions", str(p), "--out", str(out),
-            "--data-dir", ROOT] + (["--format", fmt] if fmt else [])
+            "--data-dir", ROOT] + (["--format", fmt] if fmt else []) + list(extra)
     return cli.main(argv), out
 
 
@@ -252,9 +252,25 @@ def test_bfcl_score_rows_missing_ids_and_reasons(tmp_path):
     assert v[items[1].id]["error_type"] == "parallel_function_checker_no_order:wrong_count"
     assert v[items[2].id]["error_type"] == "ast_decoder:decoder_failed"
     assert v[items[3].id]["error"].endswith("unparseable")
+    # by default the file's ids are scored, and the output says how many of the category that is
+    assert r["missing"] == 0 and (r["correct"], r["total"], r["category_items"]) == (1, 4, 10)
+    assert r["scored_ids"] == "predictions" and [x["id"] for x in r["verdicts"]] == [it.id for it in items[:4]]
+    # --all-ids: every id of the category, ids without a prediction fail
+    rc, out = _score(tmp_path, rows, extra=["--all-ids"])
+    r = json.loads(out.read_text())
+    v = {x["id"]: x for x in r["verdicts"]}
     assert r["missing"] == 6 and r["missing_ids"] == [it.id for it in items[4:]]
     assert v[items[4].id]["error_type"] == "missing_prediction"
     assert (r["correct"], r["total"]) == (1, 10) and [x["id"] for x in r["verdicts"]] == [it.id for it in items]
+    # --ids: a subset, in dataset order; a listed id without a prediction fails
+    rc, out = _score(tmp_path, rows, extra=["--ids", f"{items[5].id},{items[0].id}"])
+    r = json.loads(out.read_text())
+    assert [x["id"] for x in r["verdicts"]] == [items[0].id, items[5].id] and (r["correct"], r["missing"]) == (1, 1)
+
+
+def test_bfcl_score_unknown_id_in_ids_is_named(tmp_path, capsys):
+    rc, _ = _score(tmp_path, [{"id": "parallel_0", "calls": []}], extra=["--ids", "parallel_0,parallel_999"])
+    assert rc == 2 and "parallel_999" in capsys.readouterr().err
 
 
 def test_bfcl_score_json_text(tmp_path):

@@ -52,6 +52,12 @@ CATEGORIES = AST_CATEGORIES + RELEVANCE_CATEGORIES
 # need BFCL's language-specific type converters before the AST checker can compare them.
 UNSUPPORTED_CATEGORIES = ("simple_java", "simple_javascript")
 
+# Categories `bfcl-score` can score: the single-turn ones plus BFCL's multi-turn categories
+# (jaxtool.eval.bfcl.multi_turn, replayed on BFCL's simulators).
+MULTI_TURN_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param",
+                         "multi_turn_long_context")
+SCORABLE_CATEGORIES = CATEGORIES + MULTI_TURN_CATEGORIES
+
 # BFCL type name -> JSON-schema type, for prompting (the checker keeps BFCL's names).
 # Unknown names become "string", as BFCL's own converter does.
 JSON_SCHEMA_TYPE = {
@@ -127,6 +133,15 @@ def check_category(category: str) -> str:
         raise DataError(f"BFCL category {category!r} is not supported (Java/JavaScript values need BFCL's "
                         f"language type converters); supported: {', '.join(CATEGORIES)}")
     raise DataError(f"unknown BFCL category {category!r}; expected one of {', '.join(CATEGORIES)}")
+
+
+def check_scorable_category(category: str) -> str:
+    """A category `bfcl-score` accepts (single-turn or multi-turn), else a DataError listing them."""
+    if category in MULTI_TURN_CATEGORIES:
+        return category
+    if category in UNSUPPORTED_CATEGORIES or category in CATEGORIES:
+        return check_category(category)
+    raise DataError(f"unknown BFCL category {category!r}; expected one of {', '.join(SCORABLE_CATEGORIES)}")
 
 
 def category_from_path(path: str) -> str:

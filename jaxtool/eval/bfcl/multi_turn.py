@@ -41,10 +41,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from jaxtool.envs.bfcl import BFCLEnv
 from jaxtool.errors import DataError, json_error_text
 from jaxtool.eval.bfcl.checker import OK, Verdict
-from jaxtool.eval.bfcl.data import VERSION_PREFIX, data_dir
+from jaxtool.eval.bfcl.data import MULTI_TURN_CATEGORIES, VERSION_PREFIX, data_dir
 
-MULTI_TURN_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param",
-                         "multi_turn_long_context")
 IRRELEVANCE_RULES = ("runner", "strict")
 STEP_LIMIT = 20  # bfcl_eval.constants.default_prompts.MAXIMUM_STEP_LIMIT
 

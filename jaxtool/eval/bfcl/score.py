@@ -207,6 +207,18 @@ def read_predictions(path: str, known_ids: Iterable[str], category: str,
     return out
 
 
+def select_ids(all_ids: Sequence[str], predictions: Mapping[str, Any], requested: Sequence[str] | None = None,
+               all_items: bool = False) -> list[str]:
+    """The ids to score, in dataset order: every id (`all_items`), the `requested` ones, or (default)
+    the ids that have a prediction."""
+    if all_items:
+        return list(all_ids)
+    if requested is not None:
+        want = set(requested)
+        return [i for i in all_ids if i in want]
+    return [i for i in all_ids if i in predictions]
+
+
 def score_predictions(items: Sequence[BFCLItem], predictions: Mapping[str, list[Call] | DecodeError], *,
                       underscore_names: bool = False) -> dict:
     """One verdict per item, in dataset order; items without a prediction fail as "missing_prediction"."""
@@ -223,5 +235,5 @@ def score_predictions(items: Sequence[BFCLItem], predictions: Mapping[str, list[
 
 
 __all__ = ["AST_CATEGORIES", "RELEVANCE_CATEGORIES", "SYNTAXES", "decode_text", "score_item", "summarize",
-           "table_rows", "write_bfcl_report", "read_predictions", "score_predictions", "prediction_calls",
+           "table_rows", "write_bfcl_report", "read_predictions", "score_predictions", "select_ids", "prediction_calls",
            "fc_result_calls"]
