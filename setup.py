@@ -33,6 +33,7 @@ TEST = [
     "gguf>=0.10",
     "accelerate>=1.0",
     "hypothesis>=6.100",
+    "rouge==1.0.1",  # differential oracle for jaxtool.eval.rouge (the scorer API-Bank calls)
 ]
 
 setup(

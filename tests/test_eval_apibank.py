@@ -70,7 +70,24 @@ def test_rouge_l_apibank_union_over_reference_sentences_uses_the_tie_rule():
 def test_response_scoring_strips_ai_prefix():
     s = score_response_item("AI: The result is 33.", "The result is 33.")
     assert s["rouge_l"] == pytest.approx(1.0, abs=1e-7) and s["rouge_l_lcs"] == 1.0
-    assert score_response_item("", "AI: hi\n") == {"rouge_l": 0.0, "rouge_l_lcs": 0.0}
+    empty = score_response_item("", "AI: hi\n")
+    assert (empty["rouge_1"], empty["rouge_2"], empty["rouge_l"], empty["rouge_l_lcs"]) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_response_summary_rouge_1_2_and_corpus_bleu_by_hand():
+    from jaxtool.eval.apibank import summarise
+
+    recs = [{"kind": "response", **score_response_item("AI: the cat sat on a mat", "AI: the cat sat on the mat")},
+            {"kind": "response", **score_response_item("hello there", "hello there")}]
+    s = summarise(recs)["response"]
+    # ROUGE-1 (distinct unigrams), pair 1: hyp {the, cat, sat, on, a, mat} 6, ref {the, cat, sat, on, mat} 5,
+    # overlap 5 -> P 5/6, R 1; pair 2: P = R = 1
+    f1 = 2 * (5 / 6) / (5 / 6 + 1 + 1e-8)
+    assert s["rouge_1"] == pytest.approx((f1 + 2 / (2 + 1e-8)) / 2)
+    # ROUGE-2: hyp bigrams {the cat, cat sat, sat on, on a, a mat}, ref {.., on the, the mat}: 3/5 and 3/5
+    assert s["rouge_2"] == pytest.approx((2 * 0.36 / (1.2 + 1e-8) + 2 / (2 + 1e-8)) / 2)
+    # corpus BLEU sums the counts: p1 (5+2)/(6+2), p2 (3+1)/(5+1), p3 2/4, p4 1/3, BP 1
+    assert s["bleu_4"] == pytest.approx(100 * (7 / 8 * 4 / 6 * 2 / 4 * 1 / 3) ** 0.25)
 
 
 # --------------------------------------------------------------------------------------------

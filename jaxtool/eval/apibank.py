@@ -1,4 +1,4 @@
-"""API-Bank level-1 / level-2 evaluation: API-call accuracy and ROUGE-L of responses.
+"""API-Bank level-1 / level-2 evaluation: API-call accuracy; ROUGE-1/2/L and BLEU-4 of responses.
 
 API-Bank's own evaluator (DAMO-ConvAI `api-bank/evaluator.py`) *executes* the predicted call against
 its Python API implementations and compares the execution record with the gold one, with per-API
@@ -30,13 +30,26 @@ ToolSearcher (level 2)  API-Bank scores a `ToolSearcher(keywords=...)` call by t
             search sends to the same tool: 48 of 98 ordered pairs (49%); against one whose official
             tool differs: rejected in 139,908 of 140,152 pairs (99.8%). So the offline rule is strict
             with paraphrased keywords and rarely lenient.
-Responses   ROUGE-L F1 between the reply and the expected reply, after removing a leading `AI:` from
-            both: `rouge.rouge_l_apibank` (API-Bank's number; `rouge` package semantics) reported as
-            `rouge_l`, and plain sentence-level LCS F1 as `rouge_l_lcs`. Empty output scores 0.
+Responses   After removing a leading `AI:` from both texts: ROUGE-1, ROUGE-2 and ROUGE-L F1 as the
+            `rouge` package (pltrdy/rouge 1.0.1, which API-Bank's evaluator calls) computes them
+            (`rouge.rouge_n_apibank`, `rouge.rouge_l_apibank`; reported as `rouge_1`, `rouge_2`,
+            `rouge_l`), plain sentence-level LCS F1 as `rouge_l_lcs`, and corpus BLEU-4 over all
+            response items (`jaxtool.eval.bleu.corpus_bleu`, SacreBLEU's defaults, 0-100) as
+            `bleu_4` — CALM's Table 3 reports API-Bank response quality with these n-gram metrics.
+            Empty output scores 0 (API-Bank's own loop assigns 0 to empty output).
+
+How the ToolSearcher step differs from API-Bank's (summary of the rule above): API-Bank runs
+ToolSearcher as a real API — it embeds the keywords with a sentence-transformers MiniLM model and
+returns the API whose description embedding is nearest (cosine), and the call is judged by that
+*retrieved tool*. jaxtool has no embedding model at evaluation time, so it judges the keywords by
+exact (folded) equality with the gold keywords, or by a bag-of-words TF-IDF nearest neighbour over
+the tool library, or by the tool the official search recorded for the gold keywords. Paraphrases
+the MiniLM search would map to the same tool are credited only when TF-IDF agrees (49% of such
+pairs on the level-3 training records, see above).
 
 Scores: `api_accuracy` = correct API items / API items (ToolSearcher items included, as in
 API-Bank's level-2 numbers), with the ToolSearcher and other items also reported apart;
-`rouge_l` = mean over response items.
+`rouge_1`, `rouge_2`, `rouge_l` = means over response items; `bleu_4` = corpus BLEU-4 over them.
 """
 
 from __future__ import annotations
@@ -53,7 +66,8 @@ from jaxtool.data.schema import ToolCall
 from jaxtool.errors import DataError
 from jaxtool.eval import textgen
 from jaxtool.eval.apibank_data import ApiBankItem
-from jaxtool.eval.rouge import rouge_l, rouge_l_apibank
+from jaxtool.eval.bleu import corpus_bleu
+from jaxtool.eval.rouge import rouge_l, rouge_l_apibank, rouge_n_apibank
 
 CALL_PATTERN = re.compile(r"\[(\w+)\((.*)\)\]")
 TOOLSEARCHER = "ToolSearcher"
@@ -310,8 +324,11 @@ def score_api_item(output: str, expected: str, library: ToolLibrary | None = Non
 
 def score_response_item(output: str, expected: str) -> dict:
     hyp, ref = strip_ai_prefix(output), strip_ai_prefix(expected)
-    return {"rouge_l": rouge_l_apibank(hyp, ref).f1 if hyp else 0.0,
-            "rouge_l_lcs": rouge_l(hyp, ref).f1 if hyp else 0.0}
+    return {"rouge_1": rouge_n_apibank(hyp, ref, 1).f1 if hyp else 0.0,
+            "rouge_2": rouge_n_apibank(hyp, ref, 2).f1 if hyp else 0.0,
+            "rouge_l": rouge_l_apibank(hyp, ref).f1 if hyp else 0.0,
+            "rouge_l_lcs": rouge_l(hyp, ref).f1 if hyp else 0.0,
+            "hyp_text": hyp, "ref_text": ref}
 
 
 @dataclasses.dataclass
@@ -334,16 +351,20 @@ def summarise(records: Sequence[dict], level: int | None = None) -> dict:
     api = [r for r in records if r["kind"] == "api"]
     resp = [r for r in records if r["kind"] == "response"]
     reasons = collections.Counter(r["reason"].split(":")[0] for r in api if not r["correct"])
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in resp) / len(resp) if resp else float("nan")
+
+    bleu = corpus_bleu([r["hyp_text"] for r in resp], [r["ref_text"] for r in resp]) if resp else float("nan")
     return {
         "level": level,
         "api": _acc(api),
         "api_toolsearcher": _acc([r for r in api if r["toolsearcher"]]),
         "api_other": _acc([r for r in api if not r["toolsearcher"]]),
         "api_accuracy": _acc(api)["accuracy"],
-        "response": {"n": len(resp),
-                     "rouge_l": sum(r["rouge_l"] for r in resp) / len(resp) if resp else float("nan"),
-                     "rouge_l_lcs": sum(r["rouge_l_lcs"] for r in resp) / len(resp) if resp else float("nan")},
-        "rouge_l": sum(r["rouge_l"] for r in resp) / len(resp) if resp else float("nan"),
+        "response": {"n": len(resp), "rouge_1": mean("rouge_1"), "rouge_2": mean("rouge_2"),
+                     "rouge_l": mean("rouge_l"), "rouge_l_lcs": mean("rouge_l_lcs"), "bleu_4": bleu},
+        "rouge_l": mean("rouge_l"),
         "api_errors": dict(reasons.most_common()),
     }
 
@@ -352,8 +373,11 @@ def table_rows(summary: dict) -> tuple[list[str], list[list]]:
     rows = [["API-call accuracy", summary["api"]["n"], summary["api"]["accuracy"]],
             ["  ToolSearcher calls", summary["api_toolsearcher"]["n"], summary["api_toolsearcher"]["accuracy"]],
             ["  other API calls", summary["api_other"]["n"], summary["api_other"]["accuracy"]],
+            ["response ROUGE-1", summary["response"]["n"], summary["response"]["rouge_1"]],
+            ["response ROUGE-2", summary["response"]["n"], summary["response"]["rouge_2"]],
             ["response ROUGE-L (API-Bank)", summary["response"]["n"], summary["response"]["rouge_l"]],
-            ["response ROUGE-L (sentence LCS)", summary["response"]["n"], summary["response"]["rouge_l_lcs"]]]
+            ["response ROUGE-L (sentence LCS)", summary["response"]["n"], summary["response"]["rouge_l_lcs"]],
+            ["response BLEU-4 (corpus, 0-100)", summary["response"]["n"], summary["response"]["bleu_4"]]]
     return ["metric", "items", "score"], rows
 
 

@@ -1,6 +1,15 @@
-"""ROUGE-L (longest-common-subsequence overlap) between a generated reply and a reference.
+"""ROUGE-1, ROUGE-2 and ROUGE-L between a generated reply and a reference.
 
-Two variants, both written from the definitions in Lin (2004), "ROUGE: A Package for Automatic
+`rouge_n_apibank(hyp, ref, n)` — ROUGE-N as the `rouge` package (pltrdy/rouge 1.0.1, the scorer
+API-Bank's evaluator calls) computes it: the texts are split into "sentences" at every "." as below,
+the sentences' words are chained into one word list (so n-grams run across sentence boundaries), and
+the n-grams are counted *distinct* (a set): P = |H ∩ R| / |H|, R = |H ∩ R| / |R| with H, R the sets
+of hypothesis / reference n-grams, F = 2 P R / (P + R + 1e-8); an empty n-gram set gives 0.
+Lin (2004), section 2, counts n-gram *occurrences* (clipped); the package's distinct-set counting
+is what API-Bank's (and CALM's Table 3) numbers use, so it is the default here.
+`tests/test_rouge_differential.py` checks all three against the installed `rouge` package.
+
+ROUGE-L, two variants, both written from the definitions in Lin (2004), "ROUGE: A Package for Automatic
 Evaluation of Summaries", section 3:
 
 `rouge_l(hyp, ref)` — sentence-level ROUGE-L. Tokens are whitespace-separated words, compared as
@@ -100,4 +109,23 @@ def rouge_l_apibank(hyp: str, ref: str) -> RougeScore:
             union.update(lcs_tokens(r_sent, h_sent))
     hits = len(union)
     rec, p = hits / m, hits / n
+    return RougeScore(p, rec, 2.0 * (p * rec) / (p + rec + 1e-8))
+
+
+def rouge_n_apibank(hyp: str, ref: str, n: int) -> RougeScore:
+    """ROUGE-N (distinct n-grams over the chained sentences) as the `rouge` package computes it."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    hs, rs = _sentences(hyp), _sentences(ref)
+    if not hs or not rs:
+        return RougeScore(0.0, 0.0, 0.0)
+
+    def grams(sents: list[list[str]]) -> set[tuple[str, ...]]:
+        words = [w for s in sents for w in s]
+        return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+    h, r = grams(hs), grams(rs)
+    overlap = len(h & r)
+    p = overlap / len(h) if h else 0.0
+    rec = overlap / len(r) if r else 0.0
     return RougeScore(p, rec, 2.0 * (p * rec) / (p + rec + 1e-8))
