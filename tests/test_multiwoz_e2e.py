@@ -303,3 +303,44 @@ def test_multiwoz24_layout_loads(tmp_path):
     assert rep.bad_rows == 1
     with pytest.raises(DataError, match="goal"):
         list(load_e2e_dialogues(str(bad)))
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+# --------------------------------------------------------------------------------------------
+
+def test_multiwoz_e2e_command(monkeypatch, tmp_path, capsys):
+    import argparse
+
+    from dialog_fakes import install_fake_stack
+    from jaxtool.commands.eval_multiwoz import register
+    from jaxtool.errors import ConfigError
+
+    created = []
+
+    def load_backend(name, model):
+        created.append(ScriptedBackend(_respond))
+        return created[-1]
+
+    install_fake_stack(monkeypatch, load_backend)
+    raw = json.load(open(DATA))
+    data = tmp_path / "two.json"
+    data.write_text(json.dumps({k: raw[k] for k in ("SNG0752", "SNG02260")}))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["multiwoz", "--protocol", "e2e", "--model", "m", "--data", str(data), "--multiwoz-db",
+                              DB_DIR, "--out", str(tmp_path / "out"), "--no-progress"])
+    assert args.func(args) == 0
+    s = json.load(open(tmp_path / "out" / "multiwoz_e2e_summary.json"))
+    assert s["benchmark"] == "multiwoz-e2e" and s["protocol"] == "e2e"
+    assert (s["inform"], s["success"], s["n_dialogues"], s["n_turns"]) == (1.0, 1.0, 2, 6)
+    assert s["jga"] == pytest.approx(2 / 6)
+    items = [json.loads(l) for l in open(tmp_path / "out" / "multiwoz_e2e_items.jsonl")]
+    assert len(items) == 6 and items[0]["calls"][0]["name"] == "find_hotel"
+    assert "Inform" in capsys.readouterr().out
+    # e2e without a database: a named error before any model loads
+    args = parser.parse_args(["multiwoz", "--protocol", "e2e", "--model", "m", "--data", str(data)])
+    n = len(created)
+    with pytest.raises(ConfigError, match="--multiwoz-db"):
+        args.func(args)
+    assert len(created) == n
