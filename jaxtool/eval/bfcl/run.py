@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from jaxtool.errors import ConfigError, JaxtoolError
 from jaxtool.eval.bfcl.checker import Verdict
-from jaxtool.eval.bfcl.data import CATEGORIES, BFCLItem, check_category, read_category
+from jaxtool.eval.bfcl.data import (CATEGORIES, MULTI_TURN_CATEGORIES, BFCLItem, check_category,
+                                    check_scorable_category, read_category)
 from jaxtool.eval.bfcl.decode import DecodeError, calls_from_tool_calls, decode_pythonic, jsonable
 from jaxtool.eval.bfcl.prompt import build_conversation
 from jaxtool.eval.bfcl.score import score_item, summarize, write_bfcl_report
@@ -104,6 +105,8 @@ def prediction_row(rec: Mapping[str, Any], style: str) -> dict:
     """A record as a `bfcl-score` predictions row that rescoring reproduces exactly: raw text in
     prompting style (the pythonic decoder keeps tuples, which JSON would lose), parsed calls in
     function-calling style (`null` when the output did not parse)."""
+    if "result" in rec:  # a multi-turn record: BFCL's decoded form (turns -> steps -> call strings)
+        return {"id": rec["id"], "category": rec["category"], "result": rec["result"]}
     if style == "prompting":
         return {"id": rec["id"], "category": rec["category"], "text": rec["output"] or ""}
     row = {"id": rec["id"], "category": rec["category"], "calls": rec["calls"]}
@@ -113,17 +116,24 @@ def prediction_row(rec: Mapping[str, Any], style: str) -> dict:
 
 
 def parse_categories(spec: str | None) -> list[str]:
+    """`all` = the single-turn categories; `multi_turn` = BFCL's four multi-turn categories; or a
+    comma-separated list of either."""
     if not spec or spec == "all":
         return list(CATEGORIES)
-    cats = [c.strip() for c in spec.split(",") if c.strip()]
-    for c in cats:
-        check_category(c)
+    cats: list[str] = []
+    for c in (c.strip() for c in spec.split(",") if c.strip()):
+        if c == "multi_turn":
+            cats += [m for m in MULTI_TURN_CATEGORIES if m not in cats]
+            continue
+        check_scorable_category(c)
+        cats.append(c)
     return cats
 
 
 def evaluate(backend: Any, fmt: Any, prompt_ids: PromptIds, *, categories: Sequence[str] = CATEGORIES,
              limit: int | None = None, root: str | None = None, style: str = "prompting", out_dir: str | None = None,
-             progress: bool = True, settings: Mapping[str, Any] | None = None, **run_kw) -> tuple[dict, list[dict]]:
+             progress: bool = True, settings: Mapping[str, Any] | None = None,
+             multi_turn: Mapping[str, Any] | None = None, **run_kw) -> tuple[dict, list[dict]]:
     """Run every category; returns (summary, records) and, with `out_dir`, writes the report plus
     `bfcl_predictions.jsonl` (rescorable with `jaxtool eval bfcl-score`). `settings` (model, backend,
     format, ...) are recorded in the summary."""
@@ -131,7 +141,30 @@ def evaluate(backend: Any, fmt: Any, prompt_ids: PromptIds, *, categories: Seque
     valid: dict[str, list[bool]] = {}
     complete: dict[str, bool] = {}
     t0 = time.time()
+    multi_turn_kw = {k: run_kw[k] for k in ("batch_size", "max_new_tokens", "max_prompt_tokens") if k in run_kw}
+    multi_turn_kw.update(multi_turn or {})
+    timing: dict[str, dict] = {}
     for cat in categories:
+        if cat in MULTI_TURN_CATEGORIES:
+            from jaxtool.eval.bfcl.multi_turn import read_multi_turn
+            from jaxtool.eval.bfcl.multi_turn_run import run_multi_turn
+
+            every_mt = read_multi_turn(cat, root=root)
+            entries = every_mt[:limit] if limit is not None else every_mt
+            complete[cat] = len(entries) == len(every_mt)
+            t1 = time.time()
+            recs = run_multi_turn(entries, backend, fmt, prompt_ids, style=style, progress=progress, desc=cat,
+                                  **multi_turn_kw)
+            secs = time.time() - t1
+            timing[cat] = {"seconds": round(secs, 2), "entries": len(recs),
+                           "entries_per_hour": round(3600 * len(recs) / secs, 1) if secs > 0 else None,
+                           "generations": sum(r["generations"] for r in recs)}
+            records += recs
+            valid[cat] = [r["valid"] for r in recs]
+            print(f"{cat}: {sum(valid[cat])}/{len(recs)} valid"
+                  f"{'' if complete[cat] else f' (first {len(recs)} of {len(every_mt)})'}  [{time.time() - t0:.0f}s]",
+                  flush=True)
+            continue
         every = read_category(cat, root=root)
         items = every[:limit] if limit is not None else every
         if not items:
@@ -143,6 +176,8 @@ def evaluate(backend: Any, fmt: Any, prompt_ids: PromptIds, *, categories: Seque
         print(f"{cat}: {sum(valid[cat])}/{len(recs)} valid{'' if complete[cat] else f' (first {len(recs)} of {len(every)})'}"
               f"  [{time.time() - t0:.0f}s]", flush=True)
     summary = summarize(valid, complete=complete)
+    if timing:
+        summary["multi_turn_timing"] = timing
     summary["settings"] = {**dict(settings or {}), "style": style, "limit": limit,
                            "seconds": round(time.time() - t0, 1),
                            **{k: v for k, v in run_kw.items() if k != "save_prompts"}}
