@@ -93,3 +93,32 @@ def test_calls_from_tool_calls_and_jsonable():
 def test_non_text_is_a_decode_error(bad):
     assert isinstance(decode_pythonic(bad), DecodeError)
     assert isinstance(decode_json(bad), DecodeError)
+
+
+def test_java_and_javascript_calls_decode_to_source_text_and_score():
+    from jaxtool.eval.bfcl import data as src
+    from jaxtool.eval.bfcl.decode import decode_source_call
+    from jaxtool.eval.bfcl.prompt import with_language_hint
+    from jaxtool.eval.bfcl.score import decode_text, score_item
+    from test_bfcl_data import ROOT
+
+    assert decode_source_call('[A.b(x=new ArrayList<>(Arrays.asList(1, 2)), s="a, b", n=50L, d={k: [1, 2]})]',
+                              "java") == [("A.b", {"x": "new ArrayList<>(Arrays.asList(1, 2))", "s": "a, b",
+                                                   "n": "50L", "d": "{k: [1, 2]}"})]
+    for bad in ("", "[A.b(x=(]", "[1 + 2]", "[A.b(x='unterminated)]", "[(lambda: 1)()]"):
+        assert not decode_source_call(bad, "java"), bad
+    # text is only split, never run: a call to __import__ is a name with no named arguments
+    assert decode_source_call("[__import__('os')]", "java") == [("__import__", {})]
+    java0 = src.read_category("simple_java", root=ROOT)[0]
+    text = "[GeometryPresentation.createPresentation(controller=mapController, parent=mapArea)]"
+    assert score_item(java0, decode_text(text, "pythonic", "simple_java")).valid
+    assert not score_item(java0, decode_text(text.replace("mapArea", "other"), "pythonic", "simple_java")).valid
+    js1 = src.read_category("simple_javascript", root=ROOT)[1]
+    ok = "[getActiveDataEntries(listElement=listElement, attribute='data-active', value=true)]"
+    assert score_item(js1, decode_text(ok, "pythonic", "simple_javascript")).valid
+    # BFCL's prompt for Java: the hint, and every parameter shown as a string of the Java type
+    doc = with_language_hint(src.read_category("simple_java", root=ROOT)[1].functions, "simple_java")[0]
+    assert doc["description"].endswith("Java 8 SDK syntax.")
+    props = doc["parameters"]["properties"]
+    assert {p["type"] for p in props.values()} == {"string"}
+    assert props["useShortName"]["description"].endswith("This is Java boolean type parameter in string representation.")

@@ -110,16 +110,17 @@ def _python_type(type_name: str, where: str) -> type:
 
 
 def _type_check(param: str, value: Any, acceptable: Sequence[Any], type_name: str, item_type_name: str | None,
-                where: str) -> tuple[Verdict, bool]:
+                where: str, expected: type | None = None, item_type: type | None = None) -> tuple[Verdict, bool]:
     """(verdict, is_variable). `is_variable`: the answers are of another type than the doc says, so
-    the value is compared exactly instead of structurally."""
-    expected = _python_type(type_name, where)
+    the value is compared exactly instead of structurally. `expected` / `item_type`: the Python
+    types the value and its items must have (default: the Python reading of the BFCL type names)."""
+    expected = expected if expected is not None else _python_type(type_name, where)
     answer_type = _answer_type(acceptable)
     is_variable = answer_type is not None and answer_type is not expected
     if type(value) is expected:
         if item_type_name is None:
             return OK, is_variable
-        item_type = _python_type(item_type_name, f"{where}.items")
+        item_type = item_type if item_type is not None else _python_type(item_type_name, f"{where}.items")
         for answer in acceptable:
             # An acceptable value that is not a list (the optional marker "") does not constrain items.
             if not isinstance(answer, list):
@@ -219,8 +220,9 @@ def expected_name(name: str, underscore_names: bool = False) -> str:
 
 
 def check_call(doc: Mapping[str, Any], call: Call, answer: Mapping[str, Any], *,
-               underscore_names: bool = False) -> Verdict:
-    """One decoded call against one function doc and one possible answer `{name: {param: [values]}}`."""
+               underscore_names: bool = False, language: str = "python") -> Verdict:
+    """One decoded call against one function doc and one possible answer `{name: {param: [values]}}`.
+    `language` "java" / "javascript": each value is source text, converted first (`_convert_source`)."""
     (_, acceptable_by_param), = answer.items()
     name, given = call
     want = expected_name(doc["name"], underscore_names)
@@ -238,24 +240,32 @@ def check_call(doc: Mapping[str, Any], call: Call, answer: Mapping[str, Any], *,
         spec = properties[p]
         type_name = spec["type"]
         item_type_name = None
-        if type_name in NESTED_TYPES:
-            item_type_name = (spec.get("items") or {}).get("type")
-            if item_type_name is None:
-                raise DataError(f"function {doc['name']!r}, parameter {p!r}: an {type_name} needs items.type")
+        where = f"function {doc['name']!r}, parameter {p!r}"
         acceptable = acceptable_by_param[p]
+        if language == "python":
+            if type_name in NESTED_TYPES:
+                item_type_name = (spec.get("items") or {}).get("type")
+                if item_type_name is None:
+                    raise DataError(f"{where}: an {type_name} needs items.type")
+            expected_type = _python_type(type_name, where)
+            item_type = _python_type(item_type_name, f"{where}.items") if item_type_name else None
+        else:
+            converted = _convert_source(p, value, spec, language, where)
+            if isinstance(converted, Verdict):
+                return converted
+            value, expected_type, item_type_name, item_type = converted
         if type_name == "tuple" and type(value) is tuple:
             value = list(value)
-        if type_name == "float" and type(value) is int:
+        if language == "python" and type_name == "float" and type(value) is int:
             value = float(value)
-        verdict, is_variable = _type_check(p, value, acceptable, type_name, item_type_name,
-                                           f"function {doc['name']!r}, parameter {p!r}")
+        verdict, is_variable = _type_check(p, value, acceptable, type_name, item_type_name, where,
+                                           expected=expected_type, item_type=item_type)
         if not verdict.valid:
             return verdict
         if not is_variable:
-            expected_type = PYTHON_TYPE[type_name]
             if expected_type is dict:
                 verdict = _check_dict(p, value, acceptable)
-            elif expected_type is list and item_type_name == "dict":
+            elif expected_type is list and item_type is dict:
                 verdict = _check_list_of_dicts(p, value, acceptable)
             elif expected_type is str:
                 verdict = _check_string(p, value, acceptable)
@@ -276,6 +286,68 @@ def check_call(doc: Mapping[str, Any], call: Call, answer: Mapping[str, Any], *,
     return OK
 
 
+# BFCL's type conversion tables for Java and JavaScript docs (bfcl_eval/constants/type_mappings.py):
+# the Python type a converted value must have.
+JAVA_TYPE = {"byte": int, "short": int, "integer": int, "float": float, "double": float, "long": int,
+             "boolean": bool, "char": str, "Array": list, "ArrayList": list, "Set": set, "HashMap": dict,
+             "Hashtable": dict, "Queue": list, "Stack": list, "String": str, "any": str}
+JS_TYPE = {"String": str, "integer": int, "float": float, "Bigint": int, "Boolean": bool, "dict": dict,
+           "array": list, "any": str}
+SOURCE_NESTED_TYPES = ("Array", "ArrayList", "array")  # converted with their items' type
+LANGUAGES = ("python", "java", "javascript")
+
+
+def language_of(category: str) -> str:
+    """BFCL's rule: a category ending in `java` is Java, `javascript` JavaScript, else Python."""
+    if category.endswith("javascript"):
+        return "javascript"
+    if category.endswith("java"):
+        return "java"
+    return "python"
+
+
+def _convert_source(param: str, value: Any, spec: Mapping[str, Any], language: str, where: str):
+    """A Java/JavaScript value (source text such as "new ArrayList<>(Arrays.asList(1, 2))" or "50L")
+    as a Python value by BFCL's own converters (`bfcl_eval/eval_checker/ast_eval/type_convertor`,
+    pure string parsers, imported from the installed package), with the types to check it against:
+    (value, expected type, items' type name, items' type) or a failing Verdict. As BFCL: the value
+    must arrive as a string (`type_error:java` / `type_error:js`). A value the converter cannot read
+    is a failing verdict here (BFCL's checker would raise)."""
+    table = JAVA_TYPE if language == "java" else JS_TYPE
+    tag = "java" if language == "java" else "js"
+    type_name = spec["type"]
+    if type_name not in table:
+        raise DataError(f"{where}: {language} type {type_name!r} is not one of {sorted(table)}")
+    if type(value) is not str:
+        return _fail(f"type_error:{tag}", f"Incorrect type for parameter {param!r}. Expected type String, got "
+                     f"{type(value).__name__}. Parameter value: {value!r}.")
+    try:
+        if language == "java":
+            from bfcl_eval.eval_checker.ast_eval.type_convertor.java_type_converter import (
+                java_type_converter as convert)
+        else:
+            from bfcl_eval.eval_checker.ast_eval.type_convertor.js_type_converter import js_type_converter as convert
+    except ImportError as e:
+        raise DataError(f"BFCL's {language} type converters need the bfcl-eval package "
+                        f"(pip install --no-deps bfcl-eval): {e}") from None
+    item_type_name = item_type = None
+    try:
+        if type_name in SOURCE_NESTED_TYPES:
+            item_type_name = (spec.get("items") or {}).get("type")
+            if item_type_name not in table:
+                raise DataError(f"{where}: an {type_name} needs items.type among {sorted(table)}")
+            item_type = table[item_type_name]
+            value = convert(value, type_name, item_type_name)
+        else:
+            value = convert(value, type_name)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 — a converter's complaint about the model's text
+        return _fail(f"type_error:{tag}", f"Parameter {param!r}: {value!r} is not a {language} {type_name} "
+                     f"({type(e).__name__}: {e}).")
+    return value, table[type_name], item_type_name, item_type
+
+
 def _find_doc(docs: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any]:
     for d in docs:
         if d["name"] == name:
@@ -286,10 +358,11 @@ def _find_doc(docs: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any]
 
 def check_ast(category: str, docs: Sequence[Mapping[str, Any]], calls: Sequence[Call] | DecodeError,
               ground_truth: Sequence[Mapping[str, Any]], *, underscore_names: bool = False) -> Verdict:
-    """An AST-category item: decoded calls (or why decoding failed) against the possible answers."""
+    """An AST-category item: decoded calls (or why decoding failed) against the possible answers.
+    The language (Python, or Java/JavaScript source values) follows the category name, as in BFCL."""
     if isinstance(calls, DecodeError):
         return _fail("ast_decoder:decoder_failed", f"Invalid syntax. Failed to decode AST. {calls.reason}")
-    kw = {"underscore_names": underscore_names}
+    kw = {"underscore_names": underscore_names, "language": language_of(category)}
     if "parallel" in category:
         if len(calls) != len(ground_truth):
             return _fail("parallel_function_checker_no_order:wrong_count",

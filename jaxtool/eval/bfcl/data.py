@@ -41,16 +41,18 @@ from jaxtool.errors import DataError
 
 VERSION_PREFIX = "BFCL_v4"
 
-# The single-turn categories, in the order BFCL's leaderboard lists them.
+# The single-turn categories, in the order BFCL's leaderboard lists them (BFCL's Non-Live "simple" is
+# the unweighted mean of simple_python, simple_java and simple_javascript).
 AST_CATEGORIES = (
-    "simple_python", "multiple", "parallel", "parallel_multiple",
+    "simple_python", "simple_java", "simple_javascript", "multiple", "parallel", "parallel_multiple",
     "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple",
 )
 RELEVANCE_CATEGORIES = ("irrelevance", "live_irrelevance", "live_relevance")
 CATEGORIES = AST_CATEGORIES + RELEVANCE_CATEGORIES
-# Shipped by BFCL but not supported here: their values are Java / JavaScript source strings that
-# need BFCL's language-specific type converters before the AST checker can compare them.
-UNSUPPORTED_CATEGORIES = ("simple_java", "simple_javascript")
+# simple_java / simple_javascript: argument values are Java / JavaScript source text, decoded with
+# `decode.decode_source_call` and converted by BFCL's type converters before the AST checker compares
+# them (checker.language_of). Nothing shipped is unsupported now; kept for callers that list it.
+UNSUPPORTED_CATEGORIES: tuple[str, ...] = ()
 
 # Categories `bfcl-score` can score: the single-turn ones plus BFCL's multi-turn categories
 # (jaxtool.eval.bfcl.multi_turn, replayed on BFCL's simulators).

@@ -244,3 +244,86 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return repr(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# Java / JavaScript call syntax (simple_java, simple_javascript)
+# ------------------------------------------------------------------------------------------------
+
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_QUOTES = ("'", '"', "`")
+MAX_SOURCE_CHARS = 200_000
+
+
+def _split_top(text: str, sep: str = ",") -> list[str] | None:
+    """`text` split at `sep` outside brackets and quotes; None when brackets/quotes do not balance."""
+    parts, depth, quote, start, i = [], [], None, 0, 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in _QUOTES:
+            quote = ch
+        elif ch in _OPEN:
+            depth.append(_OPEN[ch])
+        elif ch in ")]}":
+            if not depth or depth.pop() != ch:
+                return None
+        elif ch == sep and not depth:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if quote or depth:
+        return None
+    parts.append(text[start:])
+    return parts
+
+
+def decode_source_call(text: str, language: str) -> list[Call] | DecodeError:
+    """`[Class.method(param=<source>, ...)]` written in Java or JavaScript syntax -> one call whose
+    argument values are their source text, as BFCL's Java/JavaScript decoders return them (string and
+    char literals unquoted at the top level, everything else — `new ArrayList<>(...)`, `50L`,
+    `{a: 1}`, `mapController` — kept as written); BFCL's checker converts them by the doc's types.
+
+    BFCL parses these outputs with tree-sitter (not a dependency here); this reader splits the
+    argument list at top-level commas instead, and like BFCL keeps only the first call. Differences:
+    BFCL drops whitespace between tokens of a composite value (`a + b` -> `a+b`), this keeps the
+    value's text trimmed. Never evaluated."""
+    if not isinstance(text, str):
+        return DecodeError(f"expected text, got {type(text).__name__}")
+    if len(text) > MAX_SOURCE_CHARS:
+        return DecodeError(f"output of {len(text)} characters (more than {MAX_SOURCE_CHARS})")
+    src = text.strip("`\n ")
+    if src.startswith("[") and src.endswith("]"):
+        src = src[1:-1]
+    src = src.strip()
+    calls = _split_top(src)
+    if not calls or not calls[0].strip():
+        return DecodeError(f"not a {language} call list")
+    first = calls[0].strip()
+    open_at = first.find("(")
+    if open_at <= 0 or not first.endswith(")"):
+        return DecodeError(f"expected a {language} method call, got {first[:60]!r}")
+    name = first[:open_at].strip()
+    if not all(part.isidentifier() for part in name.split(".")):
+        return DecodeError(f"{name[:60]!r} is not a (dotted) method name")
+    inner = first[open_at + 1:-1]
+    args_src = _split_top(inner) if inner.strip() else []
+    if args_src is None:
+        return DecodeError("unbalanced brackets or quotes in the arguments")
+    args: dict[str, Any] = {}
+    for a in args_src:
+        key, eq, value = a.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key.isidentifier() or value.startswith("="):
+            continue  # BFCL keeps only named (`param=value`) arguments
+        if key in args:
+            return DecodeError(f"argument {key!r} given twice")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in _QUOTES:
+            value = value[1:-1]
+        args[key] = value
+    return [(name, args)]

@@ -22,12 +22,13 @@ With `underscore_names` the tools are renamed with "." -> "_" and the checker ex
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any, Mapping, Sequence
 
 from jaxtool.data.formats import bfcl_system_prompt
 from jaxtool.data.schema import Conversation, Message
 from jaxtool.errors import ConfigError
-from jaxtool.eval.bfcl.checker import expected_name
+from jaxtool.eval.bfcl.checker import expected_name, language_of
 from jaxtool.eval.bfcl.data import PYTHON_HINT, BFCLItem, doc_to_tool
 
 STYLES = ("prompting", "fc")
@@ -40,12 +41,37 @@ def system_prompt(functions: Sequence[Mapping[str, Any]]) -> str:
     return bfcl_system_prompt(list(functions))
 
 
-def with_language_hint(functions: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """Copies of the docs with BFCL's Python language hint appended to each description."""
+JAVA_HINT = " Note that the provided function is in Java 8 SDK syntax."
+JS_HINT = " Note that the provided function is in JavaScript syntax."
+
+
+def with_language_hint(functions: Sequence[Mapping[str, Any]], category: str = "simple_python") -> list[dict]:
+    """Copies of the docs as BFCL shows them to a model (its `_func_doc_language_specific_pre_processing`):
+    the language hint appended to each description; for Java / JavaScript every parameter becomes a
+    "string" whose description says which Java/JavaScript type to write in string representation
+    (array items' type and a dict's schema moved into the description, as BFCL does)."""
+    language = language_of(category)
+    hint = {"java": JAVA_HINT, "javascript": JS_HINT}.get(language, PYTHON_HINT)
+    lang_name = {"java": "Java", "javascript": "JavaScript"}.get(language)
     out = []
     for f in functions:
         f = copy.deepcopy(dict(f))
-        f["description"] = (f.get("description") or "") + PYTHON_HINT
+        f["description"] = (f.get("description") or "") + hint
+        if lang_name:
+            for spec in ((f.get("parameters") or {}).get("properties") or {}).values():
+                t = spec.get("type")
+                spec["description"] = spec.get("description", "") + (
+                    f" This parameter can be of any type of {lang_name} object in string representation."
+                    if t == "any" else f" This is {lang_name} {t} type parameter in string representation.")
+                if t in (("ArrayList", "Array") if language == "java" else ("array",)) and "items" in spec:
+                    spec["description"] += (f" The list elements are of type {spec['items'].get('type')}; "
+                                            "they are not in string representation.")
+                    del spec["items"]
+                if language == "javascript" and t == "dict" and "properties" in spec:
+                    spec["description"] += (" The dictionary entries have the following schema; they are not in "
+                                            f"string representation. {json.dumps(spec['properties'])}")
+                    del spec["properties"]
+                spec["type"] = "string"
         out.append(f)
     return out
 
@@ -62,7 +88,7 @@ def build_conversation(item: BFCLItem, style: str = "prompting", *, underscore_n
     """The conversation whose next assistant turn the model must write for `item`."""
     meta = {"source": "bfcl", "id": item.id, "category": item.category}
     if style == "prompting":
-        docs = with_language_hint(item.functions)
+        docs = with_language_hint(item.functions, item.category)
         if underscore_names:
             for d in docs:
                 d["name"] = expected_name(d["name"], True)
@@ -74,8 +100,11 @@ def build_conversation(item: BFCLItem, style: str = "prompting", *, underscore_n
             msgs.insert(0, {"role": "system", "content": sys_text})
         return Conversation(messages=tuple(Message(m["role"], m["content"]) for m in msgs), meta=meta)
     if style == "fc":
-        tools = tuple(doc_to_tool(f, description_suffix=PYTHON_HINT, float_hint=True,
-                                  name=expected_name(f["name"], underscore_names)) for f in item.functions)
+        docs = item.functions if language_of(item.category) == "python" else \
+            with_language_hint(item.functions, item.category)
+        suffix = PYTHON_HINT if language_of(item.category) == "python" else None
+        tools = tuple(doc_to_tool(f, description_suffix=suffix, float_hint=True,
+                                  name=expected_name(f["name"], underscore_names)) for f in docs)
         return Conversation(messages=tuple(Message(m["role"], m["content"]) for m in item.messages),
                             tools=tools, meta=meta)
     raise ConfigError(f"prompt style must be one of {STYLES}, got {style!r}")

@@ -24,10 +24,11 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 from jaxtool.errors import ConfigError, JaxtoolError
-from jaxtool.eval.bfcl.checker import Verdict
+from jaxtool.eval.bfcl.checker import Verdict, language_of
 from jaxtool.eval.bfcl.data import (CATEGORIES, MULTI_TURN_CATEGORIES, BFCLItem, check_category,
                                     check_scorable_category, read_category)
-from jaxtool.eval.bfcl.decode import DecodeError, calls_from_tool_calls, decode_pythonic, jsonable
+from jaxtool.eval.bfcl.decode import (DecodeError, calls_from_tool_calls, decode_pythonic, decode_source_call,
+                                     jsonable)
 from jaxtool.eval.bfcl.prompt import build_conversation
 from jaxtool.eval.bfcl.score import score_item, summarize, write_bfcl_report
 
@@ -36,11 +37,13 @@ log = logging.getLogger(__name__)
 PromptIds = Callable[[Any, Any, Any], Sequence[int]]
 
 
-def decode_completion(text: str, fmt: Any, style: str):
-    """Decoded calls from one completion: BFCL's pythonic rules in prompting style, the format's
-    own parser in function-calling style (a parse error counts as undecodable output)."""
+def decode_completion(text: str, fmt: Any, style: str, category: str = "simple_python"):
+    """Decoded calls from one completion: BFCL's pythonic rules in prompting style (Java / JavaScript
+    call syntax for simple_java / simple_javascript), the format's own parser in function-calling
+    style (a parse error counts as undecodable output)."""
     if style == "prompting":
-        return decode_pythonic(text)
+        language = language_of(category)
+        return decode_pythonic(text) if language == "python" else decode_source_call(text, language)
     reply = fmt.parse(text)
     err = getattr(reply, "error", None)  # a ParseError is falsy by design: test against None
     if err is not None:
@@ -83,7 +86,7 @@ def run_items(items: Sequence[BFCLItem], backend: Any, fmt: Any, prompt_ids: Pro
         if len(outs) != len(batch):
             raise JaxtoolError(f"backend returned {len(outs)} completions for {len(batch)} prompts")
         for i, out in zip(batch, outs):
-            calls = decode_completion(out.text, fmt, style)
+            calls = decode_completion(out.text, fmt, style, items[i].category)
             verdict = score_item(items[i], calls, underscore_names=underscore_names)
             rec = _record(items[i], verdict, out.text, calls, out.finish_reason, len(ids[i]), len(out.token_ids))
             if save_prompts:

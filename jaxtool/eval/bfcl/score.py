@@ -21,9 +21,10 @@ import os
 from typing import Any, Iterable, Mapping, Sequence
 
 from jaxtool.errors import DataError, json_error_text
-from jaxtool.eval.bfcl.checker import Verdict, check_ast, check_relevance
+from jaxtool.eval.bfcl.checker import Verdict, check_ast, check_relevance, language_of
 from jaxtool.eval.bfcl.data import AST_CATEGORIES, RELEVANCE_CATEGORIES, BFCLItem
-from jaxtool.eval.bfcl.decode import Call, DecodeError, calls_from_json, decode_json, decode_pythonic
+from jaxtool.eval.bfcl.decode import (Call, DecodeError, calls_from_json, decode_json, decode_pythonic,
+                                     decode_source_call)
 
 SYNTAXES = ("pythonic", "json")
 
@@ -35,9 +36,10 @@ AGGREGATES = {
 }
 
 
-def decode_text(text: str, syntax: str = "pythonic") -> list[Call] | DecodeError:
+def decode_text(text: str, syntax: str = "pythonic", category: str = "simple_python") -> list[Call] | DecodeError:
     if syntax == "pythonic":
-        return decode_pythonic(text)
+        language = language_of(category)
+        return decode_pythonic(text) if language == "python" else decode_source_call(text, language)
     if syntax == "json":
         return decode_json(text)
     raise DataError(f"--format must be one of {SYNTAXES}, got {syntax!r}")
@@ -118,7 +120,8 @@ def write_bfcl_report(out_dir: str, records: Sequence[Mapping[str, Any]], summar
 # predictions files
 # ------------------------------------------------------------------------------------------------
 
-def prediction_calls(row: Mapping[str, Any], syntax: str, where: str) -> list[Call] | DecodeError:
+def prediction_calls(row: Mapping[str, Any], syntax: str, where: str,
+                     category: str = "simple_python") -> list[Call] | DecodeError:
     """The calls of one predictions row.
 
     `{"id", "calls": [{"name", "arguments"}, ...]}` — already-parsed calls (`[]`: no call;
@@ -149,7 +152,7 @@ def prediction_calls(row: Mapping[str, Any], syntax: str, where: str) -> list[Ca
                 raise DataError(f"{where}: field {key!r} must be a string"
                                 + (" or BFCL's list of {name: arguments} objects" if key == "result" else "")
                                 + f", got {type(value).__name__}")
-            return decode_text(value, syntax)
+            return decode_text(value, syntax, category)
     raise DataError(f"{where}: expected a field 'calls' (a list) or 'text' (a string)")
 
 
@@ -203,7 +206,7 @@ def read_predictions(path: str, known_ids: Iterable[str], category: str,
             raise DataError(f"{where}: id {rid!r} is not an item of BFCL category {category}")
         if rid in out:
             raise DataError(f"{where}: id {rid!r} appears a second time")
-        out[rid] = prediction_calls(row, syntax, where)
+        out[rid] = prediction_calls(row, syntax, where, category)
     return out
 
 
