@@ -24,7 +24,10 @@ against the manifest; a mismatch is a `CheckpointCorruptError` naming the step a
 (`restore_params`, conversion) neither reads nor checks the step's training metadata (`meta`,
 optimizer state), so damage there does not block exporting the weights. A step without a manifest
 (written by an older jaxtool, or killed between Orbax's rename and the manifest) is restored
-unverified; if it cannot be read, that too is a `CheckpointCorruptError`.
+unverified with a warning (refused with `--require-manifest` / JAXTOOL_REQUIRE_MANIFEST=1); if it
+cannot be read, that too is a `CheckpointCorruptError`. Every file of a restored item must be listed
+in the manifest: one that is not (a manifest emptied or edited) is refused like a damaged file. The
+manifest detects damage, not tampering — it is not signed.
 
 The hash is SHA-256 with 8 MiB reads, several files at once: hashlib releases the GIL, and SHA-256
 runs on the CPU's SHA extensions (measured here at 2× blake2b, see tests/test_checkpoint_integrity.py).
@@ -49,6 +52,7 @@ META_FILE = "jaxtool.json"
 MANIFEST = "jaxtool_manifest.json"
 HASH = "sha256"
 _CHUNK = 8 << 20
+REQUIRE_MANIFEST_ENV = "JAXTOOL_REQUIRE_MANIFEST"
 
 log = logging.getLogger(__name__)
 logging.getLogger("absl").setLevel(logging.WARNING)
@@ -167,13 +171,28 @@ def write_manifest(step_path: str, step: int | None = None) -> dict:
     return manifest
 
 
-def verify_step(step_path: str, step: int, items: Iterable[str] | None = None, where: str | None = None) -> bool:
+def verify_step(step_path: str, step: int, items: Iterable[str] | None = None, where: str | None = None,
+                require_manifest: bool | None = None) -> bool:
     """Check a step's files against its manifest: only the files of `items` (top-level entries of the
-    step, e.g. "params"), or all of them when `items` is None. True if checked, False if the step has
-    no manifest (unverified); a damaged step raises `CheckpointCorruptError` naming step and file."""
+    step, e.g. "params"), or all of them when `items` is None. Every file on disk under those items
+    must be listed (a manifest that omits a file — `"files": {}` — covers nothing and is refused), and
+    every listed file must match its size and hash. True if checked; False if the step has no manifest
+    (restored unverified, with a warning; `require_manifest` — default: the environment variable
+    JAXTOOL_REQUIRE_MANIFEST=1 — refuses it instead). A damaged step raises `CheckpointCorruptError`
+    naming step and file. The manifest detects damage (bit rot, truncation, deletion, a partial copy),
+    not tampering: whoever can rewrite the files can rewrite the manifest too."""
     where = where or os.path.dirname(step_path)
     mpath = os.path.join(step_path, MANIFEST)
     if not os.path.isfile(mpath):
+        if require_manifest is None:
+            require_manifest = os.environ.get(REQUIRE_MANIFEST_ENV, "") not in ("", "0")
+        if require_manifest:
+            raise CheckpointCorruptError(
+                f"{where}: checkpoint step {step} has no integrity manifest ({MANIFEST}); refused because "
+                f"--require-manifest / {REQUIRE_MANIFEST_ENV}=1 is set (drop it to restore the step unverified)",
+                step=step, file=MANIFEST)
+        log.warning("%s: checkpoint step %s has no integrity manifest (%s): restoring it unverified "
+                    "(--require-manifest or %s=1 refuses such steps)", where, step, MANIFEST, REQUIRE_MANIFEST_ENV)
         return False
 
     def bad(file: str, why: str) -> CheckpointCorruptError:
@@ -191,6 +210,11 @@ def verify_step(step_path: str, step: int, items: Iterable[str] | None = None, w
     wanted = None if items is None else set(items)
     if wanted is not None:
         checks = [c for c in checks if "/" in c[0] and c[0].split("/", 1)[0] in wanted]
+    listed = {c[0] for c in checks}
+    for rel in _step_files(step_path):  # coverage: a file the manifest does not list is not verified
+        if (wanted is None or ("/" in rel and rel.split("/", 1)[0] in wanted)) and rel not in listed:
+            raise bad(rel, "file is not listed in the integrity manifest (the manifest was altered or the "
+                           "file added after the save)")
     for rel, size, _ in checks:
         path = os.path.join(step_path, rel)
         if not os.path.isfile(path):

@@ -451,3 +451,63 @@ def test_bfcl_score_cli_scores_a_file_with_null_text(tmp_path, capsys):  # 23, e
     verdicts = {v["id"]: v for v in json.loads(out.read_text())["verdicts"]}
     assert verdicts["simple_python_0"]["valid"] is False and verdicts["simple_python_1"]["valid"] is False
     assert not math.isnan(json.loads(out.read_text())["accuracy"])
+
+
+# == issue 26: the third probe round ================================================================
+
+def test_two_trains_into_one_run_dir_second_gets_a_named_error(tmp_path, capsys):  # 26.1
+    import fcntl
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / ".jaxtool.lock", "a+") as held:  # a first run holds the run directory
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        rc, out, err = run_cli(capsys, "train", f"run_dir={run_dir}", "model.path=/nonexistent/model",
+                               "data.train=conversations:/nonexistent.jsonl")
+    assert_one_line_error(rc, err, "run_dir=", "in use by another jaxtool run")
+    assert not (run_dir / "config.yaml").exists()  # the second run wrote nothing
+    # once released, the lock does not block
+    from jaxtool.train.trainer import RunDirLock
+
+    with RunDirLock(str(run_dir)):
+        pass
+
+
+def test_checkpoint_manifest_must_cover_every_file_of_a_restored_item(tmp_path, caplog):  # 26.2
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxtool import checkpoint
+    from jaxtool.errors import CheckpointCorruptError
+
+    d = str(tmp_path / "ck")
+    ck = checkpoint.Checkpointer(d, keep=3)
+    tree = {"w": jnp.arange(2048, dtype=jnp.float32)}
+    ck.save(1, {"params": tree}, {"step": 1})
+    ck.save(2, {"params": tree}, {"step": 2})
+    ck.close()
+    target = checkpoint.abstract_like(tree)
+    # step 2: the manifest emptied and a bit flipped in the biggest params file
+    step = os.path.join(d, "2")
+    mpath = os.path.join(step, checkpoint.MANIFEST)
+    m = json.load(open(mpath))
+    m["files"] = {}
+    json.dump(m, open(mpath, "w"))
+    files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(step, "params")) for f in fs]
+    big = max(files, key=os.path.getsize)
+    data = bytearray(open(big, "rb").read())
+    data[len(data) // 2] ^= 1
+    open(big, "wb").write(bytes(data))
+    ck = checkpoint.Checkpointer(d, create=False)
+    with pytest.raises(CheckpointCorruptError, match="not listed in the integrity manifest") as e:
+        ck.restore({"params": target}, 2, with_meta=False)  # as `convert orbax-to-hf` reads a step
+    assert e.value.step == 2 and e.value.file.startswith("params/")
+    # step 1 without a manifest: restored, with a warning; refused under the strict flag
+    os.remove(os.path.join(d, "1", checkpoint.MANIFEST))
+    caplog.clear()
+    items, _ = ck.restore({"params": target}, 1)
+    np.testing.assert_array_equal(items["params"]["w"], np.arange(2048, dtype=np.float32))
+    assert "step 1 has no integrity manifest" in caplog.text
+    with pytest.raises(CheckpointCorruptError, match="--require-manifest"):
+        checkpoint.verify_step(os.path.join(d, "1"), 1, ["params"], require_manifest=True)
+    ck.close()

@@ -36,6 +36,8 @@ def register(sub) -> None:
                    help="safetensors dtype (default: the dtype of the model it was converted from)")
     b.add_argument("--max-shard-gb", type=float, default=2.0, help="safetensors shard size")
     b.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    b.add_argument("--require-manifest", action="store_true",
+                   help="refuse a checkpoint step without an integrity manifest (default: warn and export it)")
     b.set_defaults(func=_run)
 
     c = kinds.add_parser("gguf-to-orbax", help="Llama .gguf -> jaxtool checkpoint")
@@ -58,6 +60,12 @@ def _run(args) -> int:
         model = load_model(args.gguf, dtype=args.dtype)
         model.save(args.out, overwrite=args.overwrite)
     else:
+        if args.require_manifest:
+            import os
+
+            from jaxtool.checkpoint import REQUIRE_MANIFEST_ENV
+
+            os.environ[REQUIRE_MANIFEST_ENV] = "1"
         model = load_model(args.ckpt, step=args.step)
         model.save_hf(args.out, dtype=args.dtype, overwrite=args.overwrite,
                       max_shard_bytes=int(args.max_shard_gb * 1024 ** 3))

@@ -238,6 +238,11 @@ class Trainer:
         """Train. `interrupt_at` (tests) behaves as a SIGTERM arriving during that step."""
         c = self.cfg
         run_dir, ckpt_dir = c.run_dir, os.path.join(c.run_dir, "checkpoints")
+        with RunDirLock(run_dir):
+            return self._run(run_dir, ckpt_dir, resume, interrupt_at)
+
+    def _run(self, run_dir: str, ckpt_dir: str, resume: bool, interrupt_at: int | None) -> TrainResult:
+        c = self.cfg
         if not resume and os.path.isdir(ckpt_dir) and checkpoint.Checkpointer(ckpt_dir, create=False).steps():
             raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
                               "or choose another run_dir")
@@ -352,6 +357,53 @@ class _NoLog:
 
 
 DATA_LOG_ENV = "JAXTOOL_DATA_LOG"
+
+
+class RunDirLock:
+    """An exclusive lock on a run directory (`RUN/.jaxtool.lock`, `fcntl.flock`), held for the whole
+    run by process 0: a second `jaxtool train` into the same run_dir stops at once with a named error
+    instead of interleaving metrics.jsonl and checkpoints with the first. The kernel drops the lock
+    when the process dies (kill -9 included), so a stale lock file never blocks a resume."""
+
+    NAME = ".jaxtool.lock"
+
+    def __init__(self, run_dir: str):
+        self.run_dir, self.fh = run_dir, None
+
+    def __enter__(self):
+        if jax.process_index() != 0:
+            return self
+        import fcntl
+
+        try:
+            os.makedirs(self.run_dir, exist_ok=True)
+            self.fh = open(os.path.join(self.run_dir, self.NAME), "a+")
+        except OSError as e:
+            raise ConfigError(f"run_dir={self.run_dir}: cannot create the run directory's lock file: "
+                              f"{e.strerror or e}") from None
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip()
+            self.fh.close()
+            self.fh = None
+            raise ConfigError(f"run_dir={self.run_dir} is in use by another jaxtool run"
+                              + (f" ({holder})" if holder else "") + ": wait for it to finish, or choose "
+                              "another run_dir") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        import socket
+
+        self.fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc):
+        if self.fh is not None:
+            self.fh.close()  # closing the file releases the flock
+            self.fh = None
+        return False
 
 
 def _index_log(run_dir: str):
