@@ -511,3 +511,44 @@ def test_checkpoint_manifest_must_cover_every_file_of_a_restored_item(tmp_path, 
     with pytest.raises(CheckpointCorruptError, match="--require-manifest"):
         checkpoint.verify_step(os.path.join(d, "1"), 1, ["params"], require_manifest=True)
     ck.close()
+
+
+def _with_args(row: dict, args_text: str) -> bytes:
+    """`row` (a seed dialogue) as a JSONL line whose first call's arguments are `args_text` verbatim."""
+    r = json.loads(json.dumps(row))
+    r["messages"][1]["tool_calls"][0]["function"]["arguments"] = args_text
+    return (json.dumps(r) + "\n").encode()
+
+
+def test_non_finite_and_off_schema_arguments_are_bad_rows_everywhere(tmp_path, tok_dir, capsys):  # 26.3
+    from jaxtool.data.sources import load
+    from jaxtool.data.sources.base import LoadReport
+    from jaxtool.train.data import read_preference_rows
+
+    rows = seed_rows()
+    bad = [_with_args(rows[0], '{"location": NaN}'), _with_args(rows[0], '{"location": Infinity}'),
+           _with_args(rows[0], '{"location": 1e999}'), _with_args(rows[0], '{"location": "Paris", "zip": 75}')]
+    f = jsonl(tmp_path / "d.jsonl", [rows[1], *bad, rows[2]])
+    # the source loaders (train's SFT data, data inspect, iTool's examples)
+    report = LoadReport("conversations", on_bad_row="skip")
+    kept = list(load(f"conversations:{f}", on_bad_row="skip", report=report))
+    assert len(kept) == 2
+    assert report.skipped == {"non-finite number in call arguments": 3, "call arguments break the tool schema": 1}
+    with pytest.raises(DataError, match=r"row 1: field 'messages\[1\]\.tool_calls\[0\]': non-finite"):
+        list(load(f"conversations:{f}", on_bad_row="error"))
+    # `data inspect`
+    rc, out, err = run_cli(capsys, "data", "inspect", f"conversations:{f}", "--tokenizer", tok_dir,
+                           "--mark", "brackets", "--on-bad-row", "skip")
+    assert rc == 0 and "3 × non-finite number in call arguments" in out + err, out + err
+    # preference rows: NaN on either side; the schema on the chosen side
+    pairs = []
+    for line in bad:
+        side = json.loads(line)
+        pairs.append({"chosen": side, "rejected": rows[3]})
+    pairs.append({"chosen": rows[4], "rejected": json.loads(bad[0])})
+    pairs.append({"chosen": rows[4], "rejected": json.loads(bad[3])})  # a rejected side may break the schema
+    p = jsonl(tmp_path / "p.jsonl", pairs)
+    report = LoadReport(p, on_bad_row="skip")
+    kept = read_preference_rows(p, on_bad_row="skip", report=report)
+    assert len(kept) == 1
+    assert report.skipped == {"non-finite number in call arguments": 4, "call arguments break the tool schema": 1}

@@ -301,3 +301,94 @@ def assistant(content: str | None = None, calls: Iterable[ToolCall] = (), **meta
 
 def tool_result(name: str, content: str, tool_call_id: str | None = None, **meta) -> Message:
     return Message("tool", content, name=name, tool_call_id=tool_call_id, meta=meta)
+
+
+# ------------------------------------------------------------------------------------------------
+# the one rule for call arguments (data inspect, train, iTool: every source loader applies it)
+# ------------------------------------------------------------------------------------------------
+
+NON_FINITE = "non-finite number in call arguments"
+BREAKS_SCHEMA = "call arguments break the tool schema"
+
+# JSON-schema type names, and the Python spellings some datasets use (BFCL: dict, float, tuple, ...)
+_TYPES = {"string": (str,), "str": (str,), "integer": (int,), "int": (int,), "number": (int, float),
+          "float": (int, float), "boolean": (bool,), "bool": (bool,), "array": (list,), "list": (list,),
+          "tuple": (list,), "object": (dict,), "dict": (dict,), "null": (type(None),)}
+
+
+def _non_finite_path(value: Any, path: str = "") -> str | None:
+    stack = [(value, path)]
+    while stack:
+        v, p = stack.pop()
+        if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+            return p or "."
+        if isinstance(v, Mapping):
+            stack.extend((x, f"{p}.{k}" if p else str(k)) for k, x in v.items())
+        elif isinstance(v, (list, tuple)):
+            stack.extend((x, f"{p}[{i}]") for i, x in enumerate(v))
+    return None
+
+
+def _type_fits(value: Any, t: Any) -> bool:
+    names = t if isinstance(t, list) else [t]
+    kinds = [_TYPES.get(n) for n in names if isinstance(n, str)]
+    if not kinds or any(k is None for k in kinds):  # unknown or "any": nothing to check
+        return True
+    for k in kinds:
+        if isinstance(value, bool) and bool not in k:
+            continue
+        if isinstance(value, k):
+            return True
+        if int in k and float not in k and isinstance(value, float) and value.is_integer():
+            return True  # 3.0 for an integer
+    return False
+
+
+def call_problem(call: ToolCall, tools: Sequence[Tool], check_required: bool = False,
+                 check_types: bool = False) -> tuple[str, str] | None:
+    """(reason, detail) when a call's arguments cannot be a training target, else None.
+
+    - a NaN / Infinity / 1e999 anywhere in the arguments (JSON has no such numbers: a rendered target
+      `{"city": NaN}` is text jaxtool's own call parser — and any JSON parser — rejects);
+    - with a tools list that names the tool: an argument the schema does not list (when it lists
+      properties); with `check_required`, also a required argument missing (iTool's gold-call rule);
+      with `check_types`, a value of the wrong JSON type (schema types as JSON-schema names or their
+      Python spellings; others are not checked).
+    By default (what every source loader applies) only the unambiguous cases count: the public
+    datasets' own schemas are loose — xLAM declares `"type": "int"` for a longitude given as 9.7 and
+    leaves optional parameters without a default (so "required" is a guess), SNIPS repeats a slot as
+    a list — and a type or required rule would drop good rows.
+    Calls to a tool missing from a non-empty tools list are `Conversation.validate`'s business."""
+    bad = _non_finite_path(call.arguments)
+    if bad is not None:
+        return NON_FINITE, (f"{call.name}: argument {bad} is NaN or infinite (also what an overflowing "
+                            "literal such as 1e999 decodes to); JSON has no such number")
+    tool = next((t for t in tools if t.name == call.name), None)
+    if tool is None:
+        return None
+    props = tool.properties
+    if props:
+        unknown = [a for a in call.arguments if a not in props]
+        if unknown:
+            return BREAKS_SCHEMA, f"{call.name}: unknown arguments {unknown} (the schema lists {sorted(props)})"
+    missing = [r for r in tool.required if r not in call.arguments] if check_required else []
+    if missing:
+        return BREAKS_SCHEMA, f"{call.name}: required arguments {missing} missing"
+    if check_types:
+        for name, value in call.arguments.items():
+            spec = props.get(name)
+            if isinstance(spec, Mapping) and "type" in spec and not _type_fits(value, spec["type"]):
+                return BREAKS_SCHEMA, (f"{call.name}: argument {name!r} is {type(value).__name__} "
+                                       f"{json.dumps(value, default=str)[:40]}, the schema says {spec['type']!r}")
+    return None
+
+
+def conversation_call_problem(conv: "Conversation", schema: bool = True) -> tuple[str, str, str] | None:
+    """(reason, detail, where) of the first assistant call that `call_problem` rejects, or None.
+    `schema=False` checks only the numbers (a DPO rejected side may break the schema on purpose)."""
+    for i, m in enumerate(conv.messages):
+        for j, c in enumerate(m.tool_calls):
+            p = call_problem(c, conv.tools if schema else ())
+            if p is not None:
+                return p[0], p[1], f"messages[{i}].tool_calls[{j}]"
+    return None

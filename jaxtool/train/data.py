@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from jaxtool.config import DataConfig
-from jaxtool.data.schema import Conversation, SchemaError, Tool
+from jaxtool.data.schema import Conversation, SchemaError, Tool, conversation_call_problem
 from jaxtool.data.sources.base import BadRow, LoadReport, read_jsonl, require_mapping
 from jaxtool.errors import DataError, JaxtoolError
 
@@ -71,6 +71,10 @@ def _preference_pair(row: dict, i: int) -> tuple[Conversation, Conversation]:
     rejected = Conversation.from_dict(row["rejected"], "rejected", validate=removed is None)
     if removed is not None:
         rejected.replace(tools=rejected.tools + (Tool(removed),)).validate("rejected")
+    for side, conv, schema in (("chosen", chosen, True), ("rejected", rejected, False)):  # the shared rule
+        problem = conversation_call_problem(conv, schema=schema)
+        if problem is not None:
+            raise BadRow(problem[0], problem[1], field=f"{side}.{problem[2]}")
     meta = {k: row[k] for k in ("type", "kind", "difficulty", "chosen_trajectory", "rejected_trajectory")
             if k in row}
     return (chosen.replace(meta={**chosen.meta, **meta, "row": i}),

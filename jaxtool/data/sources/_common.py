@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable, Iterator
 
-from jaxtool.data.schema import Conversation, SchemaError, ToolCall
+from jaxtool.data.schema import Conversation, SchemaError, ToolCall, conversation_call_problem
 from jaxtool.data.sources.base import BadRow, LoadReport
 from jaxtool.errors import JaxtoolError, json_error_text
 
@@ -56,9 +56,13 @@ def iterate(source: str, rows: Iterable[tuple[Any, Any]], convert: Callable[[Any
 def finish(conv: Conversation) -> Conversation:
     """Validate a converted conversation; a violation becomes a countable `BadRow`."""
     try:
-        return conv.validate()
+        conv = conv.validate()
     except SchemaError as e:
         raise BadRow("invalid conversation", str(e)) from None
+    problem = conversation_call_problem(conv)  # NaN / Infinity arguments, arguments off the tool schema
+    if problem is not None:
+        raise BadRow(problem[0], problem[1], field=problem[2])
+    return conv
 
 
 def check_calls_known(calls: Iterable[ToolCall], tool_names: Iterable[str], field: str) -> None:
