@@ -25,6 +25,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from jaxtool import recipe_yaml
 from jaxtool.errors import ConfigError
 
 
@@ -326,7 +327,7 @@ def read_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"{path}: `base:` chain loops back to itself ({' -> '.join(_seen + (real,))})")
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            data = recipe_yaml.load(fh, path) or {}  # duplicate keys, deep nesting, huge ints: named
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
@@ -348,7 +349,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"override {item!r}: expected key=value")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = recipe_yaml.load(raw, f"override {item[:60]!r}") if raw.strip() else ""
     except yaml.YAMLError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote it to pass a "

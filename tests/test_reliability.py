@@ -552,3 +552,37 @@ def test_non_finite_and_off_schema_arguments_are_bad_rows_everywhere(tmp_path, t
     kept = read_preference_rows(p, on_bad_row="skip", report=report)
     assert len(kept) == 1
     assert report.skipped == {"non-finite number in call arguments": 4, "call arguments break the tool schema": 1}
+
+
+def test_duplicate_yaml_key_is_refused_naming_the_key_and_both_lines(tmp_path):  # 26.8
+    p = tmp_path / "r.yaml"
+    p.write_text("seed: 1\nbatch_size: 8\noptim:\n  lr: 1.0e-4\nbatch_size: 64\n")
+    with pytest.raises(ConfigError, match=r"key 'batch_size' is given twice, on line 2 and on line 5"):
+        load_config(str(p))
+    p.write_text("optim: {lr: 1.0e-4, lr: 2.0e-4}\n")
+    with pytest.raises(ConfigError, match="'lr' is given twice"):
+        load_config(str(p))
+
+
+@pytest.mark.parametrize("text, words", [
+    ("optim: " + "[" * 5000 + "]" * 5000 + "\n", "nesting is too deep"),            # RecursionError
+    ("optim: " + "{a: " * 200 + "1" + "}" * 200 + "\n", "nesting is too deep"),
+    ("seed: " + "9" * 5000 + "\n", "4300 digits"),                                   # ValueError
+])
+def test_deep_yaml_and_huge_integers_are_config_errors(tmp_path, capsys, text, words):  # 26.4
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    rc, out, err = run_cli(capsys, "train", str(p), "--print-config")
+    assert_one_line_error(rc, err, str(p), words)
+
+
+def test_lone_surrogate_in_message_content_is_a_bad_row(tmp_path, tok_dir, capsys):  # 26.4
+    rows = seed_rows()
+    lone = json.dumps(rows[1]).replace("Can you", "Can \\ud800 you", 1).encode() + b"\n"
+    assert b"\\ud800" in lone
+    f = jsonl(tmp_path / "d.jsonl", [rows[0], lone, rows[2]])
+    common = ["data", "inspect", f"conversations:{f}", "--tokenizer", tok_dir, "--mark", "brackets"]
+    rc, out, err = run_cli(capsys, *common, "--on-bad-row", "error")
+    assert_one_line_error(rc, err, "row 1", "lone UTF-16 surrogate")
+    rc, out, err = run_cli(capsys, *common, "--on-bad-row", "skip")
+    assert rc == 0 and "1 × invalid conversation" in out + err, out + err

@@ -28,6 +28,23 @@ from jaxtool.errors import DataError
 ROLES = ("system", "user", "assistant", "tool")
 
 
+_SURROGATE = ("text holds a lone UTF-16 surrogate (e.g. \\ud800, half of an escaped emoji): not encodable "
+              "as UTF-8, so no tokenizer can read it")
+
+
+def _utf8_ok(value: Any) -> bool:
+    """False when `value` (a string, or JSON-able data) holds text that cannot be encoded as UTF-8."""
+    if value is None:
+        return True
+    try:
+        (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    except (TypeError, ValueError, RecursionError):
+        return True  # other problems are other checks' business
+    return True
+
+
 class SchemaError(DataError):
     """A conversation that breaks the schema. The message names where (`where`) and what."""
 
@@ -219,10 +236,15 @@ class Conversation:
             raise SchemaError(f"duplicate tool names {dup}", f"{where}.tools")
         seen_non_system = False
         pending: list[str] | None = None  # names called by the last assistant message
+        for k, t in enumerate(self.tools):
+            if not _utf8_ok(t.to_dict()):
+                raise SchemaError(_SURROGATE, f"{where}.tools[{k}]")
         for i, m in enumerate(self.messages):
             w = f"{where}.messages[{i}]"
             if m.role not in ROLES:
                 raise SchemaError(f"unknown role {m.role!r}", w)
+            if not _utf8_ok(m.content) or not all(_utf8_ok(c.arguments) for c in m.tool_calls):
+                raise SchemaError(_SURROGATE, w)
             if m.role == "system":
                 if seen_non_system:
                     raise SchemaError("system message after the dialogue started", w)
