@@ -141,7 +141,7 @@ def test_evaluate_scores_and_reports(tmp_path):
     assert (cats["parallel"]["correct"], cats["irrelevance"]["correct"], cats["live_relevance"]["correct"]) == (10, 4, 6)
     agg = summary["aggregates"]
     assert agg["non_live_ast"]["accuracy"] == pytest.approx((9 / 18 + 10 / 10) / 2)
-    assert agg["non_live_ast"]["missing"] == ["multiple", "parallel_multiple"]
+    assert agg["non_live_ast"]["missing"] == ["simple_java", "simple_javascript", "multiple", "parallel_multiple"]
     assert agg["irrelevance"]["accuracy"] == pytest.approx(4 / 6) and agg["relevance"]["accuracy"] == 1.0
     assert summary["overall_unweighted"] == pytest.approx((0.5 + 1 + 4 / 6 + 1) / 4)
     assert summary["overall_weighted"] == pytest.approx(29 / 40)
@@ -149,7 +149,7 @@ def test_evaluate_scores_and_reports(tmp_path):
     for f in ("bfcl_items.jsonl", "bfcl_summary.json", "bfcl.md", "bfcl.png", "bfcl_predictions.jsonl"):
         assert os.path.getsize(tmp_path / f) > 0, f
     table = (tmp_path / "bfcl.md").read_text()
-    assert "| simple_python" in table and "non_live_ast (unweighted mean; missing multiple, parallel_multiple)" in table
+    assert "| simple_python" in table and "non_live_ast (unweighted mean; missing simple_java, simple_javascript, multiple, parallel_multiple)" in table
     failed = next(r for r in records if not r["valid"] and r["category"] == "simple_python")
     assert failed["error_type"] == "ast_decoder:decoder_failed" and failed["output"] == NO_CALL
 
@@ -315,3 +315,25 @@ def test_fc_style_parse_error_from_a_real_format_is_undecodable():
     out = decode_completion('<tool_call>\n{"name": "f", "arguments": {"x": 1-2-3-}}\n</tool_call>',
                             get_format("hermes"), "fc")
     assert isinstance(out, DecodeError)
+
+
+def test_bfcl_overall_scores_by_bfcls_rules():
+    from jaxtool.eval.bfcl.score import summarize
+
+    valid = {"simple_python": [True] * 3 + [False], "simple_java": [True, False], "simple_javascript": [False],
+             "multiple": [True], "parallel": [True, False], "parallel_multiple": [False, False],
+             "live_simple": [True] * 3 + [False], "live_multiple": [True] + [False] * 5,
+             "irrelevance": [True], "live_irrelevance": [True, False], "live_relevance": [True],
+             "multi_turn_base": [True, False], "multi_turn_miss_func": [False], "multi_turn_long_context": [True]}
+    s = summarize(valid)["bfcl_scores"]
+    simple = (0.75 + 0.5 + 0.0) / 3                       # BFCL: Non-Live simple = mean of the languages
+    non_live = (simple + 1.0 + 0.5 + 0.0) / 4
+    live = (3 + 1) / (4 + 6)                               # item-weighted; live_parallel* not run
+    multi = (0.5 + 0.0 + 0.0 + 1.0) / 4                    # miss_param not run: counted 0, as BFCL does
+    assert s["groups"]["non_live"]["accuracy"] == pytest.approx(non_live)
+    assert s["groups"]["live"]["accuracy"] == pytest.approx(live)
+    assert s["groups"]["irrelevance"]["accuracy"] == pytest.approx(0.75)
+    assert s["groups"]["multi_turn"]["missing"] == ["multi_turn_miss_param"]
+    assert s["v3_overall"]["accuracy"] == pytest.approx((non_live + live + multi) / 3)
+    assert s["v4_overall"]["accuracy"] == pytest.approx((10 * non_live + 10 * live + 10 * 0.75 + 30 * multi) / 100)
+    assert "web_search_base" in s["v4_overall"]["missing"] and "V4" in s["data"]

@@ -2,9 +2,9 @@
 and scoring a predictions file from any model (`jaxtool eval bfcl-score`).
 
 Aggregates (`summarize`), named as BFCL's leaderboard names them:
-- `non_live_ast`: unweighted mean of simple, multiple, parallel, parallel_multiple accuracies
-  (BFCL's "simple" also averages simple_java and simple_javascript, which jaxtool does not run,
-  so here simple = simple_python);
+- `non_live_ast`: unweighted mean of the accuracies of the Non-Live AST categories run (simple_python,
+  simple_java, simple_javascript, multiple, parallel, parallel_multiple), each counted once;
+  BFCL's own Non-Live (simple = mean of the three languages first) is in `bfcl_scores` below;
 - `live_ast`: item-weighted accuracy over live_simple, live_multiple, live_parallel,
   live_parallel_multiple (BFCL weights the live categories by size);
 - `irrelevance`: unweighted mean of irrelevance and live_irrelevance; `relevance`: live_relevance;
@@ -12,6 +12,10 @@ Aggregates (`summarize`), named as BFCL's leaderboard names them:
 - `overall_weighted`: correct items / items over every category run.
 An aggregate lists the categories it used and those it lacked (`missing`); with `--limit` the
 numbers are on the first N items of each category (`complete: false`).
+
+`bfcl_scores` (`bfcl_scores()`): BFCL's leaderboard groups and both overall scores, labelled — the
+installed V4 weighting and the V3 Overall that iTool and CALM report — by BFCL's own rules
+(categories not run count 0, and are listed).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from jaxtool.eval.bfcl.decode import (Call, DecodeError, calls_from_json, decode
 SYNTAXES = ("pythonic", "json")
 
 AGGREGATES = {
-    "non_live_ast": (("simple_python", "multiple", "parallel", "parallel_multiple"), "unweighted"),
+    "non_live_ast": (("simple_python", "simple_java", "simple_javascript", "multiple", "parallel",
+                      "parallel_multiple"), "unweighted"),
     "live_ast": (("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple"), "weighted"),
     "irrelevance": (("irrelevance", "live_irrelevance"), "unweighted"),
     "relevance": (("live_relevance",), "unweighted"),
@@ -88,7 +93,79 @@ def summarize(valid_by_category: Mapping[str, Sequence[bool]], *,
         out["items"] = total
     if complete is not None:
         out["complete"] = all(complete.get(c, False) for c in cats)
+    if cats:
+        out["bfcl_scores"] = bfcl_scores(cats)
     return out
+
+
+# BFCL's leaderboard groups (bfcl-eval 2026.3.23, eval_checker/eval_runner_helper.py).
+SIMPLE_LANGUAGES = ("simple_python", "simple_java", "simple_javascript")
+NON_LIVE_GROUP = ("simple", "multiple", "parallel", "parallel_multiple")  # "simple" = mean of SIMPLE_LANGUAGES
+LIVE_GROUP = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
+IRRELEVANCE_GROUP = ("irrelevance", "live_irrelevance")
+MULTI_TURN_GROUP = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
+AGENTIC_GROUPS = (("web_search_base", "web_search_no_snippet"), ("memory_kv", "memory_vector", "memory_rec_sum"))
+V4_WEIGHTS = {"non_live": 10, "live": 10, "irrelevance": 10, "multi_turn": 30, "agentic": 40}
+DATA_NOTE = ("computed on the BFCL V4 data shipped in bfcl-eval 2026.3.23; iTool and CALM report BFCL V3, whose "
+             "snapshot differs (V3 had no agentic categories and other live/multi-turn items)")
+
+
+def bfcl_scores(cats: Mapping[str, Mapping[str, Any]]) -> dict:
+    """BFCL's leaderboard numbers from per-category scores, by the installed runner's own rules:
+
+    - Non-Live = unweighted mean of simple, multiple, parallel, parallel_multiple, where simple is the
+      unweighted mean of simple_python, simple_java, simple_javascript;
+    - Live = item-weighted mean of the four live AST categories;
+    - Irrelevance = unweighted mean of irrelevance and live_irrelevance; Relevance = live_relevance;
+    - Multi-Turn = unweighted mean of the four multi-turn categories;
+    - Agentic = unweighted mean of web search (base, no_snippet) and memory (kv, vector, rec_sum);
+    - `v4_overall` = the installed version's weighting, 10 Non-Live + 10 Live + 10 Irrelevance +
+      30 Multi-Turn + 40 Agentic (percent);
+    - `v3_overall` = the V3 leaderboard's Overall that iTool and CALM report: the unweighted mean of
+      Live, Non-Live and Multi-Turn (Relevance / Irrelevance reported beside it).
+
+    As BFCL computes them, a category that was not run counts as accuracy 0 inside its group (BFCL
+    shows the group as N/A); every group lists the categories it used and those `missing`, and
+    `complete` says whether nothing was missing. jaxtool does not run the agentic categories (web
+    search needs the network; memory needs BFCL's prerequisite conversations), so `v4_overall` is at
+    most 60% here: read it with `missing`."""
+    def acc(c):
+        return cats[c]["accuracy"] if c in cats else 0.0
+
+    def group(members, value):
+        return {"accuracy": value, "categories": [c for c in members if c in cats],
+                "missing": [c for c in members if c not in cats]}
+
+    simple = sum(acc(c) for c in SIMPLE_LANGUAGES) / 3
+    non_live = (simple + sum(acc(c) for c in NON_LIVE_GROUP[1:])) / 4
+    live_n = sum(cats[c]["total"] for c in LIVE_GROUP if c in cats)
+    live = sum(cats[c]["correct"] for c in LIVE_GROUP if c in cats) / live_n if live_n else 0.0
+    irrelevance = sum(acc(c) for c in IRRELEVANCE_GROUP) / 2
+    multi_turn = sum(acc(c) for c in MULTI_TURN_GROUP) / 4
+    agentic = sum(sum(acc(c) for c in g) / len(g) for g in AGENTIC_GROUPS) / len(AGENTIC_GROUPS)
+    groups = {
+        "non_live": group(SIMPLE_LANGUAGES + NON_LIVE_GROUP[1:], non_live),
+        "non_live_simple": group(SIMPLE_LANGUAGES, simple),
+        "live": group(LIVE_GROUP, live),
+        "irrelevance": group(IRRELEVANCE_GROUP, irrelevance),
+        "relevance": group(("live_relevance",), acc("live_relevance")),
+        "multi_turn": group(MULTI_TURN_GROUP, multi_turn),
+        "agentic": group(tuple(c for g in AGENTIC_GROUPS for c in g), agentic),
+    }
+    v4 = sum(V4_WEIGHTS[k] * groups[k]["accuracy"] for k in V4_WEIGHTS) / sum(V4_WEIGHTS.values())
+    v4_members = [c for k in V4_WEIGHTS for c in groups[k]["categories"] + groups[k]["missing"]]
+    v3_members = [c for k in ("non_live", "live", "multi_turn") for c in groups[k]["categories"] + groups[k]["missing"]]
+    return {
+        "groups": groups,
+        "v4_overall": {"accuracy": v4, "rule": "BFCL V4 (installed bfcl-eval 2026.3.23): 10% Non-Live + 10% Live + "
+                                                "10% Irrelevance + 30% Multi-Turn + 40% Agentic",
+                       "missing": [c for c in v4_members if c not in cats]},
+        "v3_overall": {"accuracy": (live + non_live + multi_turn) / 3,
+                       "rule": "BFCL V3 Overall (as iTool / CALM report it): unweighted mean of Non-Live, Live, "
+                               "Multi-Turn; Relevance / Irrelevance reported beside it",
+                       "missing": [c for c in v3_members if c not in cats]},
+        "data": DATA_NOTE,
+    }
 
 
 def table_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -102,6 +179,15 @@ def table_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
     if "overall_unweighted" in summary:
         rows.append(["overall (unweighted mean of categories)", "", "", summary["overall_unweighted"]])
         rows.append(["overall (item-weighted)", "", summary["items"], summary["overall_weighted"]])
+    scores = summary.get("bfcl_scores")
+    if scores:
+        for name, g in scores["groups"].items():
+            rows.append([f"BFCL {name}" + (f" (not run, counted 0: {', '.join(g['missing'])})" if g["missing"] else ""),
+                         "", "", g["accuracy"]])
+        for key in ("v3_overall", "v4_overall"):
+            o = scores[key]
+            rows.append([f"BFCL {key} [{o['rule']}]" + (f" (not run, counted 0: {len(o['missing'])} categories)"
+                                                       if o["missing"] else ""), "", "", o["accuracy"]])
     return header, rows
 
 
