@@ -1,9 +1,12 @@
-"""``jaxtool eval suite``: several benchmarks on one model, one table and one chart
+"""``jaxtool eval suite``: each paper's evaluation on one model, its table in the paper's layout
 (`jaxtool.eval.suite`).
 
     jaxtool eval suite --model runs/calm_smollm2/hf --suite calm --out runs/eval/calm_after \\
-        --multiwoz-data val.json --apibank-l1 level-1.json --apibank-l2 level-2.json \\
+        --multiwoz-data val.json --multiwoz-db multiwoz/db --apibank-l1 level-1.json --apibank-l2 level-2.json \\
         --limit-multiwoz 2 --limit-apibank 8 --limit-bfcl 2 --compare runs/eval/calm_before
+    jaxtool eval suite --model runs/itool/hf --suite itool --out runs/eval/itool --limit-bfcl 20
+    jaxtool eval suite --model runs/diatool/hf --suite diatool --out runs/eval/diatool \\
+        --functionchat-data functionchat:FunctionChat-Dialog.jsonl --format chat_template
 """
 
 from __future__ import annotations
@@ -25,13 +28,19 @@ def _pos_int(s: str) -> int:
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "suite", help="a benchmark suite (calm: MultiWOZ DST, API-Bank L1/L2, BFCL AST) with one table and chart",
-        description="Run every benchmark of a suite on one model through the benchmarks' own evaluators. Each "
-                    "benchmark writes its files into OUT/<benchmark>/; the suite writes OUT/suite.md (one table), "
-                    "OUT/suite.png (one chart) and OUT/suite_summary.json. A benchmark whose data is not given "
-                    "is listed as not run. --compare adds earlier suite runs as columns (before/after).")
+        "suite", help="a paper's evaluation table from one command (calm, itool, diatool), ours beside the paper's",
+        description="Run every benchmark of a paper's evaluation on one model through the benchmarks' own "
+                    "evaluators. calm: MultiWOZ end to end (Inform/Success/BLEU) and DST (JGA), API-Bank L1/L2 "
+                    "(call accuracy, ROUGE, BLEU), BFCL AST; itool: BFCL non-live, live, relevance, irrelevance; "
+                    "diatool: FunctionChat-Bench dialogue turns (call, completion, slot, relevance, micro/macro). "
+                    "Each benchmark writes its files into OUT/<benchmark>/; the suite writes OUT/suite.md (one "
+                    "table), OUT/suite_paper.md (the paper's layout with the paper's numbers and sources), "
+                    "OUT/suite.png and OUT/suite_summary.json. A benchmark whose data is not given is listed as "
+                    "not run with the flag that runs it; BFCL multi-turn is listed as not run (no multi-turn "
+                    "inference in jaxtool yet). --compare adds earlier suite runs as columns (before/after).")
     p.add_argument("--model", required=True, help="checkpoint dir, HF dir, .gguf file or 'smollm2'")
-    p.add_argument("--suite", default="calm", choices=("calm",), help="which suite (default calm)")
+    p.add_argument("--suite", default="calm", choices=("calm", "itool", "diatool"),
+                   help="which paper's table (default calm)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--backend", choices=BACKENDS, default="jax", help="generation backend (default jax)")
     p.add_argument("--format", default="alpaca",
@@ -39,6 +48,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--label", default=None, help="column name in the table (default: the model path)")
     p.add_argument("--multiwoz-data", default=None, help="MultiWOZ 2.1-layout JSON (e.g. ConvLab-2 val.json)")
     p.add_argument("--multiwoz-ontology", default=None, help="IC-DST ontology JSON for value repair (optional)")
+    p.add_argument("--multiwoz-db", default=None,
+                   help="MultiWOZ's db/ folder: runs MultiWOZ end to end (Inform / Success / BLEU) with --multiwoz-data")
+    p.add_argument("--max-steps-multiwoz", type=_pos_int, default=5,
+                   help="MultiWOZ end to end: model steps per user turn (default 5)")
+    p.add_argument("--functionchat-data", default=None,
+                   help="dialogue data for the diatool suite, SOURCE:PATH as in `jaxtool eval dialog --data` "
+                        "(e.g. functionchat:FunctionChat-Dialog.jsonl)")
+    p.add_argument("--limit-functionchat", type=_pos_int, default=None, help="first N FunctionChat conversations")
     p.add_argument("--apibank-l1", default=None, help="API-Bank level-1 items JSON")
     p.add_argument("--apibank-l2", default=None, help="API-Bank level-2 items JSON")
     p.add_argument("--bfcl-data-dir", default=None, help="a directory laid out like bfcl_eval/data (default: installed)")
@@ -64,13 +81,16 @@ def run(args) -> int:
     from jaxtool.sample.backend import load_backend
 
     data = suite.SuiteData(multiwoz=args.multiwoz_data, multiwoz_ontology=args.multiwoz_ontology,
+                           multiwoz_db=args.multiwoz_db, functionchat=args.functionchat_data,
                            apibank_l1=args.apibank_l1, apibank_l2=args.apibank_l2, bfcl_dir=args.bfcl_data_dir,
                            bfcl_categories=tuple(c.strip() for c in (args.bfcl_categories or "").split(",") if c.strip()))
-    limits = suite.SuiteLimits(multiwoz=args.limit_multiwoz, apibank=args.limit_apibank, bfcl=args.limit_bfcl)
+    limits = suite.SuiteLimits(multiwoz=args.limit_multiwoz, apibank=args.limit_apibank, bfcl=args.limit_bfcl,
+                               functionchat=args.limit_functionchat)
     settings = suite.SuiteSettings(batch_size=args.batch_size, max_new_tokens_multiwoz=args.max_new_tokens_multiwoz,
                                    max_new_tokens_apibank=args.max_new_tokens_apibank,
                                    max_new_tokens_bfcl=args.max_new_tokens_bfcl,
-                                   max_prompt_tokens_bfcl=args.max_prompt_tokens_bfcl, progress=not args.no_progress)
+                                   max_prompt_tokens_bfcl=args.max_prompt_tokens_bfcl,
+                                   max_steps_multiwoz_e2e=args.max_steps_multiwoz, progress=not args.no_progress)
     data.check()
     limits.check()
     earlier = [suite.read_summary(d) for d in args.compare]  # fail on a bad --compare before loading the model
@@ -82,5 +102,7 @@ def run(args) -> int:
                               settings=settings, model_label=args.model, label=args.label)
     paths = suite.write_outputs(args.out, earlier + [summary])
     print(suite.markdown(earlier + [summary]))
+    print()
+    print(suite.paper_markdown(summary))
     print("wrote " + ", ".join(paths.values()))
     return 0

@@ -1,21 +1,34 @@
-"""Benchmark suites: several evaluators run on one model, one table and one chart.
+"""Benchmark suites: each paper's evaluation on one model, its table laid out as the paper's, one chart.
 
-The ``calm`` suite is the evaluation of CALM (Acikgoz et al. 2025, Section 4): MultiWOZ
-dialogue-state tracking zero-shot (`jaxtool.eval.multiwoz`, joint goal accuracy), API-Bank level 1
-and level 2 (`jaxtool.eval.apibank`, API-call accuracy and response ROUGE-L) and BFCL's AST
-categories (`jaxtool.eval.bfcl`, BFCL's AST checker). Each benchmark is run through its own
-evaluator's Python function with the same backend and chat format and writes its own files into a
-subdirectory of the output (``multiwoz/``, ``apibank_l1/``, ``apibank_l2/``, ``bfcl/``: per-item
-JSONL, summary JSON, markdown table, PNG); the suite adds ``suite.md`` (one table of the headline
-numbers), ``suite.png`` (one chart) and ``suite_summary.json``.
+`--suite calm` — CALM (Acikgoz et al. 2025, §5, Tables 2-3): MultiWOZ end to end
+(`jaxtool.eval.multiwoz_e2e`: Inform, Success, BLEU, JGA of the API state; needs `multiwoz_db`),
+MultiWOZ dialogue-state tracking zero-shot (`jaxtool.eval.multiwoz`, JGA), API-Bank level 1 and 2
+(`jaxtool.eval.apibank`: API-call accuracy, response ROUGE-1/2/L and BLEU-4) and BFCL
+(`jaxtool.eval.bfcl`: the AST categories; multi-turn reported as not run until a multi-turn
+evaluator is available).
+`--suite itool` — iTool (Zeng et al. 2025, BFCL results table): BFCL Non-live, Live, Relevance,
+Irrelevance (`jaxtool.eval.bfcl`, AST + relevance categories), Multi-turn (not run, as above) and
+the Overall (not computed without multi-turn: BFCL's overall includes it).
+`--suite diatool` — DiaTool-DPO (Jung et al. 2025, Table 3): FunctionChat-Bench dialogue turns
+judged by jaxtool's dialogue judge (`jaxtool.eval.dialog`, `RuleJudge`): call, completion, slot,
+relevance, micro / macro average.
 
-Data: BFCL is read from the installed ``bfcl-eval`` package (or `bfcl_dir`); MultiWOZ and API-Bank
-files are given by path. A benchmark whose data is not given is listed as "not run" with the flag
-that would run it — never silently left out. Earlier suite results (their ``suite_summary.json``)
-can be put beside the new one as extra columns, for before/after tables.
+Each benchmark runs through its own evaluator's Python function with the same backend and chat
+format and writes its own files into a subdirectory of the output (per-item JSONL, summary JSON,
+markdown table, PNG); the suite adds ``suite.md`` (headline numbers, one column per run),
+``suite_paper.md`` (the paper's table layout: our number beside the paper's reported number for its
+own model, with the table and row cited), ``suite.png`` and ``suite_summary.json``.
+
+Paper numbers (`PAPER_ROWS`) are only those read from the papers; a cell is left empty where the
+number could not be verified from the sources available when this was written (then the row says so).
+
+Data: BFCL is read from the installed ``bfcl-eval`` package (or `bfcl_dir`); MultiWOZ, its database,
+API-Bank and FunctionChat files are given by path. A benchmark whose data is not given is listed as
+"not run" with the flag that would run it — never silently left out. Earlier suite results (their
+``suite_summary.json``) can be put beside the new one as extra columns, for before/after tables.
 
 `limits` cut each benchmark to its first N items (MultiWOZ: dialogues; API-Bank: items; BFCL:
-items per category); the table states them.
+items per category; FunctionChat: conversations); the table states them.
 """
 
 from __future__ import annotations
@@ -29,26 +42,80 @@ from typing import Any, Mapping, Sequence
 
 from jaxtool.errors import ConfigError, DataError
 
-SUITES = {"calm": ("multiwoz", "apibank_l1", "apibank_l2", "bfcl")}
-TITLES = {"multiwoz": "MultiWOZ DST (zero-shot)", "apibank_l1": "API-Bank level 1", "apibank_l2": "API-Bank level 2",
-          "bfcl": "BFCL AST"}
-DATA_FLAGS = {"multiwoz": "--multiwoz-data", "apibank_l1": "--apibank-l1", "apibank_l2": "--apibank-l2"}
+SUITES = {"calm": ("multiwoz_e2e", "multiwoz", "apibank_l1", "apibank_l2", "bfcl", "bfcl_multi_turn"),
+          "itool": ("bfcl", "bfcl_multi_turn"),
+          "diatool": ("functionchat",)}
+TITLES = {"multiwoz": "MultiWOZ DST (zero-shot)", "multiwoz_e2e": "MultiWOZ end to end",
+          "apibank_l1": "API-Bank level 1", "apibank_l2": "API-Bank level 2", "bfcl": "BFCL AST",
+          "bfcl_multi_turn": "BFCL multi-turn", "functionchat": "FunctionChat-Bench dialogue"}
+DATA_FLAGS = {"multiwoz": "--multiwoz-data FILE", "multiwoz_e2e": "--multiwoz-data FILE --multiwoz-db DIR",
+              "apibank_l1": "--apibank-l1 FILE", "apibank_l2": "--apibank-l2 FILE",
+              "functionchat": "--functionchat-data SOURCE:PATH"}
+MULTI_TURN_REASON = "needs the multi-turn evaluator (BFCL multi-turn inference is not in jaxtool yet)"
+
+# The papers' tables: (row label, benchmark, our metric key, scale, paper value for the paper's own model
+# or None, citation). `scale` turns our 0-1 numbers into the paper's unit (percent).
+PAPER_ROWS: dict[str, list[tuple[str, str, str, float, float | None, str]]] = {
+    "itool": [
+        ("BFCL Overall", "bfcl_overall", "Overall", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
+        ("BFCL Non-live", "bfcl", "non live ast", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
+        ("BFCL Live", "bfcl", "live ast", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
+        ("BFCL Multi-turn", "bfcl_multi_turn", "accuracy", 100, None,
+         "iTool, BFCL results table, row iTool-8B: not verified here"),
+        ("BFCL Relevance", "bfcl", "relevance", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
+        ("BFCL Irrelevance", "bfcl", "irrelevance", 100, None,
+         "iTool, BFCL results table, row iTool-8B: not verified here"),
+    ],
+    "calm": [
+        ("MultiWOZ 2.4 Success", "multiwoz_e2e", "Success", 100, None, "CALM Table 2, row CALM 8B: not verified here"),
+        ("MultiWOZ 2.4 Inform", "multiwoz_e2e", "Inform", 100, None, "CALM Table 2, row CALM 8B: not verified here"),
+        ("MultiWOZ 2.4 JGA (DST prompts)", "multiwoz", "JGA", 100, None, "CALM Table 2, row CALM 8B: not verified here"),
+        ("API-Bank L1 ROUGE-L", "apibank_l1", "ROUGE-L", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
+        ("API-Bank L1 call accuracy", "apibank_l1", "API-call acc", 100, None,
+         "CALM Table 3, row CALM 8B: not verified here"),
+        ("API-Bank L2 ROUGE-L", "apibank_l2", "ROUGE-L", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
+        ("API-Bank L2 call accuracy", "apibank_l2", "API-call acc", 100, None,
+         "CALM Table 3, row CALM 8B: not verified here"),
+        ("BFCL Non-live AST", "bfcl", "non live ast", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
+        ("BFCL Live AST", "bfcl", "live ast", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
+        ("BFCL Multi-turn", "bfcl_multi_turn", "accuracy", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
+    ],
+    "diatool": [
+        ("FunctionChat dialog (micro avg)", "functionchat", "micro avg", 100, None,
+         "DiaTool-DPO Table 3, row DiaTool-DPO: not verified here"),
+        ("call", "functionchat", "call", 100, None, "DiaTool-DPO Table 3, row DiaTool-DPO: not verified here"),
+        ("completion", "functionchat", "completion", 100, None,
+         "DiaTool-DPO Table 3, row DiaTool-DPO: not verified here"),
+        ("slot", "functionchat", "slot", 100, 94.8,
+         "DiaTool-DPO abstract (\"94.8% in information gathering\", Llama-3.1-8B + DiaTool-DPO); Table 3 not read"),
+        ("relevance", "functionchat", "relevance", 100, 91.0,
+         "DiaTool-DPO abstract (\"91% in tool call rejection\"); Table 3 not read"),
+        ("macro avg", "functionchat", "macro avg", 100, None, "DiaTool-DPO Table 3, row DiaTool-DPO: not verified here"),
+    ],
+}
 
 
 @dataclasses.dataclass
 class SuiteData:
     multiwoz: str | None = None            # MultiWOZ 2.1-layout JSON
     multiwoz_ontology: str | None = None   # IC-DST ontology for value repair (optional)
+    multiwoz_db: str | None = None         # MultiWOZ's db/ folder (end-to-end protocol)
+    functionchat: str | None = None        # dialogue data, SOURCE:PATH as `jaxtool eval dialog --data`
     apibank_l1: str | None = None          # API-Bank level-1 items (Alpaca layout)
     apibank_l2: str | None = None          # API-Bank level-2 items
     bfcl_dir: str | None = None            # None: the installed bfcl-eval data
     bfcl_categories: tuple[str, ...] = ()  # () : BFCL's AST categories
 
     def check(self) -> None:
-        for name in ("multiwoz", "multiwoz_ontology", "apibank_l1", "apibank_l2", "bfcl_dir"):
+        for name in ("multiwoz", "multiwoz_ontology", "multiwoz_db", "apibank_l1", "apibank_l2", "bfcl_dir"):
             p = getattr(self, name)
             if p and not os.path.exists(p):
                 raise DataError(f"--{name.replace('_', '-')} {p}: no such file or directory")
+        if self.functionchat:
+            path = self.functionchat.split(":", 1)[1] if ":" in self.functionchat and not os.path.exists(
+                self.functionchat) else self.functionchat
+            if not os.path.exists(path):
+                raise DataError(f"--functionchat-data {self.functionchat}: no such file or directory")
 
 
 @dataclasses.dataclass
@@ -56,6 +123,7 @@ class SuiteLimits:
     multiwoz: int | None = None
     apibank: int | None = None
     bfcl: int | None = None
+    functionchat: int | None = None
 
     def check(self) -> None:
         for k, v in dataclasses.asdict(self).items():
@@ -70,6 +138,9 @@ class SuiteSettings:
     max_new_tokens_apibank: int = 128
     max_new_tokens_bfcl: int = 256
     max_prompt_tokens_bfcl: int | None = None
+    max_new_tokens_multiwoz_e2e: int = 128
+    max_steps_multiwoz_e2e: int = 5
+    max_new_tokens_functionchat: int = 256
     progress: bool = True
 
 
@@ -101,6 +172,48 @@ def run_multiwoz(backend, fmt, out: str, data: SuiteData, limit: int | None, st:
             "bad_rows": report.bad_rows}
 
 
+def run_multiwoz_e2e(backend, fmt, out: str, data: SuiteData, limit: int | None, st: SuiteSettings) -> dict:
+    from jaxtool.data.sources.base import LoadReport
+    from jaxtool.envs.multiwoz import MultiwozDB
+    from jaxtool.eval import multiwoz, multiwoz_e2e
+
+    db = MultiwozDB.load(data.multiwoz_db)
+    report = LoadReport(f"multiwoz:{data.multiwoz}", "skip")
+    dialogues = list(multiwoz_e2e.load_e2e_dialogues(data.multiwoz, on_bad_row="skip", report=report, limit=limit))
+    if not dialogues:
+        raise DataError(f"{data.multiwoz}: no MultiWOZ dialogues with goals")
+    ontology = multiwoz.load_ontology(data.multiwoz_ontology) if data.multiwoz_ontology else None
+    result = multiwoz_e2e.evaluate_multiwoz_e2e(dialogues, backend, fmt, db, max_steps=st.max_steps_multiwoz_e2e,
+                                                batch_size=st.batch_size, max_new_tokens=st.max_new_tokens_multiwoz_e2e,
+                                                ontology=ontology, progress=st.progress)
+    _write_report(out, "multiwoz_e2e", result, {"benchmark": "multiwoz-e2e", "data": data.multiwoz,
+                                                "db": data.multiwoz_db, "bad_rows": report.bad_rows},
+                  multiwoz_e2e, TITLES["multiwoz_e2e"])
+    s = result.summary
+    return {"n": s["n_dialogues"], "unit": "dialogues", "bad_rows": report.bad_rows,
+            "metrics": {"Inform": s["inform"], "Success": s["success"], "BLEU/100": s["bleu"] / 100,
+                        "JGA (API state)": s["jga"]}}
+
+
+def run_functionchat(backend, fmt, out: str, data: SuiteData, limit: int | None, st: SuiteSettings) -> dict:
+    from jaxtool.data.sources.base import LoadReport
+    from jaxtool.eval import dialog
+    from jaxtool.eval.dialog_data import load_dialogs
+
+    report = LoadReport(data.functionchat, "skip")
+    convs = list(load_dialogs(data.functionchat, on_bad_row="skip", report=report, limit=limit))
+    if not convs:
+        raise DataError(f"{data.functionchat}: no conversations")
+    result = dialog.evaluate_dialogs(convs, backend, fmt, batch_size=st.batch_size,
+                                     max_new_tokens=st.max_new_tokens_functionchat, progress=st.progress)
+    _write_report(out, "functionchat", result, {"benchmark": "dialog", "data": data.functionchat,
+                                                "bad_rows": report.bad_rows}, dialog, TITLES["functionchat"])
+    s = result.summary
+    metrics = {t: v["accuracy"] for t, v in s["per_type"].items()}
+    metrics.update({"micro avg": s["micro_avg"], "macro avg": s["macro_avg"]})
+    return {"n": s["n_turns"], "unit": "turns", "bad_rows": report.bad_rows, "metrics": metrics}
+
+
 def run_apibank(backend, fmt, out: str, path: str, level: int, limit: int | None, st: SuiteSettings) -> dict:
     from jaxtool.data.sources.base import LoadReport
     from jaxtool.eval import apibank
@@ -119,26 +232,29 @@ def run_apibank(backend, fmt, out: str, path: str, level: int, limit: int | None
                                       "tool_library_size": len(library.names)}, apibank, TITLES[name])
     s = result.summary
     return {"n": len(items), "unit": "items", "bad_rows": report.bad_rows,
-            "metrics": {"API-call acc": s["api_accuracy"], "ROUGE-L": s["rouge_l"]},
+            "metrics": {"API-call acc": s["api_accuracy"], "ROUGE-L": s["rouge_l"],
+                        "ROUGE-1": s["response"]["rouge_1"], "ROUGE-2": s["response"]["rouge_2"],
+                        "BLEU-4/100": s["response"]["bleu_4"] / 100},
             "counts": {"api items": s["api"]["n"], "response items": s["response"]["n"]}}
 
 
 def run_bfcl(backend, fmt, fmt_name: str, out: str, data: SuiteData, limit: int | None, st: SuiteSettings,
-             model_label: str) -> dict:
+             model_label: str, relevance: bool = False) -> dict:
     from jaxtool.data.tokenize import prompt_ids
     from jaxtool.eval import bfcl
 
-    cats = list(data.bfcl_categories or bfcl.AST_CATEGORIES)
+    allowed = bfcl.CATEGORIES if relevance else bfcl.AST_CATEGORIES
+    cats = list(data.bfcl_categories or allowed)
     for c in cats:
-        if c not in bfcl.AST_CATEGORIES:
-            raise ConfigError(f"--bfcl-categories: {c!r} is not a BFCL AST category {list(bfcl.AST_CATEGORIES)}")
+        if c not in allowed:
+            raise ConfigError(f"--bfcl-categories: {c!r} is not one of this suite's BFCL categories {list(allowed)}")
     style = bfcl.style_for_format(fmt_name, "auto")
     summary, _ = bfcl.evaluate(backend, fmt, prompt_ids, categories=cats, limit=limit, root=data.bfcl_dir,
                                style=style, out_dir=out, progress=st.progress,
                                settings={"model": model_label, "format": fmt_name}, batch_size=st.batch_size,
                                max_new_tokens=st.max_new_tokens_bfcl, max_prompt_tokens=st.max_prompt_tokens_bfcl)
     metrics = {}
-    for agg in ("non_live_ast", "live_ast"):
+    for agg in ("non_live_ast", "live_ast", "relevance", "irrelevance"):
         if agg in summary["aggregates"]:
             metrics[agg.replace("_", " ")] = summary["aggregates"][agg]["accuracy"]
     if "overall_unweighted" in summary:
@@ -164,19 +280,32 @@ def run_suite(backend, fmt, fmt_name: str, out_dir: str, *, suite: str = "calm",
     for bench in SUITES[suite]:
         sub = os.path.join(out_dir, bench)
         t0 = time.time()
+        if bench == "bfcl_multi_turn":
+            results[bench] = {"status": "not run", "reason": MULTI_TURN_REASON}
+            continue
         if bench == "multiwoz":
             if not data.multiwoz:
-                results[bench] = {"status": "not run", "reason": f"no data: give {DATA_FLAGS[bench]} FILE"}
+                results[bench] = {"status": "not run", "reason": f"no data: give {DATA_FLAGS[bench]}"}
                 continue
             res = run_multiwoz(backend, fmt, sub, data, limits.multiwoz, st)
+        elif bench == "multiwoz_e2e":
+            if not (data.multiwoz and data.multiwoz_db):
+                results[bench] = {"status": "not run", "reason": f"no data: give {DATA_FLAGS[bench]}"}
+                continue
+            res = run_multiwoz_e2e(backend, fmt, sub, data, limits.multiwoz, st)
         elif bench in ("apibank_l1", "apibank_l2"):
             path = getattr(data, bench)
             if not path:
-                results[bench] = {"status": "not run", "reason": f"no data: give {DATA_FLAGS[bench]} FILE"}
+                results[bench] = {"status": "not run", "reason": f"no data: give {DATA_FLAGS[bench]}"}
                 continue
             res = run_apibank(backend, fmt, sub, path, int(bench[-1]), limits.apibank, st)
+        elif bench == "functionchat":
+            if not data.functionchat:
+                results[bench] = {"status": "not run", "reason": f"no data: give {DATA_FLAGS[bench]}"}
+                continue
+            res = run_functionchat(backend, fmt, sub, data, limits.functionchat, st)
         else:
-            res = run_bfcl(backend, fmt, fmt_name, sub, data, limits.bfcl, st, model_label)
+            res = run_bfcl(backend, fmt, fmt_name, sub, data, limits.bfcl, st, model_label, relevance=suite == "itool")
         results[bench] = {"status": "ok", "dir": sub, "seconds": round(time.time() - t0, 1), **res}
         print(f"{TITLES[bench]}: " + ", ".join(f"{k} {v:.3f}" for k, v in res["metrics"].items())
               + f" ({res['n']} {res['unit']}, {time.time() - t0:.0f}s)", flush=True)
@@ -291,12 +420,51 @@ def chart(path: str, summaries: Sequence[Mapping[str, Any]], labels: Sequence[st
     plt.close(fig)
 
 
+def paper_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The paper's table for `summary["suite"]`: one row per reported metric, ours (in the paper's
+    unit) beside the paper's number for its own model, with the source; cells we did not compute
+    say why ("not run ..."), paper cells we could not verify are empty."""
+    suite = summary.get("suite", "calm")
+    label = _label(summary, 0)
+    header = ["metric", f"ours ({label})", "paper", "source"]
+    rows: list[list[Any]] = []
+    benches = summary["benchmarks"]
+    for name, bench, key, scale, paper, source in PAPER_ROWS.get(suite, []):
+        if bench == "bfcl_overall":
+            ours: Any = "not computed: BFCL's overall includes multi-turn, which " + MULTI_TURN_REASON
+        else:
+            r = benches.get(bench, {})
+            v = r.get("metrics", {}).get(key)
+            if r.get("status") == "not run":
+                ours = f"not run: {r.get('reason')}"
+            elif v is None:
+                ours = "not run: no items of this kind"
+            elif isinstance(v, float) and math.isnan(v):
+                ours = "n/a (no items)"
+            else:
+                ours = round(v * scale, 2)
+        rows.append([name, ours, "" if paper is None else paper, source])
+    return header, rows
+
+
+def paper_markdown(summary: Mapping[str, Any]) -> str:
+    from jaxtool.eval.report import markdown_table
+
+    lim = summary.get("limits", {})
+    txt = ", ".join(f"{k} {v}" for k, v in lim.items() if v is not None) or "none"
+    return (markdown_table(*paper_rows(summary)) + f"\n\nlimits: {txt}. Ours in percent (BLEU 0-100); "
+            "an empty paper cell is a number not verified from the paper here, not a zero.")
+
+
 def write_outputs(out_dir: str, summaries: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None
                   ) -> dict[str, str]:
-    """`suite.md` and `suite.png` for `summaries` (the new run last, earlier ones first)."""
-    paths = {"table": os.path.join(out_dir, "suite.md"), "chart": os.path.join(out_dir, "suite.png"),
-             "summary": os.path.join(out_dir, "suite_summary.json")}
+    """`suite.md`, `suite_paper.md` (the newest run in its paper's layout) and `suite.png` for
+    `summaries` (the new run last, earlier ones first)."""
+    paths = {"table": os.path.join(out_dir, "suite.md"), "paper_table": os.path.join(out_dir, "suite_paper.md"),
+             "chart": os.path.join(out_dir, "suite.png"), "summary": os.path.join(out_dir, "suite_summary.json")}
     with open(paths["table"], "w", encoding="utf-8") as fh:
         fh.write(markdown(summaries, labels) + "\n")
-    chart(paths["chart"], summaries, labels)
+    with open(paths["paper_table"], "w", encoding="utf-8") as fh:
+        fh.write(paper_markdown(summaries[-1]) + "\n")
+    chart(paths["chart"], summaries, labels, title=f"{summaries[-1].get('suite', 'calm')} suite")
     return paths
