@@ -49,31 +49,7 @@ from jaxtool.itool.config import RESUMABLE_CHANGES, ItoolConfig, stage_train_con
 from jaxtool.itool.difficulty import LEVELS, split_by_difficulty
 from jaxtool.itool.examples import Example, load_examples, make_guard, read_examples, write_examples
 from jaxtool.itool.pairs import PairRecord, read_jsonl, to_record, training_row, write_jsonl
-
-
-class Stage:
-    """A named unit of work whose completion is a marker file written atomically."""
-
-    def __init__(self, directory: str, name: str):
-        self.dir = directory
-        self.name = name
-        self.path = os.path.join(directory, ".done", f"{name}.json")
-
-    def done(self) -> bool:
-        return os.path.isfile(self.path)
-
-    def result(self) -> dict:
-        with open(self.path, encoding="utf-8") as fh:
-            return json.load(fh)["result"]
-
-    def finish(self, result: dict, wall_s: float) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        write_json(self.path, {"stage": self.name, "wall_s": round(wall_s, 3), "finished_at": time.time(),
-                               "result": result})
-
-    def wall(self) -> float:
-        with open(self.path, encoding="utf-8") as fh:
-            return float(json.load(fh)["wall_s"])
+from jaxtool.itool.stages import Stage  # markers checked against their artifacts (issue 26)
 
 
 def _check_same_config(run_dir: str, cfg: ItoolConfig) -> None:
@@ -84,7 +60,8 @@ def _check_same_config(run_dir: str, cfg: ItoolConfig) -> None:
     # a key it has that no longer exists is ignored
     old = {**read_yaml_text(dump_yaml(type(cfg)())), **read_yaml(path)["__flat__"]}
     new = read_yaml_text(dump_yaml(cfg))
-    changed = sorted(k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES)
+    changed = sorted(k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES
+                     and k != "run_dir")  # a moved or copied run directory resumes where it is
     if changed:
         raise ConfigError(f"{run_dir} was started with another config ({', '.join(changed)} differ); resume it "
                           f"with {path}, or choose another run_dir")
@@ -111,7 +88,7 @@ class ItoolRun:
 
     # -- helpers -------------------------------------------------------------------------------
     def stage(self, directory: str, name: str, fn: Callable[[], dict]) -> dict:
-        st = Stage(directory, name)
+        st = Stage(directory, name, self.dir, self.print)
         label = f"{os.path.relpath(directory, self.dir)}/{name}"
         if st.done():
             self.print(f"[itool] {label}: finished before, skipped")
