@@ -71,13 +71,11 @@ def test_errors_are_bfcls_strings():
     assert not ok.error and "current_working_directory" in json.loads(ok.content)
 
 
-def test_ground_truth_results_and_state_equal_bfcls_executor():
-    """Every ground-truth call of the first 5 entries per category: the same result strings and the
-    same final public state as BFCL's own (eval-based) executor."""
+def _same_as_bfcls_executor(n):
     from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
 
     for cat in MULTI_TURN_CATEGORIES:
-        for e in read_multi_turn(cat, limit=5):
+        for e in read_multi_turn(cat, limit=n):
             env = BFCLEnv()
             env.reset(e)
             name = "m" + uuid.uuid4().hex
@@ -88,6 +86,17 @@ def test_ground_truth_results_and_state_equal_bfcls_executor():
                 assert ours == ref, (e["id"], turn)
             ref_state = {c: {k: v for k, v in vars(i).items() if not k.startswith("_")} for c, i in inst.items()}
             assert env.state() == ref_state
+
+
+def test_ground_truth_results_and_state_equal_bfcls_executor():
+    """Every ground-truth call of the first 5 entries per category: the same result strings and the
+    same final public state as BFCL's own (eval-based) executor."""
+    _same_as_bfcls_executor(5)
+
+
+@pytest.mark.slow
+def test_ground_truth_results_and_state_equal_bfcls_executor_all_800_entries():
+    _same_as_bfcls_executor(None)
 
 
 def test_instances_are_not_shared_between_envs():

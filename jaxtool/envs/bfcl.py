@@ -26,6 +26,11 @@ Python's NameError would, wrong arguments the TypeError of the call, the denylis
 (`kill`, `exit`, `quit`, `remove`, `unlink`, `popen`, `Popen`, `run`) BFCL's
 `"Function call <name> is not allowed."`.
 
+Kept exactly as BFCL has it (it matters for agreement with BFCL's verdicts): the simulators seed the
+ids they generate (message, booking, card, order ids) from a per-instance `random.Random` seeded by
+the scenario, so a model that makes one extra state-changing call shifts every later id, on the
+model's instances only — BFCL's checker then sees different results/state, and so does this one.
+
 Where this differs from BFCL's executor, on purpose:
 - **No shared instances.** BFCL keeps instances in its module's `globals()` under
   `<model>_<entry id>_<class>_instance`: every later call with the same model name and entry id
