@@ -67,27 +67,41 @@ def test_suite_calm_multiwoz_e2e_and_not_run_rows(monkeypatch, tmp_path, capsys)
     assert float(rows["API-Bank L1 ROUGE-L"][0]) == pytest.approx(round(ab["rouge_l"] * 100, 2))
     assert b["apibank_l1"]["metrics"]["ROUGE-2"] == ab["response"]["rouge_2"]
     assert rows["API-Bank L2 ROUGE-L"][0] == "not run: no data: give --apibank-l2 FILE"
-    assert rows["BFCL Multi-turn"][0].startswith("not run: needs the multi-turn evaluator")
+    assert rows["BFCL Multi-turn"][0].startswith("not run: --bfcl-data-dir") and "no multi-turn files" in \
+        rows["BFCL Multi-turn"][0]
+    assert rows["BFCL Overall (V3)"][0].startswith("not computed: BFCL's overall includes multi-turn")
+    # one BFCL category of four: BFCL counts the others 0 inside Non-Live, and the table says so
+    assert "partial: 5 categories not run count 0" in rows["BFCL Non-live"][0]
     assert rows["API-Bank L1 call accuracy"][0] == "n/a (no items)"  # a response-only file
     # no paper number is claimed for CALM here (not verified): the paper column is empty
     assert all(r[1] == "" for r in rows.values())
     assert "MultiWOZ 2.4 Success" in capsys.readouterr().out
 
 
-def test_suite_itool_bfcl_layout(monkeypatch, tmp_path):
+def test_suite_itool_bfcl_layout_with_multi_turn(monkeypatch, tmp_path):
+    """Installed bfcl-eval data: one item per single-turn category, one entry per multi-turn category."""
+    from jaxtool.eval.bfcl.score import bfcl_scores
+
     out = str(tmp_path / "itool")
-    _run(monkeypatch, ["--suite", "itool", "--out", out, "--bfcl-data-dir", os.path.join(FIX, "bfcl"),
-                       "--limit-bfcl", "1"], lambda p: "I cannot help with that.")
-    bf = json.load(open(os.path.join(out, "bfcl", "bfcl_summary.json")))
+    _run(monkeypatch, ["--suite", "itool", "--out", out, "--limit-bfcl", "1", "--limit-bfcl-multi-turn", "1"],
+         lambda p: "I cannot help with that.")
     rows = _paper_rows(out)
-    assert list(rows) == ["BFCL Overall", "BFCL Non-live", "BFCL Live", "BFCL Multi-turn", "BFCL Relevance",
+    assert list(rows) == ["BFCL Overall (V3)", "BFCL Non-live", "BFCL Live", "BFCL Multi-turn", "BFCL Relevance",
                           "BFCL Irrelevance"]
-    # a model that never calls: every AST item fails, every irrelevance item passes, relevance fails
+    # a model that never calls: every AST item and every multi-turn entry fails (empty turns), every
+    # irrelevance item passes, the relevance item fails
     assert float(rows["BFCL Non-live"][0]) == 0 and float(rows["BFCL Live"][0]) == 0
     assert float(rows["BFCL Irrelevance"][0]) == 100 and float(rows["BFCL Relevance"][0]) == 0
-    assert bf["aggregates"]["irrelevance"]["accuracy"] == 1.0
-    assert rows["BFCL Overall"][0].startswith("not computed: BFCL's overall includes multi-turn")
-    assert rows["BFCL Multi-turn"][0].startswith("not run: needs the multi-turn evaluator")
+    assert float(rows["BFCL Multi-turn"][0]) == 0 and float(rows["BFCL Overall (V3)"][0]) == 0
+    mt = json.load(open(os.path.join(out, "bfcl_multi_turn", "bfcl_summary.json")))
+    assert sorted(mt["categories"]) == ["multi_turn_base", "multi_turn_long_context", "multi_turn_miss_func",
+                                        "multi_turn_miss_param"]
+    assert all(c["total"] == 1 and c["correct"] == 0 for c in mt["categories"].values())
+    s = json.load(open(os.path.join(out, "suite_summary.json")))
+    st = json.load(open(os.path.join(out, "bfcl", "bfcl_summary.json")))
+    want = bfcl_scores({**st["categories"], **mt["categories"]})
+    assert s["benchmarks"]["bfcl_overall"]["metrics"]["V3 Overall"] == want["v3_overall"]["accuracy"]
+    assert s["benchmarks"]["bfcl_overall"]["missing"]["V3 Overall"] == []
 
 
 def test_suite_diatool_functionchat(monkeypatch, tmp_path):

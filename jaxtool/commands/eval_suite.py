@@ -31,13 +31,14 @@ def register(subparsers) -> argparse.ArgumentParser:
         "suite", help="a paper's evaluation table from one command (calm, itool, diatool), ours beside the paper's",
         description="Run every benchmark of a paper's evaluation on one model through the benchmarks' own "
                     "evaluators. calm: MultiWOZ end to end (Inform/Success/BLEU) and DST (JGA), API-Bank L1/L2 "
-                    "(call accuracy, ROUGE, BLEU), BFCL AST; itool: BFCL non-live, live, relevance, irrelevance; "
+                    "(call accuracy, ROUGE, BLEU), BFCL non-live, live, multi-turn and V3 overall; itool: BFCL "
+                    "overall, non-live, live, multi-turn, relevance, irrelevance; "
                     "diatool: FunctionChat-Bench dialogue turns (call, completion, slot, relevance, micro/macro). "
                     "Each benchmark writes its files into OUT/<benchmark>/; the suite writes OUT/suite.md (one "
                     "table), OUT/suite_paper.md (the paper's layout with the paper's numbers and sources), "
                     "OUT/suite.png and OUT/suite_summary.json. A benchmark whose data is not given is listed as "
-                    "not run with the flag that runs it; BFCL multi-turn is listed as not run (no multi-turn "
-                    "inference in jaxtool yet). --compare adds earlier suite runs as columns (before/after).")
+                    "not run with the flag that runs it. BFCL multi-turn runs on the installed bfcl-eval data "
+                    "(--no-bfcl-multi-turn skips it). --compare adds earlier suite runs as columns (before/after).")
     p.add_argument("--model", required=True, help="checkpoint dir, HF dir, .gguf file or 'smollm2'")
     p.add_argument("--suite", default="calm", choices=("calm", "itool", "diatool"),
                    help="which paper's table (default calm)")
@@ -63,6 +64,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit-multiwoz", type=_pos_int, default=None, help="first N MultiWOZ dialogues")
     p.add_argument("--limit-apibank", type=_pos_int, default=None, help="first N items of each API-Bank level")
     p.add_argument("--limit-bfcl", type=_pos_int, default=None, help="first N items of each BFCL category")
+    p.add_argument("--limit-bfcl-multi-turn", type=_pos_int, default=None,
+                   help="first N entries of each BFCL multi-turn category")
+    p.add_argument("--no-bfcl-multi-turn", action="store_true",
+                   help="skip BFCL's multi-turn categories (then listed as not run, and the overall not computed)")
+    p.add_argument("--max-new-tokens-bfcl-multi-turn", type=_pos_int, default=512)
     p.add_argument("--batch-size", type=_pos_int, default=8, help="prompts per generate call (default 8)")
     p.add_argument("--max-new-tokens-bfcl", type=_pos_int, default=256)
     p.add_argument("--max-new-tokens-apibank", type=_pos_int, default=128)
@@ -82,15 +88,18 @@ def run(args) -> int:
 
     data = suite.SuiteData(multiwoz=args.multiwoz_data, multiwoz_ontology=args.multiwoz_ontology,
                            multiwoz_db=args.multiwoz_db, functionchat=args.functionchat_data,
+                           bfcl_multi_turn=not args.no_bfcl_multi_turn,
                            apibank_l1=args.apibank_l1, apibank_l2=args.apibank_l2, bfcl_dir=args.bfcl_data_dir,
                            bfcl_categories=tuple(c.strip() for c in (args.bfcl_categories or "").split(",") if c.strip()))
     limits = suite.SuiteLimits(multiwoz=args.limit_multiwoz, apibank=args.limit_apibank, bfcl=args.limit_bfcl,
-                               functionchat=args.limit_functionchat)
+                               functionchat=args.limit_functionchat, bfcl_multi_turn=args.limit_bfcl_multi_turn)
     settings = suite.SuiteSettings(batch_size=args.batch_size, max_new_tokens_multiwoz=args.max_new_tokens_multiwoz,
                                    max_new_tokens_apibank=args.max_new_tokens_apibank,
                                    max_new_tokens_bfcl=args.max_new_tokens_bfcl,
                                    max_prompt_tokens_bfcl=args.max_prompt_tokens_bfcl,
-                                   max_steps_multiwoz_e2e=args.max_steps_multiwoz, progress=not args.no_progress)
+                                   max_steps_multiwoz_e2e=args.max_steps_multiwoz,
+                                   max_new_tokens_bfcl_multi_turn=args.max_new_tokens_bfcl_multi_turn,
+                                   progress=not args.no_progress)
     data.check()
     limits.check()
     earlier = [suite.read_summary(d) for d in args.compare]  # fail on a bad --compare before loading the model

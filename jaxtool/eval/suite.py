@@ -3,12 +3,14 @@
 `--suite calm` — CALM (Acikgoz et al. 2025, §5, Tables 2-3): MultiWOZ end to end
 (`jaxtool.eval.multiwoz_e2e`: Inform, Success, BLEU, JGA of the API state; needs `multiwoz_db`),
 MultiWOZ dialogue-state tracking zero-shot (`jaxtool.eval.multiwoz`, JGA), API-Bank level 1 and 2
-(`jaxtool.eval.apibank`: API-call accuracy, response ROUGE-1/2/L and BLEU-4) and BFCL
-(`jaxtool.eval.bfcl`: the AST categories; multi-turn reported as not run until a multi-turn
-evaluator is available).
-`--suite itool` — iTool (Zeng et al. 2025, BFCL results table): BFCL Non-live, Live, Relevance,
-Irrelevance (`jaxtool.eval.bfcl`, AST + relevance categories), Multi-turn (not run, as above) and
-the Overall (not computed without multi-turn: BFCL's overall includes it).
+(`jaxtool.eval.bfcl`: the AST categories; the four multi-turn categories through BFCL's multi-turn
+loop `jaxtool.eval.bfcl.multi_turn_run`; BFCL's V3 Overall from both).
+`--suite itool` — iTool (Zeng et al. 2025, BFCL results table): BFCL Overall (V3: mean of Non-Live,
+Live, Multi-Turn), Non-live, Live, Multi-turn, Relevance, Irrelevance (`jaxtool.eval.bfcl`, AST +
+relevance + multi-turn categories). BFCL's groups and overall follow `jaxtool.eval.bfcl.score.bfcl_scores`
+(a category not run counts 0 inside its group, as BFCL computes it; the table names what is missing).
+`run_bfcl_multi_turn=False` (`--no-bfcl-multi-turn`) skips multi-turn: it is then "not run" and the
+Overall "not computed".
 `--suite diatool` — DiaTool-DPO (Jung et al. 2025, Table 3): FunctionChat-Bench dialogue turns
 judged by jaxtool's dialogue judge (`jaxtool.eval.dialog`, `RuleJudge`): call, completion, slot,
 relevance, micro / macro average.
@@ -45,25 +47,26 @@ from jaxtool.errors import ConfigError, DataError
 SUITES = {"calm": ("multiwoz_e2e", "multiwoz", "apibank_l1", "apibank_l2", "bfcl", "bfcl_multi_turn"),
           "itool": ("bfcl", "bfcl_multi_turn"),
           "diatool": ("functionchat",)}
-TITLES = {"multiwoz": "MultiWOZ DST (zero-shot)", "multiwoz_e2e": "MultiWOZ end to end",
+TITLES = {"bfcl_overall": "BFCL overall", "multiwoz": "MultiWOZ DST (zero-shot)", "multiwoz_e2e": "MultiWOZ end to end",
           "apibank_l1": "API-Bank level 1", "apibank_l2": "API-Bank level 2", "bfcl": "BFCL AST",
           "bfcl_multi_turn": "BFCL multi-turn", "functionchat": "FunctionChat-Bench dialogue"}
 DATA_FLAGS = {"multiwoz": "--multiwoz-data FILE", "multiwoz_e2e": "--multiwoz-data FILE --multiwoz-db DIR",
               "apibank_l1": "--apibank-l1 FILE", "apibank_l2": "--apibank-l2 FILE",
               "functionchat": "--functionchat-data SOURCE:PATH"}
-MULTI_TURN_REASON = "needs the multi-turn evaluator (BFCL multi-turn inference is not in jaxtool yet)"
+MULTI_TURN_REASON = "--no-bfcl-multi-turn was given (drop it to run BFCL's multi-turn categories)"
 
 # The papers' tables: (row label, benchmark, our metric key, scale, paper value for the paper's own model
 # or None, citation). `scale` turns our 0-1 numbers into the paper's unit (percent).
 PAPER_ROWS: dict[str, list[tuple[str, str, str, float, float | None, str]]] = {
     "itool": [
-        ("BFCL Overall", "bfcl_overall", "Overall", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
-        ("BFCL Non-live", "bfcl", "non live ast", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
-        ("BFCL Live", "bfcl", "live ast", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
-        ("BFCL Multi-turn", "bfcl_multi_turn", "accuracy", 100, None,
+        ("BFCL Overall (V3)", "bfcl_overall", "V3 Overall", 100, None,
          "iTool, BFCL results table, row iTool-8B: not verified here"),
-        ("BFCL Relevance", "bfcl", "relevance", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
-        ("BFCL Irrelevance", "bfcl", "irrelevance", 100, None,
+        ("BFCL Non-live", "bfcl", "Non-Live", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
+        ("BFCL Live", "bfcl", "Live", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
+        ("BFCL Multi-turn", "bfcl_multi_turn", "Multi-Turn", 100, None,
+         "iTool, BFCL results table, row iTool-8B: not verified here"),
+        ("BFCL Relevance", "bfcl", "Relevance", 100, None, "iTool, BFCL results table, row iTool-8B: not verified here"),
+        ("BFCL Irrelevance", "bfcl", "Irrelevance", 100, None,
          "iTool, BFCL results table, row iTool-8B: not verified here"),
     ],
     "calm": [
@@ -76,9 +79,10 @@ PAPER_ROWS: dict[str, list[tuple[str, str, str, float, float | None, str]]] = {
         ("API-Bank L2 ROUGE-L", "apibank_l2", "ROUGE-L", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
         ("API-Bank L2 call accuracy", "apibank_l2", "API-call acc", 100, None,
          "CALM Table 3, row CALM 8B: not verified here"),
-        ("BFCL Non-live AST", "bfcl", "non live ast", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
-        ("BFCL Live AST", "bfcl", "live ast", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
-        ("BFCL Multi-turn", "bfcl_multi_turn", "accuracy", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
+        ("BFCL Overall (V3)", "bfcl_overall", "V3 Overall", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
+        ("BFCL Non-live", "bfcl", "Non-Live", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
+        ("BFCL Live", "bfcl", "Live", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
+        ("BFCL Multi-turn", "bfcl_multi_turn", "Multi-Turn", 100, None, "CALM Table 3, row CALM 8B: not verified here"),
     ],
     "diatool": [
         ("FunctionChat dialog (micro avg)", "functionchat", "micro avg", 100, None,
@@ -104,7 +108,8 @@ class SuiteData:
     apibank_l1: str | None = None          # API-Bank level-1 items (Alpaca layout)
     apibank_l2: str | None = None          # API-Bank level-2 items
     bfcl_dir: str | None = None            # None: the installed bfcl-eval data
-    bfcl_categories: tuple[str, ...] = ()  # () : BFCL's AST categories
+    bfcl_categories: tuple[str, ...] = ()  # () : BFCL's AST categories (+ relevance for itool)
+    bfcl_multi_turn: bool = True           # run BFCL's four multi-turn categories
 
     def check(self) -> None:
         for name in ("multiwoz", "multiwoz_ontology", "multiwoz_db", "apibank_l1", "apibank_l2", "bfcl_dir"):
@@ -123,6 +128,7 @@ class SuiteLimits:
     multiwoz: int | None = None
     apibank: int | None = None
     bfcl: int | None = None
+    bfcl_multi_turn: int | None = None
     functionchat: int | None = None
 
     def check(self) -> None:
@@ -141,6 +147,7 @@ class SuiteSettings:
     max_new_tokens_multiwoz_e2e: int = 128
     max_steps_multiwoz_e2e: int = 5
     max_new_tokens_functionchat: int = 256
+    max_new_tokens_bfcl_multi_turn: int = 512
     progress: bool = True
 
 
@@ -253,14 +260,66 @@ def run_bfcl(backend, fmt, fmt_name: str, out: str, data: SuiteData, limit: int 
                                style=style, out_dir=out, progress=st.progress,
                                settings={"model": model_label, "format": fmt_name}, batch_size=st.batch_size,
                                max_new_tokens=st.max_new_tokens_bfcl, max_prompt_tokens=st.max_prompt_tokens_bfcl)
-    metrics = {}
-    for agg in ("non_live_ast", "live_ast", "relevance", "irrelevance"):
-        if agg in summary["aggregates"]:
-            metrics[agg.replace("_", " ")] = summary["aggregates"][agg]["accuracy"]
+    metrics, missing = _bfcl_group_metrics(summary, ("non_live", "live", "relevance", "irrelevance"))
     if "overall_unweighted" in summary:
         metrics["AST overall"] = summary["overall_unweighted"]
-    return {"n": summary.get("items", 0), "unit": "items", "metrics": metrics,
-            "categories": {c: v["accuracy"] for c, v in summary["categories"].items()}}
+    return {"n": summary.get("items", 0), "unit": "items", "metrics": metrics, "missing": missing,
+            "categories": {c: v for c, v in summary["categories"].items()}}
+
+
+GROUP_NAMES = {"non_live": "Non-Live", "live": "Live", "relevance": "Relevance", "irrelevance": "Irrelevance",
+               "multi_turn": "Multi-Turn"}
+
+
+def _bfcl_group_metrics(summary: Mapping[str, Any], groups: Sequence[str]) -> tuple[dict, dict]:
+    """BFCL's group scores (`bfcl_scores`) for the groups any category of which was run."""
+    metrics, missing = {}, {}
+    bs = summary.get("bfcl_scores") or {}
+    for g in groups:
+        grp = (bs.get("groups") or {}).get(g)
+        if grp and grp["categories"]:
+            metrics[GROUP_NAMES[g]] = grp["accuracy"]
+            if grp["missing"]:
+                missing[GROUP_NAMES[g]] = list(grp["missing"])
+    return metrics, missing
+
+
+def run_bfcl_multi_turn(backend, fmt, fmt_name: str, out: str, data: SuiteData, limit: int | None,
+                        st: SuiteSettings, model_label: str) -> dict:
+    from jaxtool.data.tokenize import prompt_ids
+    from jaxtool.eval import bfcl
+    from jaxtool.eval.bfcl.data import MULTI_TURN_CATEGORIES
+
+    style = bfcl.style_for_format(fmt_name, "auto")
+    summary, _ = bfcl.evaluate(backend, fmt, prompt_ids, categories=list(MULTI_TURN_CATEGORIES), limit=limit,
+                               root=data.bfcl_dir, style=style, out_dir=out, progress=st.progress,
+                               settings={"model": model_label, "format": fmt_name}, batch_size=st.batch_size,
+                               max_new_tokens=st.max_new_tokens_bfcl_multi_turn,
+                               max_prompt_tokens=st.max_prompt_tokens_bfcl)
+    metrics, missing = _bfcl_group_metrics(summary, ("multi_turn",))
+    metrics.update({c: v["accuracy"] for c, v in summary["categories"].items()})
+    return {"n": summary.get("items", 0), "unit": "entries", "metrics": metrics, "missing": missing,
+            "categories": {c: v for c, v in summary["categories"].items()},
+            "timing": summary.get("multi_turn_timing", {})}
+
+
+def bfcl_overall(results: Mapping[str, Mapping[str, Any]]) -> dict:
+    """BFCL's V3 Overall (and the installed V4 weighting) from the single-turn and multi-turn runs."""
+    from jaxtool.eval.bfcl.score import bfcl_scores
+
+    if results.get("bfcl", {}).get("status") != "ok" or results.get("bfcl_multi_turn", {}).get("status") != "ok":
+        why = ("BFCL's overall includes multi-turn, which was not run ("
+               + str(results.get("bfcl_multi_turn", {}).get("reason", "no result")) + ")")
+        return {"status": "not run", "reason": why}
+    cats = {**results["bfcl"]["categories"], **results["bfcl_multi_turn"]["categories"]}
+    bs = bfcl_scores(cats)
+    return {"status": "ok", "n": sum(c["total"] for c in cats.values()), "unit": "items",
+            "metrics": {"V3 Overall": bs["v3_overall"]["accuracy"],
+                        "V4 Overall (installed weighting)": bs["v4_overall"]["accuracy"]},
+            "missing": {"V3 Overall": bs["v3_overall"]["missing"],
+                        "V4 Overall (installed weighting)": bs["v4_overall"]["missing"]},
+            "rule": {"V3 Overall": bs["v3_overall"]["rule"], "V4 Overall": bs["v4_overall"]["rule"]},
+            "data": bs["data"]}
 
 
 def run_suite(backend, fmt, fmt_name: str, out_dir: str, *, suite: str = "calm", data: SuiteData | None = None,
@@ -281,9 +340,15 @@ def run_suite(backend, fmt, fmt_name: str, out_dir: str, *, suite: str = "calm",
         sub = os.path.join(out_dir, bench)
         t0 = time.time()
         if bench == "bfcl_multi_turn":
-            results[bench] = {"status": "not run", "reason": MULTI_TURN_REASON}
-            continue
-        if bench == "multiwoz":
+            if not data.bfcl_multi_turn:
+                results[bench] = {"status": "not run", "reason": MULTI_TURN_REASON}
+                continue
+            if data.bfcl_dir and not any("multi_turn" in f for f in os.listdir(data.bfcl_dir)):
+                results[bench] = {"status": "not run", "reason": f"--bfcl-data-dir {data.bfcl_dir} has no multi-turn "
+                                                                 "files (leave it out to use the installed bfcl-eval data)"}
+                continue
+            res = run_bfcl_multi_turn(backend, fmt, fmt_name, sub, data, limits.bfcl_multi_turn, st, model_label)
+        elif bench == "multiwoz":
             if not data.multiwoz:
                 results[bench] = {"status": "not run", "reason": f"no data: give {DATA_FLAGS[bench]}"}
                 continue
@@ -309,6 +374,8 @@ def run_suite(backend, fmt, fmt_name: str, out_dir: str, *, suite: str = "calm",
         results[bench] = {"status": "ok", "dir": sub, "seconds": round(time.time() - t0, 1), **res}
         print(f"{TITLES[bench]}: " + ", ".join(f"{k} {v:.3f}" for k, v in res["metrics"].items())
               + f" ({res['n']} {res['unit']}, {time.time() - t0:.0f}s)", flush=True)
+    if "bfcl_multi_turn" in SUITES[suite]:
+        results["bfcl_overall"] = bfcl_overall(results)
     summary = {"suite": suite, "label": label or model_label, "model": model_label, "format": fmt_name,
                "limits": dataclasses.asdict(limits), "data": dataclasses.asdict(data), "benchmarks": results}
     with open(os.path.join(out_dir, "suite_summary.json"), "w", encoding="utf-8") as fh:
@@ -430,19 +497,19 @@ def paper_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
     rows: list[list[Any]] = []
     benches = summary["benchmarks"]
     for name, bench, key, scale, paper, source in PAPER_ROWS.get(suite, []):
-        if bench == "bfcl_overall":
-            ours: Any = "not computed: BFCL's overall includes multi-turn, which " + MULTI_TURN_REASON
+        r = benches.get(bench, {})
+        v = r.get("metrics", {}).get(key)
+        miss = (r.get("missing") or {}).get(key) or []
+        if r.get("status") == "not run":
+            ours: Any = f"{'not computed' if bench == 'bfcl_overall' else 'not run'}: {r.get('reason')}"
+        elif v is None:
+            ours = "not run: no items of this kind"
+        elif isinstance(v, float) and math.isnan(v):
+            ours = "n/a (no items)"
+        elif miss:
+            ours = f"{round(v * scale, 2)} (partial: {len(miss)} categories not run count 0, as BFCL counts them)"
         else:
-            r = benches.get(bench, {})
-            v = r.get("metrics", {}).get(key)
-            if r.get("status") == "not run":
-                ours = f"not run: {r.get('reason')}"
-            elif v is None:
-                ours = "not run: no items of this kind"
-            elif isinstance(v, float) and math.isnan(v):
-                ours = "n/a (no items)"
-            else:
-                ours = round(v * scale, 2)
+            ours = round(v * scale, 2)
         rows.append([name, ours, "" if paper is None else paper, source])
     return header, rows
 
