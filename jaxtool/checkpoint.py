@@ -58,6 +58,16 @@ log = logging.getLogger(__name__)
 logging.getLogger("absl").setLevel(logging.WARNING)
 
 
+def _not_disk_full(record: logging.LogRecord) -> bool:
+    """Drop Orbax's logged tracebacks of a full disk (one per background thread, ~300 lines): the
+    save raises one `CheckpointError` naming the directory instead (`Checkpointer._named_os_errors`)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return "No space left on device" not in f"{record.getMessage()} {exc}"
+
+
+logging.getLogger("absl").addFilter(_not_disk_full)
+
+
 def is_checkpoint_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, META_FILE))
 
@@ -273,17 +283,53 @@ class Checkpointer:
         self._write_manifests()
         args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
         args["meta"] = ocp.args.JsonSave(meta or {})
-        self._mngr.save(step, args=ocp.args.Composite(**args), force=True)
+        with self._named_os_errors(step):
+            self._mngr.save(step, args=ocp.args.Composite(**args), force=True)
         self._unmanifested.append(step)
         if wait:
             self._write_manifests()
+
+    def _named_os_errors(self, step):
+        """Turn a failed write (disk full, permission, quota) into one `CheckpointError` naming the
+        directory, with Orbax's temporary step directories removed."""
+        import contextlib
+        import errno
+        import glob
+        import shutil
+
+        @contextlib.contextmanager
+        def guard():
+            try:
+                yield
+            except JaxtoolError:
+                raise
+            except Exception as e:  # noqa: BLE001 - Orbax wraps OSErrors in its own types
+                os_err, cur = None, e
+                while cur is not None and os_err is None:
+                    os_err = cur if isinstance(cur, OSError) else None
+                    cur = cur.__cause__ or cur.__context__
+                text = str(e)
+                full = (os_err is not None and os_err.errno in (errno.ENOSPC, errno.EDQUOT)) \
+                    or "No space left on device" in text
+                if os_err is None and not full:
+                    raise
+                for tmp in glob.glob(os.path.join(self.dir, "*.orbax-checkpoint-tmp*")):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                why = ("no space left on the device" if full else
+                       f"{os_err.strerror or os_err}" + (f" ({os_err.filename})" if os_err.filename else ""))
+                raise CheckpointError(f"{self.dir}: cannot save checkpoint step {step}: {why}; the partial step "
+                                      "was removed (free space, or set run_dir on a disk with room, then "
+                                      "resume with --resume)") from None
+
+        return guard()
 
     def _write_manifests(self) -> None:
         """Manifests of the finished saves: after Orbax's finalisation (and on multi-host its
         barrier), by process 0, then a barrier so no process reads a step before its manifest."""
         if not self._unmanifested:
             return
-        self._mngr.wait_until_finished()
+        with self._named_os_errors(self._unmanifested[-1]):
+            self._mngr.wait_until_finished()
         present = set(self.steps())
         if jax.process_index() == 0:
             for step in self._unmanifested:

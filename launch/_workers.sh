@@ -30,6 +30,15 @@ jt_free_port() {
   "${PYTHON:-python3}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+jt_port_free() {  # exit 0 when nothing listens on 127.0.0.1:$1
+  "${PYTHON:-python3}" -c 'import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)' "$1"
+}
+
 jt_forward() {  # forward a signal to every live worker
   local sig=$1 p
   for p in "${JT_PIDS[@]}"; do kill -s "$sig" "$p" 2>/dev/null || true; done

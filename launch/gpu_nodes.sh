@@ -76,6 +76,15 @@ if [ -z "$gpn" ]; then
 fi
 case "$gpn$restarts" in *[!0-9]*) echo "gpu_nodes.sh: --local/--gpus-per-node/--max-restarts take integers" >&2; exit 2 ;; esac
 [ "$gpn" -ge 1 ] || { echo "gpu_nodes.sh: need at least one process per node" >&2; exit 2; }
+if [ -n "$port" ]; then
+  case "$port" in *[!0-9]*) echo "gpu_nodes.sh: --port takes a number, got $port" >&2; exit 2 ;; esac
+  [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || { echo "gpu_nodes.sh: --port $port is not in 1..65535" >&2; exit 2; }
+  if [ "$mode" = local ] && [ "$dry" != 1 ] && ! jt_port_free "$port"; then
+    echo "gpu_nodes.sh: coordinator port $port on 127.0.0.1 is already in use (another run's coordinator?);" \
+         "pick another --port, or leave --port out for a free one" >&2
+    exit 2
+  fi
+fi
 [ "$mode" != nodes ] || [ "$rank" -lt "$nodes" ] || { echo "gpu_nodes.sh: NODE_RANK=$rank is not below NUM_NODES=$nodes" >&2; exit 2; }
 
 echo "# gpu_nodes.sh: mode $mode, $nodes node(s) x $gpn process(es), logs in $log_dir"

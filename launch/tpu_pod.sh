@@ -111,7 +111,7 @@ if [ "$dry" = 1 ]; then
   run "${gc[@]}" ssh "$name" "${where[@]}" --worker=all --command "$worker_cmd"
   echo "# on SIGTERM/SIGINT to this script:"
   run "${gc[@]}" ssh "$name" "${where[@]}" --worker=all --command "$stop_cmd"
-  echo "# watch worker 0: $(jt_print "${gc[@]}" ssh "$name" "${where[@]}" --worker=0 --command "tail -f $shown/worker-*.log")"
+  echo "# watch worker 0: $(jt_print "${gc[@]}" ssh "$name" "${where[@]}" --worker=0 --command "tail -f $(jt_quote "$shown")/worker-*.log")"
   exit 0
 fi
 trap on_signal TERM INT

@@ -586,3 +586,93 @@ def test_lone_surrogate_in_message_content_is_a_bad_row(tmp_path, tok_dir, capsy
     assert_one_line_error(rc, err, "row 1", "lone UTF-16 surrogate")
     rc, out, err = run_cli(capsys, *common, "--on-bad-row", "skip")
     assert rc == 0 and "1 × invalid conversation" in out + err, out + err
+
+
+def test_huge_single_message_is_too_long_without_tokenizing_it(tmp_path, tok_dir, capsys):  # 26.5
+    import time
+
+    rows = seed_rows()
+    huge = json.loads(json.dumps(rows[1]))
+    huge["messages"][0]["content"] = "word " * 400_000  # 2 MB in one message
+    f = jsonl(tmp_path / "d.jsonl", [huge, rows[0]])
+    t0 = time.time()
+    rc, out, err = run_cli(capsys, "data", "inspect", f"conversations:{f}", "--tokenizer", tok_dir,
+                           "--mark", "brackets")
+    assert rc == 0 and time.time() - t0 < 20
+    assert re.search(r"too long", out + err) and "word word word" not in out, (out + err)[-2000:]
+
+
+def test_disk_full_while_saving_is_one_named_error_and_no_tmp_left(tmp_path, monkeypatch, caplog):  # 26.4
+    """Orbax reports ENOSPC as a ValueError carrying TensorStore's text (seen on a 200 KiB tmpfs:
+    `RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']`, with a
+    `*.orbax-checkpoint-tmp` directory left and ~300 lines of logged tracebacks); the save is
+    replaced here by one that does just that."""
+    import logging
+
+    import jax.numpy as jnp
+
+    from jaxtool import checkpoint
+
+    d = str(tmp_path / "ck")
+    ck = checkpoint.Checkpointer(d, keep=3)
+
+    def full(step, args=None, force=False):
+        os.makedirs(os.path.join(d, f"{step}.orbax-checkpoint-tmp", "params.orbax-checkpoint-tmp"))
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as e:
+            logging.getLogger("absl").error("Save Finalize thread (save_finalize) failed.", exc_info=True)
+            raise ValueError(f"RESOURCE_EXHAUSTED: Failed writing: {d}/{step}.orbax-checkpoint-tmp/params: "
+                             "No space left on device [os_error_code='28']") from e
+
+    monkeypatch.setattr(ck._mngr, "save", full)
+    with pytest.raises(CheckpointError) as e:
+        ck.save(1, {"params": {"w": jnp.ones(8)}}, {"step": 1})
+    assert d in str(e.value) and "no space left" in str(e.value) and "step 1" in str(e.value)
+    assert not [f for f in os.listdir(d) if "orbax-checkpoint-tmp" in f]
+    assert "Traceback" not in caplog.text and "save_finalize" not in caplog.text
+
+
+def _launch(script, *args):
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "COORDINATOR", "NUM_NODES", "NODE_RANK"))}
+    env["JAXTOOL"] = "false"  # a worker that would start must not train here
+    out = subprocess.run(["bash", os.path.join(REPO, "launch", script), *args], env=env, capture_output=True,
+                         text=True, timeout=60)
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_coordinator_port_in_use_is_named_before_any_worker_starts(tmp_path):  # 26.4
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        rc, out, err = _launch("gpu_nodes.sh", "--local", "1", "--port", str(port), "--log-dir", str(tmp_path),
+                               "c.yaml", f"run_dir={tmp_path}")
+    finally:
+        s.close()
+    assert rc == 2 and f"coordinator port {port}" in err and "already in use" in err, (out, err)
+    assert not list(tmp_path.glob("worker*.log"))  # no worker was started
+    rc, _, err = _launch("gpu_nodes.sh", "--local", "1", "--port", "99999", "c.yaml")
+    assert rc == 2 and "--port 99999" in err
+
+
+def test_tpu_pod_watch_hint_quotes_run_dir(tmp_path):  # 26.9
+    import shlex
+
+    evil = "x$(touch " + str(tmp_path / "pwned") + ")"
+    rc, out, err = _launch("tpu_pod.sh", "--dry-run", "v4", "zone", "--", "c.yaml", f"run_dir={evil}")
+    assert rc == 0, err
+    hint = next(ln for ln in out.splitlines() if ln.startswith("# watch worker 0: "))[len("# watch worker 0: "):]
+    words = shlex.split(hint)
+    remote = words[words.index("--command") + 1]
+    # what the remote shell would run, with `tail -f` swapped for `echo`: no command substitution runs
+    import subprocess
+
+    assert remote.startswith("tail -f "), remote
+    subprocess.run(["bash", "-c", "echo " + remote[len("tail -f "):]], capture_output=True, timeout=30)
+    assert not (tmp_path / "pwned").exists(), remote

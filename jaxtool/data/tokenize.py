@@ -263,6 +263,26 @@ def drop_oldest_turns(conv: Conversation, n: int) -> Conversation:
     return conv.replace(messages=tuple(keep))
 
 
+MAX_MESSAGE_CHARS = 1_000_000   # ~250k tokens: beyond any context window jaxtool trains
+MAX_CHARS_PER_TOKEN = 64        # no tokenizer packs more characters into one token on real text
+
+
+def _too_many_chars(conv: Conversation, max_length: int | None, truncation: str) -> str | None:
+    """Why `conv` is too long to tokenize, judged from characters alone, or None. A message over
+    `MAX_MESSAGE_CHARS`, or (with `max_length` and the "drop" policy) a conversation over
+    `MAX_CHARS_PER_TOKEN * max_length` characters, cannot fit whatever the tokenizer."""
+    total = 0
+    for i, m in enumerate(conv.messages):
+        n = len(m.content or "") + sum(len(str(c.arguments)) for c in m.tool_calls)
+        if n > MAX_MESSAGE_CHARS:
+            return f"message {i} has {n:,} characters > {MAX_MESSAGE_CHARS:,} (checked before tokenizing)"
+        total += n
+    if max_length is not None and truncation == "drop" and total > MAX_CHARS_PER_TOKEN * max_length:
+        return (f"{total:,} characters cannot fit max_length {max_length} (> {MAX_CHARS_PER_TOKEN} characters "
+                "per token; checked before tokenizing)")
+    return None
+
+
 def tokenize_conversation(conv: Conversation, fmt: ChatFormat, tokenizer, max_length: int | None = None,
                           truncation: str = "drop", report: TruncationReport | None = None
                           ) -> TokenizedConversation | None:
@@ -281,6 +301,10 @@ def tokenize_conversation(conv: Conversation, fmt: ChatFormat, tokenizer, max_le
     rep = report if report is not None else TruncationReport(policy=truncation, max_length=max_length)
     rep.seen += 1
     ensure_special_tokens(tokenizer, fmt.special_tokens, rep)
+    too_long = _too_many_chars(conv, max_length, truncation)
+    if too_long is not None:  # decided before tokenizing: a 50 MB message is never handed to the tokenizer
+        rep.drop("too long", too_long)
+        return None
     try:
         hit = find_control_text(conv, control_markers(fmt, tokenizer))
         if hit is not None:
