@@ -482,9 +482,10 @@ def test_loop_end_to_end_with_the_mcts_search(tiny_model_dir, tmp_path, monkeypa
         assert bool(filter_pairs([pr], 1.0, -10, -10)[0]) == (p["kept"] or p["reason"] == "control token in response")
     rows = [json.loads(ln) for ln in open(os.path.join(it, "train_pairs.jsonl"))]
     assert len(rows) == filt["kept"]
-    for r in rows:  # both sides: the query, then one assistant message = prefix + step
-        assert r["chosen"]["messages"][:-1] == r["rejected"]["messages"][:-1]
-        assert r["chosen"]["messages"][-1]["role"] == "assistant"
+    kept = [p for p in pairs if p["kept"]]
+    for r, p in zip(rows, kept):  # pair_layout: step (§3.2): prompt = the query + the path, sides = the single steps
+        assert r["layout"] == "step" and r["prompt_ids"][len(r["prompt_ids"]) - len(p["prefix_ids"]):] == p["prefix_ids"]
+        assert (r["chosen_ids"], r["rejected_ids"]) == (p["chosen_ids"], p["rejected_ids"])
     upd = json.load(open(os.path.join(it, ".done", "update.json")))["result"]
     assert rows and upd["pairs"] == len(rows) and os.path.isfile(os.path.join(it, "model", "config.json"))
     (tc,) = rec.configs

@@ -219,8 +219,10 @@ def _hand_eval(cfg, params, context, weights, normalize=True):
 
 
 PROMPTS = [[1, 50, 60, 70, 80, 90], [1, 33, 44, 55]]
+# simulation_mode="rollouts": O of every node from a full greedy rollout (the test below reads O
+# against greedy decoding to the end); the paper's "steps" reading has its own test
 GREEDY = M.MCTSConfig(depth=2, width=2, simulations=1, iterations=4, temperature=0.0, max_step_tokens=4,
-                      max_total_tokens=10, eval_samples=0)
+                      max_total_tokens=10, eval_samples=0, simulation_mode="rollouts")
 
 
 def test_llama_env_equals_decoding_from_scratch_and_hand_self_eval(tiny):
@@ -280,6 +282,46 @@ def test_llama_env_equals_decoding_from_scratch_and_hand_self_eval(tiny):
                     outcome=broken, on_outcome_error="record")
     assert res2.outcome_errors and all("KeyError" in m for _, m in res2.outcome_errors)
     assert (res2.O == 0).all()
+
+
+def test_simulation_is_the_number_of_simulated_steps(tiny):
+    """Table 5's "simulation" is, by the text above Table 5, the maximum number of simulation steps in
+    the Expand phase (the default, simulation_mode="steps"): O of a non-terminal node is the outcome
+    of one rollout of at most `simulations` further steps when it reaches a complete response, else 0.
+    Checked against greedy decoding from scratch, one step (step rules) past every node."""
+    import dataclasses
+
+    assert M.MCTSConfig().simulation_mode == "steps"
+    cfg, params = tiny
+    mcts = dataclasses.replace(GREEDY, simulation_mode="steps")
+    gold0 = _greedy(cfg, params, PROMPTS[0], mcts.max_total_tokens)
+    gold0 = gold0[:-1] if gold0 and gold0[-1] in RULES.eos_ids else gold0
+    golds = [gold0, [3, 3, 3]]
+    calls = []
+
+    def outcome(q, ids):
+        calls.append((q, list(ids)))
+        return 1.0 if list(ids) == golds[q] else 0.0
+
+    res = M.search(params, cfg, PROMPTS, mcts, rules=RULES, eval_prompt=M.EvalPrompt(SUFFIX, OPTIONS), outcome=outcome)
+    reached_any = unreached_any = False
+    for q, prompt in enumerate(PROMPTS):
+        for node in range(int(res.num_nodes[q])):
+            if res.terminal[q, node]:
+                continue
+            resp = res.response_ids(q, node)
+            cont = _greedy(cfg, params, prompt + resp, min(mcts.max_step_tokens, mcts.max_total_tokens - len(resp)),
+                           step_rules=True)
+            full = resp + cont
+            reached = bool(cont and cont[-1] in RULES.eos_ids) or len(full) >= mcts.max_total_tokens
+            body = full[:-1] if full and full[-1] in RULES.eos_ids else full
+            want = 1.0 if reached and body == golds[q] else 0.0
+            assert res.O[q, node] == want, (q, node, resp, cont)
+            reached_any |= reached
+            unreached_any |= (not reached) and q == 0
+    assert unreached_any  # a node of query 0 whose one-step simulation does not finish: O = 0 (a rollout: 1)
+    longest = max(int(res.resp_len[q, :int(res.num_nodes[q])].max()) for q in range(2))
+    assert all(len(ids) <= longest + mcts.max_step_tokens for _, ids in calls)
 
 
 def test_exact_match_proxy():

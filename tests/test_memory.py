@@ -22,6 +22,7 @@ is the figure the issue's 40 GiB budget is about; the left-hand one guards the C
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from jaxtool.config import LossConfig, OptimConfig
 from jaxtool.data.batch import Batch
@@ -48,12 +49,15 @@ def _sft_step(cfg, run, B, L):
     return f.lower(state, batch)
 
 
-def _lora_preference_step(cfg, run, lc, optim, rank, P, L, T, grad_accum, base_dtype):
-    """The LoRA preference step (frozen base of `base_dtype`) lowered for abstract P pairs × L tokens."""
+def _lora_preference_step(cfg, run, lc, optim, rank, P, L, T, grad_accum, base_dtype, base_quant="none"):
+    """The LoRA preference step (frozen base of `base_dtype`, quantised by `base_quant`) lowered for
+    abstract P pairs × L tokens."""
     from jaxtool.data.batch import PairBatch, RefLogps
-    from jaxtool.models import lora
+    from jaxtool.models import lora, quant
 
     frozen = llama.abstract_params(cfg, base_dtype)
+    if base_quant != "none":
+        frozen = jax.eval_shape(lambda p: quant.quantize_params(p, base_quant), frozen)
     adapters = jax.eval_shape(lambda: lora.init_adapters(cfg, rank, lora.targets_of(cfg), jax.random.key(0)))
     opt, _ = make_optimizer(optim, 1000)
     state = jax.eval_shape(lambda a: steps.TrainState(jnp.zeros((), jnp.int32), a, opt.init(a)), adapters)
@@ -124,3 +128,35 @@ def test_cpu_experiment_preference_step_fits_a_laptop():
     temps = lowered.compile().memory_analysis().temp_size_in_bytes / GiB
     print(f"[memory] experiment DiaTool-DPO step {P} pairs x {L}, grad_accum {c.optim.grad_accum}: {temps:.1f} GiB")
     assert c.optim.grad_accum == 4 and temps < 8.0
+
+
+@pytest.mark.slow   # ~70 s on the 2-core machine (an 8B program compiled)
+def test_itool_8b_rl_step_on_an_nf4_base_fits_one_80gib_gpu(tmp_path):
+    """iTool's 8B recipe (`configs/itool/llama3_8b.yaml`), its RL stage as the paper trains it: SimPO
+    (β 2.5, γ 0.5) on LoRA r16 over an NF4-quantised frozen Llama-3.1-8B, 64 pairs of up to
+    data.max_length + mcts.max_total_tokens tokens per side, the recipe's grad_accum; the stage's
+    TrainConfig is the one the loop builds (`stage_train_config`)."""
+    import os
+
+    from jaxtool.config import load_config
+    from jaxtool.itool.config import ItoolConfig, stage_train_config, update_loss_overrides
+
+    c = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "itool", "llama3_8b.yaml"), [],
+                    cls=ItoolConfig)
+    u = c.simpo
+    L = c.data.max_length + c.mcts.max_total_tokens
+    tc = stage_train_config(c, model_path=str(tmp_path), train="preference:x.jsonl", run_dir=str(tmp_path / "r"),
+                            kind="preference", lr=u.lr, epochs=u.epochs, batch_size=u.batch_size, schedule=u.schedule,
+                            warmup_ratio=u.warmup_ratio, extra=u.extra, loss=update_loss_overrides(u), max_length=L)
+    assert tc.lora.base_quant == "nf4" and tc.loss.type == "simpo" and tc.batch_size == 64
+    cfg = llama.preset("llama3.1-8b")
+    run = RunOptions(compute_dtype="bfloat16", remat=tc.model.remat, logits_chunk=1024, packed=False,
+                     lora_scale=tc.lora.alpha / tc.lora.rank)
+    lowered = _lora_preference_step(cfg, run, tc.loss, tc.optim, tc.lora.rank, tc.batch_size, L, 1,
+                                    tc.optim.grad_accum, jnp.bfloat16, base_quant="nf4")
+    mem = lowered.compile().memory_analysis()
+    temps, args = mem.temp_size_in_bytes / GiB, mem.argument_size_in_bytes / GiB
+    print(f"[memory] itool llama3.1-8b SimPO on NF4 base, {tc.batch_size} pairs x {L}, grad_accum "
+          f"{tc.optim.grad_accum}: temporaries {temps:.1f} GiB, arguments {args:.1f} GiB")
+    assert args < 8.0                    # NF4 base (~0.56 bytes/param) + adapters + moments, vs ~15.4 in bf16
+    assert temps + args < 80.0           # one 80 GiB GPU, by XLA:CPU's accounting

@@ -15,8 +15,9 @@ import dataclasses
 
 from jaxtool.config import LoraConfig, MeshConfig, ModelConfig
 from jaxtool.errors import ConfigError
+from jaxtool.sample.mcts.config import MCTSConfig
 
-WARMUP_MODES = ("run", "skip")
+WARMUP_MODES = ("run", "mixed", "skip")
 SEARCH_MODES = ("mcts", "sample")
 
 
@@ -33,12 +34,18 @@ class ItoolDataConfig:
 
 @dataclasses.dataclass
 class CurriculumConfig:
-    """Warm-up SFT, easy → medium → hard (§3.1; Table 4: 3 epochs each, lr 5e-5 / 2e-5 / 1e-5, batch 64)."""
+    """Warm-up SFT, easy → medium → hard (§3.1; Table 4: 3 epochs each, lr 5e-5 / 2e-5 / 1e-5, batch 64;
+    §4.1 / App. B.1: warm-up ratio 0.1, the warm-up data split 90/10 into train / valid, the checkpoint
+    best on valid kept per stage)."""
     lrs: tuple[float, ...] = (5e-5, 2e-5, 1e-5)
     epochs: int = 3
     batch_size: int = 64
     schedule: str = "cosine"
-    warmup_ratio: float = 0.03
+    warmup_ratio: float = 0.1
+    valid_fraction: float = 0.1    # held out of each level for validation (0 = none)
+    select: str = "best_valid"     # best_valid: the stage's checkpoint with the lowest valid loss | last
+    eval_every: int = 0            # steps between valid evaluations (0 = once per epoch)
+    mixed_lr: float = 0.0          # warmup: mixed (Fig. 6's baseline, one SFT over all levels): its lr (0 = lrs[0])
     extra: tuple[str, ...] = ()    # further TrainConfig overrides for every stage
 
 
@@ -50,22 +57,29 @@ class BufferConfig:
     length_multiple: int = 64
 
 
+_SEARCH = MCTSConfig()  # the one set of search defaults (Table 5 + our token budgets)
+
+
 @dataclasses.dataclass
 class MctsConfig:
-    """Table 5 of the paper. Passed to `jaxtool.sample.mcts.MCTSConfig` field by field."""
-    depth: int = 3
-    width: int = 3
-    simulations: int = 2
-    iterations: int = 5
-    c_puct: float = 1.0
-    temperature: float = 1.5
-    discount: float = 1.0
-    max_step_tokens: int = 48
-    max_total_tokens: int = 256
-    eval_samples: int = 4
-    eval_weights: tuple[float, ...] = (1.0, 0.1, -1.0, -2.0)
-    eval_normalize: bool = True    # option probabilities renormalised over A-D
-    prior: str = "mean"            # p(a|s): exp(mean token log-prob of the step) | "sum"
+    """Table 5 of the paper: the recipe's `mcts:` section. Every key but `queries_per_search` and
+    `eval_gold` is a `jaxtool.sample.mcts.MCTSConfig` field, with that class's default (one source:
+    `search_adapter.mcts_config` copies them by name; the seed is the run's)."""
+    depth: int = _SEARCH.depth
+    width: int = _SEARCH.width
+    simulations: int = _SEARCH.simulations
+    simulation_mode: str = _SEARCH.simulation_mode   # steps (the paper's "simulation") | rollouts
+    iterations: int = _SEARCH.iterations
+    c_puct: float = _SEARCH.c_puct
+    temperature: float = _SEARCH.temperature
+    discount: float = _SEARCH.discount               # γ of Eq. 8 (value not printed in the paper: 1.0)
+    max_step_tokens: int = _SEARCH.max_step_tokens
+    max_total_tokens: int = _SEARCH.max_total_tokens
+    eval_samples: int = _SEARCH.eval_samples
+    eval_weights: tuple[float, ...] = _SEARCH.eval_weights
+    eval_normalize: bool = _SEARCH.eval_normalize    # option probabilities renormalised over A-D
+    prior: str = _SEARCH.prior                       # p(a|s): exp(mean token log-prob of the step) | "sum"
+    eval_gold: bool = True         # Eq. 7 / Table 7: the Eval Prompt carries the ground-truth response
     queries_per_search: int = 4    # queries searched together in one compiled call
 
 
@@ -89,10 +103,15 @@ class FilterConfig:
 
 @dataclasses.dataclass
 class UpdateConfig:
-    """The preference update of each iteration: SimPO (Eq. 10–11; β 2.5, γ 0.5, lr 1e-6, 2 epochs, batch 64)."""
+    """The preference update of each iteration: SimPO (Eq. 10–11; β 2.5, γ 0.5, lr 1e-6, 2 epochs, batch 64).
+    `loss` may be any registered preference objective (App. B.2 / Fig. 10 compare DPO, IPO, ORPO, ...):
+    `beta` / `gamma` are SimPO's (the paper's values); another objective takes its own
+    hyper-parameters from `params` ("name=value", fields of its dataclass in `jaxtool.objectives`),
+    the others at that objective's defaults."""
     loss: str = "simpo"
     beta: float = 2.5
     gamma: float = 0.5
+    params: tuple[str, ...] = ()   # e.g. [beta=0.1] for loss=dpo, [lam=0.1] for loss=orpo
     lr: float = 1e-6
     epochs: int = 2
     batch_size: int = 64
@@ -108,7 +127,8 @@ class ItoolConfig:
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)      # every training stage
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     data: ItoolDataConfig = dataclasses.field(default_factory=ItoolDataConfig)
-    warmup: str = "run"            # run: the three-stage SFT first | skip: model.path is already the SFT model
+    warmup: str = "run"            # run: the three-stage SFT first (§3.1) | mixed: one SFT over all levels at once
+                                   # (Fig. 6's "mixed SFT" baseline) | skip: model.path is already the SFT model
     curriculum: CurriculumConfig = dataclasses.field(default_factory=CurriculumConfig)
     iterations: int = 3
     buffer: BufferConfig = dataclasses.field(default_factory=BufferConfig)
@@ -116,6 +136,8 @@ class ItoolConfig:
     mcts: MctsConfig = dataclasses.field(default_factory=MctsConfig)
     sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
     filters: FilterConfig = dataclasses.field(default_factory=FilterConfig)
+    pair_layout: str = "step"      # step: §3.2, prompt = query + path, chosen/rejected = the single steps |
+                                   # response: the authors' scripts, prefix + step as a whole trained turn
     simpo: UpdateConfig = dataclasses.field(default_factory=UpdateConfig)
     seed: int = 42
     progress: bool = True
@@ -130,6 +152,10 @@ RESUMABLE_CHANGES = ("iterations", "progress", "model.remat", "model.attention",
 def validate(cfg: ItoolConfig) -> ItoolConfig:
     if cfg.warmup not in WARMUP_MODES:
         raise ConfigError(f"warmup must be one of {WARMUP_MODES}, got {cfg.warmup!r}")
+    from jaxtool.itool.pairs import PAIR_LAYOUTS
+
+    if cfg.pair_layout not in PAIR_LAYOUTS:
+        raise ConfigError(f"pair_layout must be one of {PAIR_LAYOUTS}, got {cfg.pair_layout!r}")
     if cfg.search not in SEARCH_MODES:
         raise ConfigError(f"search must be one of {SEARCH_MODES}, got {cfg.search!r}")
     if cfg.iterations < 0:
@@ -137,6 +163,10 @@ def validate(cfg: ItoolConfig) -> ItoolConfig:
     if len(cfg.curriculum.lrs) != 3:
         raise ConfigError(f"curriculum.lrs needs one learning rate per stage (easy, medium, hard), got "
                           f"{list(cfg.curriculum.lrs)}")
+    if not 0.0 <= cfg.curriculum.valid_fraction < 1.0:
+        raise ConfigError(f"curriculum.valid_fraction must be in [0, 1), got {cfg.curriculum.valid_fraction}")
+    if cfg.curriculum.select not in ("best_valid", "last"):
+        raise ConfigError(f"curriculum.select must be best_valid or last, got {cfg.curriculum.select!r}")
     if len(cfg.mcts.eval_weights) != 4:
         raise ConfigError(f"mcts.eval_weights needs 4 weights (options A/B/C/D), got {list(cfg.mcts.eval_weights)}")
     for key, v in (("buffer.init_fraction", cfg.buffer.init_fraction),
@@ -147,7 +177,40 @@ def validate(cfg: ItoolConfig) -> ItoolConfig:
         raise ConfigError(f"sample.n must be at least 2 (a pair needs two samples), got {cfg.sample.n}")
     if not cfg.data.train:
         raise ConfigError("data.train is empty: give source specs or 'bundled'")
+    update_loss_overrides(cfg.simpo)   # the update's objective and its hyper-parameters, checked before any work
     return cfg
+
+
+def update_loss_overrides(u: UpdateConfig) -> tuple[str, ...]:
+    """The `loss.*` overrides of the iteration's update: the objective's type and its own
+    hyper-parameters (`UpdateConfig`), checked against the objectives registry."""
+    from jaxtool import objectives
+
+    try:
+        obj = objectives.get(u.loss)
+    except ConfigError as e:
+        raise ConfigError(f"simpo.loss: {e}") from None
+    if obj.kind != "preference":
+        raise ConfigError(f"simpo.loss={u.loss!r} is a {obj.kind} objective; the iteration's update needs a preference "
+                          f"one ({', '.join(n for n in objectives.names() if objectives.get(n).kind == 'preference')})")
+    fields = objectives.hparam_fields(u.loss)
+    values: dict[str, str] = {}
+    if u.loss == "simpo":
+        values = {"beta": str(u.beta), "gamma": str(u.gamma)}
+    else:
+        default = UpdateConfig()
+        changed = [k for k in ("beta", "gamma") if getattr(u, k) != getattr(default, k)]
+        if changed:
+            raise ConfigError(f"simpo.{changed[0]} is SimPO's; with simpo.loss={u.loss} give that objective's own "
+                              f"hyper-parameters as simpo.params=[name=value] (its keys: {', '.join(fields) or 'none'})")
+    for item in u.params:
+        name, sep, value = str(item).partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ConfigError(f"simpo.params: {item!r} is not name=value with a hyper-parameter of loss.type={u.loss!r} "
+                              f"(its keys: {', '.join(fields) or 'none'})")
+        values[name] = value.strip()
+    return (f"loss.type={u.loss}", *(f"loss.{k}={v}" for k, v in values.items()))
 
 
 def _flat(section, prefix: str) -> list[str]:

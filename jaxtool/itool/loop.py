@@ -12,8 +12,10 @@ Run directory::
     RUN/data/report.json               conversations read, kept, dropped by reason (bad gold, bad schema, guard)
     RUN/data/buffer_init.json          the ids the replay buffer starts with (random 50%)
     RUN/warmup/split.json              the easy / medium / hard split and the thresholds it produced
-    RUN/warmup/{easy,medium,hard}.jsonl
-    RUN/warmup/stage{1,2,3}_<level>/   each SFT stage's training run (its hf/ is the next stage's model)
+    RUN/warmup/{easy,medium,hard}.jsonl          each level's train part; <level>_valid.jsonl its held-out 10%
+    RUN/warmup/stage{1,2,3}_<level>/   each SFT stage's training run (its hf/, or best_hf/ — the checkpoint
+                                       best on valid — is the next stage's model); warmup: mixed runs one
+                                       stage, stage1_mixed/, on mixed.jsonl
     RUN/iter_K/buffer.json             perplexity of every buffer example, the selected queries
     RUN/iter_K/search.json             search settings, outcome verdicts by reason, pairs extracted
     RUN/iter_K/pairs.jsonl             every extracted pair: prompt, prefix, chosen, rejected, Q values,
@@ -45,11 +47,31 @@ from typing import Any, Callable
 from jaxtool.config import dump_yaml, read_yaml
 from jaxtool.errors import ConfigError, DataError
 from jaxtool.itool.buffer import initial_buffer, score_buffer, write_json
-from jaxtool.itool.config import RESUMABLE_CHANGES, ItoolConfig, stage_train_config, validate
+from jaxtool.itool.config import (RESUMABLE_CHANGES, ItoolConfig, stage_train_config, update_loss_overrides,
+                                  validate)
 from jaxtool.itool.difficulty import LEVELS, split_by_difficulty
 from jaxtool.itool.examples import Example, load_examples, make_guard, read_examples, write_examples
-from jaxtool.itool.pairs import PairRecord, read_jsonl, to_record, training_row, write_jsonl
+from jaxtool.itool.pairs import PairRecord, read_jsonl, to_record, training_row, training_row_ids, write_jsonl
 from jaxtool.itool.stages import Stage  # markers checked against their artifacts (issue 26)
+
+
+def _valid_file(train_file: str) -> str:
+    """`warmup/<level>.jsonl` -> `warmup/<level>_valid.jsonl`."""
+    return train_file[:-len(".jsonl")] + "_valid.jsonl"
+
+
+def _count_rows(path: str) -> int:
+    with open(path, encoding="utf-8") as fh:
+        return sum(1 for ln in fh if ln.strip())
+
+
+def _eval_losses(run_dir: str) -> dict[int, float]:
+    """{step: valid loss} of a training run (its metrics.jsonl "eval" rows; the last row of a step wins)."""
+    from jaxtool.train.metrics import read_metrics
+
+    return {int(r["step"]): float(r["loss"]) for r in read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+            if r.get("split") == "eval" and r.get("loss") is not None}
+
 
 
 def _check_same_config(run_dir: str, cfg: ItoolConfig) -> None:
@@ -143,39 +165,88 @@ class ItoolRun:
         return read_examples(os.path.join(self.dir, "data", "examples.jsonl"))
 
     def _split(self) -> dict:
+        """The easy / medium / hard split (§3.1), each level split again into train and valid
+        (App. B.1: 90/10; floor(n · valid_fraction) examples of a level held out, chosen by the seed).
+        warmup: mixed also writes the union of the three levels' parts (Fig. 6's mixed SFT)."""
+        import random
+
+        c = self.cfg
         d = os.path.join(self.dir, "warmup")
         os.makedirs(d, exist_ok=True)
         split = split_by_difficulty(self.examples())
-        files = {}
+        files, valid_sizes, mixed, mixed_valid = {}, {}, [], []
         for level, exs in split.levels.items():
+            order = sorted(exs, key=lambda e: e.id)
+            random.Random(f"{c.seed}:{level}").shuffle(order)
+            n_valid = int(len(order) * c.curriculum.valid_fraction)
+            held = {e.id for e in order[:n_valid]}
+            train_part = [e for e in exs if e.id not in held]
+            valid_part = [e for e in exs if e.id in held]
             files[level] = os.path.join(d, f"{level}.jsonl")
-            write_examples(files[level], exs)
+            write_examples(files[level], train_part)
+            write_examples(_valid_file(files[level]), valid_part)
+            valid_sizes[level] = len(valid_part)
+            mixed += train_part
+            mixed_valid += valid_part
+        if c.warmup == "mixed":
+            files["mixed"] = os.path.join(d, "mixed.jsonl")
+            write_examples(files["mixed"], mixed)
+            write_examples(_valid_file(files["mixed"]), mixed_valid)
         summary = split.summary()
         summary["assignment"] = {e.id: level for level, exs in split.levels.items() for e in exs}
         summary["score"] = split.scores
+        summary["valid"] = {"fraction": c.curriculum.valid_fraction, "sizes": valid_sizes}
         write_json(os.path.join(d, "split.json"), summary)
         self.print(json.dumps(summary["levels"], indent=1))
-        return {"files": files, "sizes": {k: len(v) for k, v in split.levels.items()}}
+        return {"files": files, "valid_files": {k: _valid_file(f) for k, f in files.items()},
+                "sizes": {k: len(v) for k, v in split.levels.items()}, "valid_sizes": valid_sizes}
 
     def _sft_stage(self, k: int, level: str, model_path: str, data_file: str) -> dict:
+        """One warm-up SFT stage on `data_file` (validated on its `_valid` file when it has rows; the
+        checkpoint with the lowest valid loss is the stage's model under curriculum.select=best_valid)."""
         from jaxtool.train import train
 
         c = self.cfg
-        n = sum(1 for ln in open(data_file, encoding="utf-8") if ln.strip())
+        n = _count_rows(data_file)
         if n == 0:
             return {"model": model_path, "skipped": f"no {level} examples"}
         run_dir = os.path.join(self.dir, "warmup", f"stage{k + 1}_{level}")
         cur = c.curriculum
+        lr = (cur.mixed_lr or cur.lrs[0]) if level == "mixed" else cur.lrs[k]
+        valid = _valid_file(data_file)
+        n_valid = _count_rows(valid) if os.path.isfile(valid) else 0
+        extra = list(cur.extra)
         tc = stage_train_config(c, model_path=model_path, train=f"conversations:{data_file}", run_dir=run_dir,
-                                kind="sft", lr=cur.lrs[k], epochs=cur.epochs, batch_size=cur.batch_size,
-                                schedule=cur.schedule, warmup_ratio=cur.warmup_ratio, extra=cur.extra,
+                                kind="sft", lr=lr, epochs=cur.epochs, batch_size=cur.batch_size,
+                                schedule=cur.schedule, warmup_ratio=cur.warmup_ratio, extra=extra,
                                 loss=("loss.type=sft",))
         batch = self._cap_batch(tc, n)
+        if n_valid:  # App. B.1: evaluate on the held-out 10% (once per epoch unless eval_every), keep those checkpoints
+            every = cur.eval_every or max(1, -(-n // tc.batch_size))
+            if tc.max_steps:
+                every = min(every, tc.max_steps)
+            tc.data.valid = f"conversations:{valid}"
+            tc.eval_every = every
+            if cur.select == "best_valid":
+                tc.save_every = every
+                tc.keep = max(tc.keep, -(-max(tc.max_steps, cur.epochs * -(-n // tc.batch_size)) // every) + 1)
         res = train(tc, resume=True, printer=self.print)
         if res.status != "finished" or not res.hf_dir:
             raise DataError(f"warm-up stage {k + 1} ({level}) did not finish: {res.status}")
-        return {"model": res.hf_dir, "steps": res.steps, "examples": n, "batch_size": batch, "lr": cur.lrs[k],
-                "last_loss": res.last_metrics.get("loss"), "train_wall_s": res.wall_s}
+        out = {"model": res.hf_dir, "steps": res.steps, "examples": n, "valid_examples": n_valid, "batch_size": batch,
+               "lr": lr, "last_loss": res.last_metrics.get("loss"), "train_wall_s": res.wall_s}
+        if n_valid:
+            evals = _eval_losses(run_dir)
+            out["valid_loss"] = evals
+            if cur.select == "best_valid" and evals:
+                best = min(evals, key=lambda st: (evals[st], -st))   # ties: the later step
+                out["best_step"] = best
+                if best != res.steps and res.checkpoint_dir:
+                    from jaxtool.api import load_model
+
+                    m = load_model(res.checkpoint_dir, step=best, dtype=c.model.param_dtype)
+                    out["model"] = m.save_hf(os.path.join(run_dir, "best_hf"), overwrite=True)
+        return out
 
     @staticmethod
     def _cap_batch(tc, n: int) -> int:
@@ -223,7 +294,12 @@ class ItoolRun:
         if c.search == "sample":
             raw = self._search_sample(model, prompts, stop, judge, seed)
         else:
-            raw, stats = self._search_mcts(model, prompts, stop, judge, seed)
+            golds = None
+            if c.mcts.eval_gold:  # Eq. 7 / Table 7: the Eval Prompt carries the ground truth
+                from jaxtool.itool.search_adapter import gold_response_text
+
+                golds = [gold_response_text(fmt, ex) for ex in queries]
+            raw, stats = self._search_mcts(model, prompts, stop, judge, seed, golds)
         wall = time.time() - t0
         records = [to_record(p, kept, model.tokenizer, stop, fmt) for p in raw]
         write_jsonl(os.path.join(it_dir, "pairs_raw.jsonl"), [r.to_dict() for r in records])
@@ -245,10 +321,10 @@ class ItoolRun:
                             max_new_tokens=s.max_new_tokens, stop_ids=stop, batch_queries=s.batch_queries,
                             seed=seed, pad_id=pad, outcome=judge, run=getattr(model, "run", None))
 
-    def _search_mcts(self, model, prompts, stop, judge, seed) -> tuple[list, dict]:
+    def _search_mcts(self, model, prompts, stop, judge, seed, golds=None) -> tuple[list, dict]:
         from jaxtool.itool.search_adapter import run_mcts
 
-        return run_mcts(model, prompts, self.fmt(model.tokenizer), self.cfg.mcts, stop, judge, seed)
+        return run_mcts(model, prompts, self.fmt(model.tokenizer), self.cfg.mcts, stop, judge, seed, golds=golds)
 
     def _filter(self, it_dir: str, model_path: str) -> dict:
         from jaxtool.data.tokenize import control_markers
@@ -265,11 +341,17 @@ class ItoolRun:
             counts = filter_records(recs, c.filters.max_similarity, c.filters.min_q_gap, c.filters.min_chosen_q)
         by_id = {e.id: e for e in self.examples()}
         markers = control_markers(fmt, model.tokenizer)
+        step_layout = c.pair_layout == "step" and c.search == "mcts"   # the sampler's pairs are whole responses
         rows = []
         for r in recs:
             if not r.kept:
                 continue
-            row, why = training_row(r, by_id[r.query_id], markers)
+            if step_layout:  # §3.2: prompt = query + path (context), chosen / rejected = the single steps
+                from jaxtool.data.tokenize import prompt_ids
+
+                row, why = training_row_ids(r, prompt_ids(by_id[r.query_id].prompt, fmt, model.tokenizer))
+            else:
+                row, why = training_row(r, by_id[r.query_id], markers)
             if row is not None:  # what the trainer will drop is counted here, by its reason
                 why = self._untrainable(row, fmt, model.tokenizer)
             if why is not None:
@@ -299,6 +381,9 @@ class ItoolRun:
         from jaxtool.data.schema import Conversation
         from jaxtool.data.tokenize import TruncationReport, tokenize_pair
 
+        if "prompt_ids" in row:  # the step layout: the ids as trained
+            n = len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+            return None if n <= self.update_max_length() else "not trainable: pair: too long"
         rep = TruncationReport(policy="drop", max_length=self.update_max_length(), on_bad_example="skip")
         got = tokenize_pair(Conversation.from_dict(row["chosen"], validate=False),
                             Conversation.from_dict(row["rejected"], validate=False), fmt, tokenizer,
@@ -328,8 +413,7 @@ class ItoolRun:
         tc = stage_train_config(c, model_path=model_path, train=f"preference:{pairs_file}", max_length=self.update_max_length(),
                                 run_dir=os.path.join(it_dir, "train"), kind="preference", lr=u.lr, epochs=u.epochs,
                                 batch_size=u.batch_size, schedule=u.schedule, warmup_ratio=u.warmup_ratio,
-                                extra=u.extra, loss=(f"loss.type={u.loss}", f"loss.beta={u.beta}",
-                                                     f"loss.gamma={u.gamma}"))
+                                extra=u.extra, loss=update_loss_overrides(u))
         batch = self._cap_batch(tc, n)
         res = train(tc, resume=True, printer=self.print)
         if res.status != "finished" or not res.hf_dir:
@@ -354,10 +438,10 @@ class ItoolRun:
         summary: dict[str, Any] = {"run_dir": self.dir, "search": c.search}
         summary["data"] = self.stage(self.dir, "data", self._data)
         model_path = c.model.path
-        if c.warmup == "run":
+        if c.warmup in ("run", "mixed"):
             split = self.stage(os.path.join(self.dir, "warmup"), "split", self._split)
-            summary["warmup"] = {"split": split["sizes"], "stages": {}}
-            for k, level in enumerate(LEVELS):
+            summary["warmup"] = {"mode": c.warmup, "split": split["sizes"], "stages": {}}
+            for k, level in enumerate(LEVELS if c.warmup == "run" else ("mixed",)):
                 name = f"stage{k + 1}_{level}"
                 res = self.stage(os.path.join(self.dir, "warmup"), name,
                                  lambda k=k, level=level, mp=model_path: self._sft_stage(k, level, mp,

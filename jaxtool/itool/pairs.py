@@ -1,5 +1,5 @@
-"""Preference pairs of an iTool iteration: from the search's token-id pairs to logged records and
-to SimPO training rows.
+"""Preference pairs of an iTool iteration: from the searched trees (`extract_pairs`) to logged
+records and to SimPO training rows.
 
 A pair (from the MCTS tree or from the "without MCTS" sampler) is a query, a shared prefix of the
 response (the path from the root to the node; empty at the root), and two continuations of it —
@@ -7,11 +7,17 @@ the highest-Q child (chosen) and the lowest-Q child (rejected) — with their Q 
 depth. Its record in `pairs.jsonl` holds the texts (decoded with the tokenizer, end-of-turn ids
 removed, cut at the format's stop strings), the Q values, the depth, and whether the filters kept it.
 
-As a training row, each side is the query's conversation followed by one assistant message whose
-text is prefix + continuation, `{"chosen": conversation, "rejected": conversation}` — the layout
-`jaxtool train` reads for preference data. The trainer renders whole assistant turns, so both sides
-end with the format's end-of-turn marker even when the pair sits at an inner node (iTool's released
-code builds its rounds the same way); the shared prefix is in both sides' loss.
+Two training layouts (`pair_layout`):
+
+* "step" (default; §3.2): the pair's prompt is the query plus the path to the node — an unfinished
+  assistant turn, context only — and chosen / rejected are the single steps. A step that does not
+  end the response carries no end-of-turn. The row holds the search's own token ids
+  (`training_row_ids`: `{"prompt_ids", "chosen_ids", "rejected_ids"}`, read by
+  `jaxtool.data.token_pairs`), so what is trained is exactly what was sampled.
+* "response" (the layout of the authors' released scripts): each side is the query's conversation
+  followed by one assistant message whose text is prefix + continuation (`training_row`); the
+  trainer renders whole assistant turns, so both sides end with the end-of-turn marker even at an
+  inner node, and the shared prefix is in both sides' loss.
 """
 
 from __future__ import annotations
@@ -135,8 +141,25 @@ def to_record(pair: Any, examples: Sequence, tokenizer, stop_ids, fmt) -> PairRe
         prefix_ids=prefix, chosen_ids=chosen, rejected_ids=rejected, extra=extra)
 
 
+PAIR_LAYOUTS = ("step", "response")
+
+
+def training_row_ids(rec: PairRecord, prompt_ids: Sequence[int]) -> tuple[dict | None, str | None]:
+    """The "step" layout (§3.2): `{"prompt_ids": query prompt + the path's steps (context),
+    "chosen_ids" / "rejected_ids": the single steps, ...}`, or (None, reason)."""
+    for side in ("chosen", "rejected"):
+        if not getattr(rec, f"{side}_ids"):
+            return None, f"empty {side} response"
+    row = {"prompt_ids": [int(t) for t in prompt_ids] + [int(t) for t in rec.prefix_ids],
+           "chosen_ids": [int(t) for t in rec.chosen_ids], "rejected_ids": [int(t) for t in rec.rejected_ids],
+           "kind": "itool", "layout": "step", "query_id": rec.query_id, "depth": rec.depth,
+           "q_chosen": rec.q_chosen, "q_rejected": rec.q_rejected}
+    return row, None
+
+
 def training_row(rec: PairRecord, example, control_markers: Sequence[str]) -> tuple[dict | None, str | None]:
-    """(`{"chosen", "rejected", ...}` row, None), or (None, reason) when the pair cannot be trained on."""
+    """The "response" layout (the authors' scripts): whole conversations, prefix + step as one
+    assistant message on each side."""
     sides = {}
     for side in ("chosen", "rejected"):
         text = rec.prefix + getattr(rec, side)

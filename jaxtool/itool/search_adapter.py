@@ -23,21 +23,39 @@ from jaxtool.itool.pairs import Pair, extract_pairs
 _MARKER = "\u2063ITOOL_PARTIAL_RESPONSE\u2063"
 
 
-def eval_prompt_in_format(fmt, tokenizer, question: str | None = None, answer_prefix: str = "("):
+def gold_response_text(fmt, example) -> str:
+    """The example's gold assistant message as the chat format writes it (its call syntax, e.g.
+    `[f(a=1)]` for pythonic, `<tool_call>{...}</tool_call>` for hermes), without the end-of-turn."""
+    conv = example.conversation
+    last = len(conv.messages) - 1
+    return fmt.cut_at_stop("".join(s.text for s in fmt.render(conv) if s.message == last and s.trainable)).strip()
+
+
+def eval_prompt_in_format(fmt, tokenizer, question: str | None = None, answer_prefix: str = "(",
+                          golds: Sequence[str] | None = None):
     """The self-evaluation prompt (Eq. 7) as `mcts.EvalPrompt`, written in the run's chat format:
     what follows a partial assistant response when its turn is closed, a user turn asks `question`
-    (default: `mcts.DEFAULT_EVAL_QUESTION`, four graded options A–D) and an assistant turn opens with
-    `answer_prefix`. The options must be single tokens after the prefix."""
+    and an assistant turn opens with `answer_prefix`. The options must be single tokens after the prefix.
+
+    golds: one ground-truth response text per query (`gold_response_text`): Table 7's Eval Prompt —
+    the question (default `mcts.GOLD_EVAL_QUESTION`: judge relative to the ground truth, a fragment of
+    it is also excellent) followed by `Ground Truth Response: {gold}`; one suffix per query.
+    None: one suffix for every query, judging against the request and the tools only
+    (default `mcts.DEFAULT_EVAL_QUESTION`; `mcts.eval_gold: false`)."""
     from jaxtool.sample import mcts
 
-    conv = Conversation(messages=(Message("user", "q"), Message("assistant", _MARKER),
-                                  Message("user", question or mcts.DEFAULT_EVAL_QUESTION)))
-    text = fmt.prompt(conv)
-    if _MARKER not in text:
-        raise ConfigError(f"format {fmt.name!r} does not render the assistant text verbatim; "
-                          "the self-evaluation prompt cannot be built")
-    suffix = text.split(_MARKER, 1)[1] + answer_prefix
-    ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    def suffix_ids(text):
+        conv = Conversation(messages=(Message("user", "q"), Message("assistant", _MARKER), Message("user", text)))
+        rendered = fmt.prompt(conv)
+        if _MARKER not in rendered:
+            raise ConfigError(f"format {fmt.name!r} does not render the assistant text verbatim; "
+                              "the self-evaluation prompt cannot be built")
+        return tuple(tokenizer(rendered.split(_MARKER, 1)[1] + answer_prefix, add_special_tokens=False)["input_ids"])
+
+    if golds is None:
+        rows = suffix_ids(question or mcts.DEFAULT_EVAL_QUESTION)
+    else:
+        rows = tuple(suffix_ids(mcts.gold_eval_text(question or mcts.GOLD_EVAL_QUESTION, g)) for g in golds)
     base = tokenizer(answer_prefix, add_special_tokens=False)["input_ids"]
     options = []
     for o in ("A", "B", "C", "D"):
@@ -46,28 +64,30 @@ def eval_prompt_in_format(fmt, tokenizer, question: str | None = None, answer_pr
             raise ConfigError(f"self-evaluation: option {o!r} is not one token after {answer_prefix!r} "
                               "in this tokenizer")
         options.append(t[-1])
-    return mcts.EvalPrompt(tuple(ids), tuple(options))
+    return mcts.EvalPrompt(rows, tuple(options))
 
 
 def mcts_config(mc, seed: int):
-    """`jaxtool.sample.mcts.MCTSConfig` from the recipe's `mcts:` section (its own checks apply)."""
+    """`jaxtool.sample.mcts.MCTSConfig` from the recipe's `mcts:` section: every field of the search's
+    config by name (its own checks apply), the run's seed."""
+    import dataclasses
+
     from jaxtool.sample import mcts
 
-    return mcts.MCTSConfig(depth=mc.depth, width=mc.width, simulations=mc.simulations, iterations=mc.iterations,
-                           c_puct=mc.c_puct, temperature=mc.temperature, discount=mc.discount,
-                           max_step_tokens=mc.max_step_tokens, max_total_tokens=mc.max_total_tokens,
-                           eval_samples=mc.eval_samples, eval_weights=tuple(mc.eval_weights),
-                           eval_normalize=mc.eval_normalize, prior=mc.prior, seed=seed)
+    kw = {f.name: getattr(mc, f.name) for f in dataclasses.fields(mcts.MCTSConfig) if f.name != "seed"}
+    return mcts.MCTSConfig(**kw, seed=seed)
 
 
-def run_mcts(model, prompts: Sequence[Sequence[int]], fmt, mc, stop_ids, judge, seed: int) -> tuple[list, dict]:
-    """(pairs as dicts {query, node, depth, prefix (response ids above the node), chosen, rejected,
-    q_chosen, q_rejected}, search statistics) for every prompt."""
+def run_mcts(model, prompts: Sequence[Sequence[int]], fmt, mc, stop_ids, judge, seed: int,
+             golds: Sequence[str] | None = None) -> tuple[list, dict]:
+    """(pairs as dicts {query, node, depth, prompt (ids), prefix (response ids above the node), chosen,
+    rejected, q_chosen, q_rejected, chosen_terminal, rejected_terminal}, search statistics) for every
+    prompt. golds: each query's ground-truth response text for the Eval Prompt (Table 7), or None."""
     from jaxtool.sample import mcts
 
     cfg = mcts_config(mc, seed)
     rules = mcts.step_rules_for(model.tokenizer, eos_ids=stop_ids)
-    ev = eval_prompt_in_format(fmt, model.tokenizer)
+    ev_plain = eval_prompt_in_format(fmt, model.tokenizer) if golds is None else None
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     G = max(1, min(mc.queries_per_search, len(prompts)))
     run_kw = {"run": model.run} if getattr(model, "run", None) is not None else {}
@@ -84,11 +104,18 @@ def run_mcts(model, prompts: Sequence[Sequence[int]], fmt, mc, stop_ids, judge, 
             stats["filler_checks"] += 1      # a padding row: not judged, not counted
             return 0.0
 
+        if golds is None:
+            ev = ev_plain
+        else:
+            g = [golds[i] for i in idx]
+            ev = eval_prompt_in_format(fmt, model.tokenizer, golds=g + [g[-1]] * (G - len(idx)))
         res = mcts.search(model.params, model.config, batch, cfg, rules=rules, eval_prompt=ev, outcome=outcome,
                           pad_id=pad, length_multiple=128, on_outcome_error="record", **run_kw)
         for k in ("forward_tokens", "decoded_tokens", "outcome_checks"):
             stats[k] += float(res.stats.get(k, 0.0))
         stats["nodes"] += int(sum(res.num_nodes[:len(idx)]))
+        stats.setdefault("C", []).extend(round(float(res.C[q, n]), 4) for q in range(len(idx))
+                                         for n in range(int(res.num_nodes[q])))  # Eq. 7 scores, every node
         stats["groups"] += 1
         stats["outcome_errors"] += [(idx[q], m) for q, m in res.outcome_errors if q < len(idx)]
         for p in extract_pairs(res):
@@ -96,7 +123,9 @@ def run_mcts(model, prompts: Sequence[Sequence[int]], fmt, mc, stop_ids, judge, 
                 continue
             pairs.append({"query": idx[p.query], "node": p.node, "depth": p.depth,
                           "prefix": list(p.prefix_ids[p.prompt_len:]), "chosen": list(p.chosen_ids),
-                          "rejected": list(p.rejected_ids), "q_chosen": p.q_chosen, "q_rejected": p.q_rejected})
+                          "rejected": list(p.rejected_ids), "q_chosen": p.q_chosen, "q_rejected": p.q_rejected,
+                          "chosen_terminal": bool(res.terminal[p.query, p.chosen_node]),
+                          "rejected_terminal": bool(res.terminal[p.query, p.rejected_node])})
     return pairs, stats
 
 

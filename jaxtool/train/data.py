@@ -97,6 +97,11 @@ def tokenize_data(spec: str, dc: DataConfig, kind: str, fmt, tokenizer) -> Token
     if kind == "preference":
         path = spec.split(":", 1)[1] if spec.startswith(("diatool:", "preference:")) else spec
         load_report = LoadReport(path, on_bad_row=dc.on_bad_row)
+        from jaxtool.data.token_pairs import is_token_pair_file, read_token_pairs
+
+        if is_token_pair_file(path):  # pre-tokenized pairs (iTool's step-level pairs, §3.2)
+            return Tokenized(read_token_pairs(path, len(tokenizer), dc.max_length, report, load_report, dc.limit),
+                             report, load_report, source=path)
         pairs = read_preference_rows(path, dc.limit, report=load_report)
         out = []
         for c, r in pairs:

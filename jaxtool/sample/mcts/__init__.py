@@ -94,8 +94,9 @@ env.py      DecodeEnv: the policy as the environment (Eq. 6–7), reaching the m
 program.py  the compiled-program cache, precompile, search, SearchResult
 """
 
-from jaxtool.sample.mcts.config import (DEFAULT_EVAL_QUESTION, PRIORS, EvalPrompt, ExactMatch, MCTSConfig, StepRules,
-                                        eval_prompt_for, step_rules_for)
+from jaxtool.sample.mcts.config import (DEFAULT_EVAL_QUESTION, GOLD_EVAL_QUESTION, PRIORS, SIMULATION_MODES, EvalPrompt,
+                                        ExactMatch, MCTSConfig, StepRules, arg_transitions, eval_prompt_for,
+                                        gold_eval_text, step_rules_for)
 from jaxtool.sample.mcts.env import DecodeEnv, option_logprobs, self_eval_score
 from jaxtool.sample.mcts.program import SearchResult, precompile, search
 from jaxtool.sample.mcts.search import search_core
@@ -104,4 +105,4 @@ from jaxtool.sample.mcts.tree import ChildBatch, NodeEval, Tree, add_children, b
 __all__ = ["MCTSConfig", "StepRules", "EvalPrompt", "ExactMatch", "NodeEval", "ChildBatch", "Tree", "DecodeEnv",
            "SearchResult", "search", "precompile", "search_core", "select", "add_children", "backup",
            "option_logprobs", "self_eval_score", "eval_prompt_for", "step_rules_for", "DEFAULT_EVAL_QUESTION",
-           "PRIORS"]
+           "PRIORS", "GOLD_EVAL_QUESTION", "SIMULATION_MODES", "gold_eval_text", "arg_transitions"]

@@ -75,6 +75,48 @@ class DecodeEnv:
         else:
             self.seqs = None
         self.sampling = Sampling(temperature=float(mcts.temperature))
+        if rules.arg_table:  # the argument guard (StepRules.arg_table): identity for unlisted tokens
+            import numpy as np
+
+            t = np.asarray(rules.arg_table, np.int64)
+            tq = np.broadcast_to(np.arange(6) // 2, (V, 6)).copy()
+            td = np.zeros((V, 6), np.int64)
+            ok = t[:, 0] < V
+            tq[t[ok, 0]], td[t[ok, 0]] = t[ok, 1:7], t[ok, 7:13]
+            self.arg_q, self.arg_d = jnp.asarray(tq, jnp.int32), jnp.asarray(td, jnp.int32)
+        else:
+            self.arg_q = self.arg_d = None
+
+    # -- the argument guard (§3.2: a step is a sentence or a whole call) ----------------------------
+    def _arg_step(self, tok, q, depth):
+        s = q * 2 + (depth > 0).astype(jnp.int32)
+        return self.arg_q[tok, s], jnp.maximum(depth + self.arg_d[tok, s], 0)
+
+    def _soft_end(self, tok, arg, active, guard: bool = True):
+        """Whether `tok` ends a step by the step rules' token table — with the guard, only outside
+        every bracket and string after it (a sentence end or newline inside a call's arguments is
+        not a boundary) — and the (quote, depth) state after it (unchanged for inactive rows)."""
+        soft = self.end_table[tok]
+        if not guard:
+            return soft, arg
+        q, d = self._arg_step(tok, *arg)
+        arg = (jnp.where(active, q, arg[0]), jnp.where(active, d, arg[1]))
+        return soft & (q == 0) & (d == 0), arg
+
+    def _arg_state(self, resp, resp_len):
+        """(quote state, bracket depth) per row after its response so far."""
+        R = resp.shape[0]
+
+        def f(c, col):
+            q, d = c
+            tok, t = col
+            nq, nd = self._arg_step(jnp.clip(tok, 0), q, d)
+            live = t < resp_len
+            return (jnp.where(live, nq, q), jnp.where(live, nd, d)), None
+
+        cols = (resp.T, jnp.arange(resp.shape[1]))
+        (q, d), _ = jax.lax.scan(f, (jnp.zeros((R,), jnp.int32), jnp.zeros((R,), jnp.int32)), cols)
+        return q, d
 
     # -- model calls -------------------------------------------------------------------------
     def _fwd(self, tokens, cache, start, logits_at=None):
@@ -87,14 +129,16 @@ class DecodeEnv:
         R = rows.ctx.shape[0]
         limit = mcts.max_step_tokens if step else Tmax
         Kw = self.seqs.shape[1] if (step and self.seqs is not None) else 1
+        guard = step and self.arg_q is not None
+        arg = self._arg_state(rows.resp, rows.resp_len) if guard else (jnp.zeros((R,), jnp.int32),) * 2
         init = (jnp.int32(0), rows, done | (rows.resp_len >= Tmax), jnp.zeros((R,), jnp.int32),
-                jnp.zeros((R,), jnp.float32), jnp.full((R, Kw), -2, jnp.int32), key, stats)
+                jnp.zeros((R,), jnp.float32), jnp.full((R, Kw), -2, jnp.int32), key, stats, arg)
 
         def cond(c):
             return (c[0] < limit) & ~jnp.all(c[2])
 
         def body(c):
-            i, rw, done, n, lp_sum, window, key, stats = c
+            i, rw, done, n, lp_sum, window, key, stats, arg = c
             key, sub = jax.random.split(key)
             tok, lp = sample_token(rw.logits, sub, self.sampling)
             active = ~done
@@ -103,7 +147,8 @@ class DecodeEnv:
             resp = rw.resp.at[jnp.arange(R), col].set(tok, mode="drop")
             ends = (self.eos_table[tok] | (rw.resp_len + 1 >= Tmax))
             if step:
-                ends = ends | self.end_table[tok] | (n + 1 >= mcts.max_step_tokens)
+                soft, arg = self._soft_end(tok, arg, active, guard)
+                ends = ends | soft | (n + 1 >= mcts.max_step_tokens)
                 if self.seqs is not None:
                     window = jnp.concatenate([window[:, 1:], tok[:, None]], axis=1)
                     hit = (self.seqs[None] == window[:, None]) | (self.seqs[None] == -1)
@@ -114,9 +159,10 @@ class DecodeEnv:
             rw = rw._replace(cache=cache, logits=new_logits,
                              ctx=rw.ctx + a, resp=resp, resp_len=rw.resp_len + a)
             stats = stats + jnp.array([R, jnp.sum(a), 0], jnp.float32)
-            return (i + 1, rw, done | (ends & active), n + a, lp_sum + jnp.where(active, lp, 0.0), window, key, stats)
+            return (i + 1, rw, done | (ends & active), n + a, lp_sum + jnp.where(active, lp, 0.0), window, key, stats,
+                    arg)
 
-        _, rows, _, n, lp_sum, _, _, stats = jax.lax.while_loop(cond, body, init)
+        _, rows, _, n, lp_sum, _, _, stats, _ = jax.lax.while_loop(cond, body, init)
         return rows, n, lp_sum, stats
 
     def _self_eval(self, rows: _Rows, key: jax.Array) -> jax.Array:
@@ -131,12 +177,30 @@ class DecodeEnv:
         last = jnp.take_along_axis(resp, jnp.clip(resp_len - 1, 0)[:, None], axis=1)[:, 0]
         return resp_len - ((resp_len > 0) & self.eos_table[jnp.clip(last, 0)]).astype(jnp.int32)
 
+    def _terminal(self, rows: _Rows, n_new: jax.Array) -> jax.Array:
+        """A row whose last new token is an end-of-turn, or whose response reached max_total_tokens."""
+        last = jnp.take_along_axis(rows.resp, jnp.clip(rows.resp_len - 1, 0)[:, None], axis=1)[:, 0]
+        return (self.eos_table[jnp.clip(last, 0)] & (n_new > 0)) | (rows.resp_len >= self.mcts.max_total_tokens)
+
     def _evaluate(self, rows: _Rows, terminal: jax.Array, key: jax.Array, stats: jax.Array):
-        """(O, C, stats) of each row's context: Eq. 6–7 (rollouts for O of non-terminal rows)."""
+        """(O, C, stats) of each row's context: Eq. 6–7 (simulation for O of non-terminal rows:
+        `MCTSConfig.simulation_mode`)."""
         R, S = rows.ctx.shape[0], self.mcts.simulations
         k_eval, k_roll = jax.random.split(key)
         resp, lens, query, need = rows.resp, self._response_len(rows.resp, rows.resp_len), rows.query, terminal
-        if S > 0:
+        steps_mode = self.mcts.simulation_mode == "steps"
+        if S > 0 and steps_mode:
+            # Table 5 / the text above it: at most S simulation steps from the new node (one rollout);
+            # its outcome counts only when it reached a complete response
+            ro, done = rows, terminal
+            for k in jax.random.split(k_roll, S):
+                ro, n, _, stats = self._decode(ro, done, k, True, stats)
+                done = done | self._terminal(ro, n)
+            resp = jnp.concatenate([resp, ro.resp], axis=0)
+            lens = jnp.concatenate([lens, self._response_len(ro.resp, ro.resp_len)])
+            query = jnp.concatenate([query, ro.query])
+            need = jnp.concatenate([need, done & ~terminal])
+        elif S > 0:
             idx = jnp.repeat(jnp.arange(R), S)
             ro = _Rows(fork_cache(rows.cache, idx), rows.logits[idx], rows.ctx[idx], rows.resp[idx],
                        rows.resp_len[idx], rows.query[idx])
@@ -148,7 +212,9 @@ class DecodeEnv:
         C = self._self_eval(rows, k_eval)
         stats = stats + jnp.array([R * self.suffix.shape[1], 0, jnp.sum(need)], jnp.float32)
         o = self.outcome_fn(query, resp, lens, need).astype(jnp.float32)
-        if S > 0:
+        if S > 0 and steps_mode:
+            O = jnp.where(terminal, o[:R], o[R:])
+        elif S > 0:
             O = jnp.where(terminal, o[:R], jnp.mean(o[R:].reshape(R, S), axis=1))
         else:
             O = jnp.where(terminal, o[:R], 0.0)

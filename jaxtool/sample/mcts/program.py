@@ -174,7 +174,7 @@ def _prepare(params, cfg, prompts, mcts: MCTSConfig, rules: StepRules, eval_prom
     for i, p in enumerate(prompts):
         arr[i, :len(p)] = p
     suf_rows = eval_prompt.rows(B)
-    E = max(len(s) for s in suf_rows)
+    E = _bucket(max(len(s) for s in suf_rows), 32)  # per-query suffixes (the gold in it): one shape per bucket
     suffix = np.full((B, E), pad_id, np.int32)
     for i, s in enumerate(suf_rows):
         suffix[i, :len(s)] = s
