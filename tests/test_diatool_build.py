@@ -61,22 +61,22 @@ def test_two_seed_build_matches_hand_counted_tables(tmp_path):
         ("Type 2", "1→(2×N)→3→4→5", "1→3→4→5"): [0, 1, 1],
         ("Type 2", "1→(2×N)→3→4→5", "1→(2×M)→3→4→5"): [0, 1, 1],
         ("Type 2", "1→(2×N)→3→4→5", "1→1"): [0, 1, 1],
-        ("Type 3", "1→1", "1→3→4"): [2, 1, 3],
+        ("Type 3", "1→1", "1→3→4"): [0, 1, 1],   # §4.3 / Table 1: Type 3 is Hard only
         ("Type 3", "1→1", "1→(2×N)→3→4"): [0, 1, 1],
-        ("Total", "", ""): [10, 9, 19],
+        ("Total", "", ""): [8, 9, 17],
     }
-    # assistant turns per pair, summed by hand over the 10 easy / 9 hard pairs:
-    # easy  chosen 2+2+3+3+1 per seed = 22, rejected 3+1+2+1+1 per seed = 16
+    # assistant turns per pair, summed by hand over the 8 easy / 9 hard pairs:
+    # easy  chosen 2+2+3+3 per seed = 20, rejected 3+1+2+1 per seed = 14
     # hard  chosen 2+2+2+5+5+5+1+1 (currency-02) + 2 (weather-01) = 25
     #       rejected 5+4+1+2+4+1+1+4 (currency-02) + 1 (weather-01) = 23
     header, rows = table2(stats)
     assert header[:3] == ["Subset", "Pairs", "Seeds"]
-    assert rows[0][:3] == ["Easy", 10, 2] and rows[0][3] == pytest.approx(2.2) and rows[0][4] == pytest.approx(1.6)
+    assert rows[0][:3] == ["Easy", 8, 2] and rows[0][3] == pytest.approx(2.5) and rows[0][4] == pytest.approx(1.75)
     assert rows[1][:3] == ["Hard", 9, 2] and rows[1][3] == pytest.approx(25 / 9) and rows[1][4] == pytest.approx(23 / 9)
-    assert rows[2][:3] == ["All", 19, 2] and rows[2][3] == pytest.approx(47 / 19) and rows[2][4] == pytest.approx(39 / 19)
-    assert len(_rows(tmp_path / "train.jsonl")) == 19 and _rows(tmp_path / "valid.jsonl") == []
+    assert rows[2][:3] == ["All", 17, 2] and rows[2][3] == pytest.approx(45 / 17) and rows[2][4] == pytest.approx(37 / 17)
+    assert len(_rows(tmp_path / "train.jsonl")) == 17 and _rows(tmp_path / "valid.jsonl") == []
     s = summary_dict(stats)
-    assert s["pairs"]["train"] == 19 and s["pairs_not_built"]["t2-hard-reject"] == {
+    assert s["pairs"]["train"] == 17 and s["pairs_not_built"]["t2-hard-reject"] == {
         "no hard Type 2 dialogue: hard needs >= 2 required fields": 1}
 
 
@@ -86,7 +86,7 @@ def test_difficulty_subsets(tmp_path):
     hard = build(seeds, RulesAugmenter(), str(tmp_path / "h"), subset="hard", valid_fraction=0.0)
     assert {r["difficulty"] for r in _rows(tmp_path / "e" / "train.jsonl")} == {"easy"}
     assert {r["difficulty"] for r in _rows(tmp_path / "h" / "train.jsonl")} == {"hard"}
-    assert table1(easy)[1][-1][3:] == [10, 0, 10] and table1(hard)[1][-1][3:] == [0, 9, 9]
+    assert table1(easy)[1][-1][3:] == [8, 0, 8] and table1(hard)[1][-1][3:] == [0, 9, 9]
     with pytest.raises(ConfigError, match="--difficulty must be one of"):
         build(seeds, RulesAugmenter(), str(tmp_path / "x"), subset="medium")
 

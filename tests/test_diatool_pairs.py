@@ -27,7 +27,7 @@ def _seeds(name="seeds.jsonl"):
     return out
 
 
-def _build(seed, lang="en", difficulties=("easy", "hard")):
+def _build(seed, lang="en", difficulties=("easy", "hard"), type3_easy=False):
     aug = RulesAugmenter(lang)
     fills = {}
     for d in difficulties:
@@ -35,18 +35,18 @@ def _build(seed, lang="en", difficulties=("easy", "hard")):
             fills[d] = aug.augment(seed, d)
         except NoAugmentation as e:
             fills[d] = e
-    return build_pairs(seed, fills, difficulties, load_templates(lang))
+    return build_pairs(seed, fills, difficulties, load_templates(lang), type3_easy=type3_easy)
 
 
 SEEDS = _seeds()
 KO = _seeds("seeds_ko.jsonl")
 ALL = [(s, p) for s in list(SEEDS.values()) + list(KO.values())
-       for p in _build(s, "ko" if s.id.startswith("ko-") else "en")[0]]
+       for p in _build(s, "ko" if s.id.startswith("ko-") else "en", type3_easy=True)[0]]
 
 
 # ---- Table 1, row by row (seed restaurant-01: N = 4 required fields, all in the first turn) -----
 
-N4 = {p.kind: p for p in _build(SEEDS["restaurant-01"])[0]}
+N4 = {p.kind: p for p in _build(SEEDS["restaurant-01"], type3_easy=True)[0]}
 M_PATTERN = r"1-(2-){2,3}3-4-5"  # N > M > 1 with N = 4
 
 
@@ -79,6 +79,19 @@ def test_the_seed_with_four_required_fields_gives_all_thirteen_kinds():
     assert set(N4) == set(KINDS) == {k.id for k in PAIR_KINDS}
 
 
+def test_easy_has_no_type3_pair_unless_the_extra_is_asked_for():
+    """DiaTool-DPO §4.3 / Table 1: both Type 3 rows are Hard, so the Easy set has no Type 3 pair;
+    `type3_easy=True` is the named extra that adds t3-easy-call."""
+    for seed in SEEDS.values():
+        pairs, missing = _build(seed)
+        assert not [p for p in pairs if p.type == 3 and p.difficulty == "easy"], seed.id
+        assert "t3-easy-call" not in {k for k, _ in missing}  # not a Table 1 row: not reported as missing
+    easy = {p.kind for p in _build(SEEDS["restaurant-01"], difficulties=("easy",))[0]}
+    assert easy == {"t1-easy-overask", "t1-easy-reject", "t2-easy-hallucinate", "t2-easy-reject"}
+    extra = {p.kind for p in _build(SEEDS["restaurant-01"], difficulties=("easy",), type3_easy=True)[0]}
+    assert extra == easy | {"t3-easy-call"}
+
+
 def test_m_is_one_for_all_partial_pairs_of_a_seed_with_three_fields():
     pairs = {p.kind: p for p in _build(SEEDS["currency-02"])[0]}
     assert pairs["t1-hard-overask-m"].rejected_trajectory == "1-2-2-3-4-5"   # N = 3 forces M = 2
@@ -90,11 +103,11 @@ def test_seeds_that_cannot_give_a_kind_are_reported_not_silently_dropped():
     pairs, missing = _build(SEEDS["translate-01"])  # N = 2: no M with N > M > 1
     assert ("t1-hard-overask-m", "needs >= 3 required fields (N > M > 1)") in missing
     assert ("t2-hard-partial", "needs >= 3 required fields (N > M > 1)") in missing
-    assert {p.kind for p in pairs} == set(KINDS) - {"t1-hard-overask-m", "t2-hard-partial"}
+    assert {p.kind for p in pairs} == set(KINDS) - {"t1-hard-overask-m", "t2-hard-partial", "t3-easy-call"}
     pairs, missing = _build(SEEDS["joke-01"])  # N = 0: no slot filling at all
-    assert {p.kind for p in pairs} == {"t1-easy-reject", "t1-hard-reject", "t3-easy-call"}
-    assert len(missing) == len(KINDS) - 3
-    pairs, missing = _build(SEEDS["distance-01"])  # its system prompt names the tool
+    assert {p.kind for p in pairs} == {"t1-easy-reject", "t1-hard-reject"}
+    assert len(missing) == len(KINDS) - 3  # every other kind but the (not asked for) t3-easy-call extra
+    pairs, missing = _build(SEEDS["distance-01"], type3_easy=True)  # its system prompt names the tool
     assert not [p for p in pairs if p.type == 3]
     assert ("t3-easy-call", "a system message names the called tool, so removing it from the tools list "
                             "would not hide it") in missing
@@ -183,7 +196,7 @@ def test_invariants_hold_on_every_pair():
 
 
 def test_type3_with_other_tools_keeps_them_and_from_row_restores_the_check():
-    pairs = {p.kind: p for p in _build(SEEDS["news-01"])[0]}
+    pairs = {p.kind: p for p in _build(SEEDS["news-01"], type3_easy=True)[0]}
     row = pairs["t3-easy-call"].to_row()
     assert [t["function"]["name"] for t in row["chosen"]["tools"]] == ["get_stock_price"]
     assert row["removed_tool"] == "get_news_headlines"

@@ -216,22 +216,23 @@ def test_rules_augmenter_succeeds_on_every_seed():
 
 def test_rules_build_gives_every_pair_kind(tmp_path):
     """Per seed with N required fields (Table 1; M is drawn from 2..N-1):
-    easy: 5 pairs for every N >= 1 (t1 overask, t1 reject, t2 hallucinate, t2 reject, t3 call);
+    easy: 4 pairs for every N >= 1 (t1 overask, t1 reject, t2 hallucinate, t2 reject; no Type 3 in
+    Easy, DiaTool-DPO §4.3 / Table 1, so the t3-easy-call extra is 0);
     hard: N = 1 only t1-hard-reject (no all-missing dialogue); N = 2 six pairs (no M-kinds);
-    N >= 3 all eight hard kinds. With 22 / 21 / 21 seeds: 320 easy, 22 + 126 + 168 = 316 hard."""
+    N >= 3 all eight hard kinds. With 22 / 21 / 21 seeds: 256 easy, 22 + 126 + 168 = 316 hard."""
     seeds, _ = _seeds()
     stats = build(seeds, RulesAugmenter(), str(tmp_path))
     n1, n2, n3 = HISTOGRAM[1], HISTOGRAM[2], HISTOGRAM[3] + HISTOGRAM[4]
     expected = {
         "t1-easy-overask": 64, "t1-easy-reject": 64, "t2-easy-hallucinate": 64, "t2-easy-reject": 64,
-        "t3-easy-call": 64, "t1-hard-reject": 64,
+        "t3-easy-call": 0, "t1-hard-reject": 64,
         "t1-hard-overask-n": n2 + n3, "t2-hard-hallucinate": n2 + n3, "t2-hard-reject": n2 + n3,
         "t3-hard-call": n2 + n3, "t3-hard-slotfill-call": n2 + n3,
         "t1-hard-overask-m": n3, "t2-hard-partial": n3,
     }
-    assert set(expected) == {k.id for k in PAIR_KINDS}  # every kind is produced, none is missing
+    assert set(expected) == {k.id for k in PAIR_KINDS}  # every Table 1 kind is produced, none is missing
     assert {k.id: stats.kind_count(k.id) for k in PAIR_KINDS} == expected
-    assert sum(expected.values()) == 636
+    assert sum(expected.values()) == 572
     # the only pairs not built are the ones the tool schemas rule out
     not_built = {k: dict(c) for k, c in stats.unavailable.items()}
     hard_n1 = {"no hard Type 2 dialogue: hard needs >= 2 required fields": n1}
@@ -245,6 +246,6 @@ def test_rules_build_gives_every_pair_kind(tmp_path):
     assert dict(stats.split_seeds) == {"train": 61, "valid": 3}
     valid = [json.loads(line) for line in (tmp_path / "valid.jsonl").read_text(encoding="utf-8").splitlines()]
     train = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert len(train) + len(valid) == 636
+    assert len(train) + len(valid) == 572
     assert not {r["seed_id"] for r in train} & {r["seed_id"] for r in valid}
     assert len({r["seed_id"] for r in valid}) == 3

@@ -45,6 +45,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="print a built-in template set as JSON (a starting point for another language) and exit")
     p.add_argument("--rejections", choices=("template", "llm"), default="template",
                    help="rejection messages from templates, or LLM-written when --augmenter llm (default: template)")
+    p.add_argument("--type3-easy", action="store_true",
+                   help="also build the Type 3 1→1 vs 1→3→4 pair from the complete first turn into Easy (an extra: "
+                        "the paper's Easy set has no Type 3 pair, §4.3 / Table 1)")
     p.add_argument("--valid-fraction", type=float, default=0.05, help="share of seeds held out (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="random seed for field choice, M, templates, split")
     p.add_argument("--limit", type=int, default=None, help="read at most this many dialogues per --seeds source")
@@ -171,11 +174,12 @@ def run(args) -> int:
 
     stats = build(seeds, augmenter, args.out, subset=args.difficulty, templates=templates,
                   valid_fraction=args.valid_fraction, rng_seed=args.seed, rejections=args.rejections,
-                  progress=not args.no_progress, sides_as_strings=args.sides_as_strings)
+                  progress=not args.no_progress, sides_as_strings=args.sides_as_strings,
+                  type3_easy=args.type3_easy)
     extra = {
         "config": {"seeds": args.seeds, "augmenter": args.augmenter, "difficulty": args.difficulty,
                    "templates": templates.language, "rejections": args.rejections,
-                   "valid_fraction": args.valid_fraction, "seed": args.seed},
+                   "valid_fraction": args.valid_fraction, "seed": args.seed, "type3_easy": args.type3_easy},
         "sources": [{"source": r.source, "rows": r.rows, "kept": r.kept, "skipped": dict(r.skipped)}
                     for r in reports],
         "seeds": seed_report.to_dict(),

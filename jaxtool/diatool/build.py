@@ -114,7 +114,7 @@ class PairWriter:
 def build(seeds: Sequence[Seed], augmenter, out_dir: str, *, subset: str = "all",
           templates: Templates | str | None = None, valid_fraction: float = 0.05, rng_seed: int = 0,
           rejections: str = "template", progress: bool = False, sides_as_strings: bool = False,
-          split: Mapping[str, str] | None = None) -> BuildStats:
+          split: Mapping[str, str] | None = None, type3_easy: bool = False) -> BuildStats:
     """Build and write the dataset for `seeds` (already extracted, de-duplicated and guarded).
 
     `augmenter.augment(seed, difficulty)` returns a `SlotFilling` or raises `NoAugmentation`;
@@ -122,7 +122,8 @@ def build(seeds: Sequence[Seed], augmenter, out_dir: str, *, subset: str = "all"
     produced one, else the template). `sides_as_strings` writes ``chosen`` / ``rejected`` as
     JSON-encoded strings instead of objects (the layout kakao/diatool-dpo's training script reads,
     per the project's data notes). `split` (``{seed_id: "train" | "valid"}`` for every seed) replaces
-    the hashed `valid_fraction` split, e.g. to hold out whole services.
+    the hashed `valid_fraction` split, e.g. to hold out whole services. `type3_easy` also builds the
+    ``t3-easy-call`` extra into Easy (the paper's Easy set has no Type 3 pair, §4.3 / Table 1).
     """
     if rejections not in ("template", "llm"):
         raise ConfigError(f"rejections must be 'template' or 'llm', got {rejections!r}")
@@ -159,7 +160,8 @@ def build(seeds: Sequence[Seed], augmenter, out_dir: str, *, subset: str = "all"
             if rejections == "llm":
                 llm_rejection = next((f.rejection for f in fills.values()
                                       if not isinstance(f, NoAugmentation) and f.rejection), None)
-            pairs, unavailable = build_pairs(seed, fills, diffs, templates, rng_seed, llm_rejection)
+            pairs, unavailable = build_pairs(seed, fills, diffs, templates, rng_seed, llm_rejection,
+                                              type3_easy=type3_easy)
             for p in pairs:
                 stats.add_pair(p, side)
                 stats.flows += writer.write(p, side)

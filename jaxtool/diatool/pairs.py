@@ -16,8 +16,8 @@ type  difficulty  chosen                  rejected                        what t
 2     hard        1→(2×N)→3→4→5           1→3→4→5                         calls with hallucinated slots
 2     hard        1→(2×N)→3→4→5           1→(2×M)→3→4→5                   asks M of N, hallucinates rest
 2     hard        1→(2×N)→3→4→5           1→1                             declines instead of asking
-3     easy        1→1                     1→3→4                           calls a tool it does not have
-3     hard        1→1                     1→3→4                           same, from an all-missing turn
+3     hard        1→1                     1→3→4                           calls a tool it does not have
+                                                                          (from an all-missing turn)
 3     hard        1→1                     1→(2×N)→3→4                     slot-fills, then calls it
 ====  ==========  ======================  ==============================  ===========================
 
@@ -27,9 +27,12 @@ Where each trajectory comes from (the seed gives the call, the tool result and t
   dialogue's questions and answers grafted after the *complete* first turn.
 - Type 2 uses the augmented first turn (required values removed). The 1→3→4→5 and 1→(2×M)→3→4→5
   rejected calls carry the seed's arguments, i.e. values the user never gave.
-- Type 3 removes the called tool from the tools list. Easy starts from the complete (Type 1) first
-  turn, Hard from the Hard Type 2 first turn. The rejected trajectory calls the removed tool and
-  ends at its (seed) response, state 4.
+- Type 3 removes the called tool from the tools list. The Easy set has no Type 3 pair: the paper's
+  §4.3 builds Easy from Types 1 and 2, and Table 1 marks both Type 3 rows Hard. Both start from the
+  Hard Type 2 first turn. The rejected trajectory calls the removed tool and ends at its (seed)
+  response, state 4. `type3_easy=True` (`build-diatool --type3-easy`) also builds ``t3-easy-call``
+  — the 1→1 vs 1→3→4 pair from the complete (Type 1) first turn — into Easy: an extra jaxtool
+  offered before, not a Table 1 row.
 - A rejection (state 1) is a templated polite refusal, or the LLM-written one when asked for.
 
 Every pair's chosen and rejected share the system messages, the first user turn and the tools list.
@@ -73,11 +76,14 @@ PAIR_KINDS: tuple[PairKind, ...] = (
     PairKind("t2-hard-hallucinate", 2, "hard", "1→(2×N)→3→4→5", "1→3→4→5", "calls with hallucinated slots"),
     PairKind("t2-hard-partial", 2, "hard", "1→(2×N)→3→4→5", "1→(2×M)→3→4→5", "asks M of N, hallucinates the rest"),
     PairKind("t2-hard-reject", 2, "hard", "1→(2×N)→3→4→5", "1→1", "declines instead of asking"),
-    PairKind("t3-easy-call", 3, "easy", "1→1", "1→3→4", "calls a tool it does not have"),
+    # not a Table 1 row (the paper's Type 3 rows are both Hard, §4.3): built only with type3_easy=True
+    PairKind("t3-easy-call", 3, "easy", "1→1", "1→3→4", "calls a tool it does not have (extra, not Table 1)"),
     PairKind("t3-hard-call", 3, "hard", "1→1", "1→3→4", "calls a missing tool from an all-missing turn"),
     PairKind("t3-hard-slotfill-call", 3, "hard", "1→1", "1→(2×N)→3→4", "slot-fills, then calls a missing tool"),
 )
 KINDS: dict[str, PairKind] = {k.id: k for k in PAIR_KINDS}
+# Pair kinds that are not rows of the paper's Table 1 (built only when asked for).
+EXTRA_KINDS = frozenset({"t3-easy-call"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,9 +221,11 @@ class _Builder:
 
 def build_pairs(seed: Seed, slot_fillings: Mapping[str, SlotFilling | NoAugmentation | None],
                 difficulties: Sequence[str], templates: Templates, rng_seed: int = 0,
-                llm_rejection: str | None = None) -> tuple[list[Pair], list[tuple[str, str]]]:
+                llm_rejection: str | None = None, type3_easy: bool = False
+                ) -> tuple[list[Pair], list[tuple[str, str]]]:
     """Every Table 1 pair `seed` can give for `difficulties`, and ``(kind, reason)`` for each it
-    cannot. `slot_fillings[d]` is the seed's Type 2 dialogue of difficulty d (or why there is none)."""
+    cannot. `slot_fillings[d]` is the seed's Type 2 dialogue of difficulty d (or why there is none).
+    `type3_easy` adds the extra ``t3-easy-call`` kind to Easy (not a Table 1 row; §4.3)."""
     b = _Builder(seed, templates, rng_seed, llm_rejection)
     n = len(seed.required)
     full = seed.query
@@ -277,7 +285,10 @@ def build_pairs(seed: Seed, slot_fillings: Mapping[str, SlotFilling | NoAugmenta
             b.add(f"t2-{d}-reject", chosen, b.conv(q, [reject]), decl, _declared(0, (INITIAL,)))
 
         # ---- Type 3: the called tool is gone; declining is chosen
-        t3_kinds = ("t3-easy-call",) if d == "easy" else ("t3-hard-call", "t3-hard-slotfill-call")
+        # §4.3 / Table 1: Type 3 is Hard only; Easy gets t3-easy-call only as the named extra
+        t3_kinds = (("t3-easy-call",) if type3_easy else ()) if d == "easy" else ("t3-hard-call", "t3-hard-slotfill-call")
+        if not t3_kinds:
+            continue
         if system_names_tool:
             for k in t3_kinds:
                 b.skip(k, "a system message names the called tool, so removing it from the tools list "
