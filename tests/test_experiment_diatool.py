@@ -250,11 +250,27 @@ def test_config_errors_name_the_arm(tmp_path):
     with pytest.raises(ConfigError, match="size"):
         arm_plan(load_config(None, ["size=tpu"], cls=ExperimentConfig))
     plan = arm_plan(load_config(None, ["size=accelerator"], cls=ExperimentConfig))
-    assert list(plan) == ["sft", "sft_chosen", "dpo", "diatool", "no_phi", "no_psi", "no_rho"]
-    hp = {a: plan[a][1].loss.params for a in ("diatool", "no_phi", "no_psi", "no_rho")}
-    assert (hp["diatool"].use_phi, hp["diatool"].use_psi, hp["diatool"].margin) == (True, True, 2.0)
-    assert (hp["no_phi"].use_phi, hp["no_psi"].use_psi, hp["no_rho"].margin) == (False, False, 0.0)
+    assert list(plan) == ["sft", "sft_chosen", "dpo", "diatool", "no_psi", "no_rho", "no_psi_rho", "no_phi"]
+    hp = {a: plan[a][1].loss.params for a in ("diatool", "no_phi", "no_psi", "no_rho", "no_psi_rho")}
+    triple = {a: (p.use_phi, p.use_psi, p.margin) for a, p in hp.items()}
+    # DiaTool-DPO Table 3: full, w/o ψ, w/o ρ, w/o {ψ, ρ} (φ on, ψ = 1, ρ = 0); w/o φ is an extra arm
+    assert triple == {"diatool": (True, True, 2.0), "no_psi": (True, False, 2.0), "no_rho": (True, True, 0.0),
+                      "no_psi_rho": (True, False, 0.0), "no_phi": (False, True, 2.0)}
     assert plan["dpo"][1].loss.type == "dpo"
+
+
+def test_table3_recipes_and_labels():
+    """The 8B recipes hold every Table 3 ablation, w/o {ψ, ρ} included; w/o φ is labelled an extra."""
+    from jaxtool.config import load_config
+    from jaxtool.experiment.diatool import ARM_LABELS
+
+    root = os.path.join(os.path.dirname(__file__), "..", "configs", "diatool_dpo")
+    p = load_config(os.path.join(root, "llama3_8b_no_psi_rho.yaml")).loss.params
+    assert (p.use_phi, p.use_psi, p.margin, p.beta, p.gamma) == (True, False, 0.0, 0.5, 0.5)
+    assert "w/o {ψ, ρ}" in ARM_LABELS["no_psi_rho"]
+    assert "extra" in ARM_LABELS["no_phi"] and "not Table 3" in ARM_LABELS["no_phi"]
+    text = open(os.path.join(root, "llama3_8b_no_phi.yaml"), encoding="utf-8").read()
+    assert "not a row of the paper's Table 3" in text
 
 
 def test_recipe_file_loads():

@@ -10,7 +10,8 @@ DESCRIPTION = """Does DiaTool-DPO help on services the model never saw? (Jung et
          Table 1 trajectory pairs (Easy + Hard) from the rules augmenter over the training services
   arms   (a) SFT-only on Type 1 seeds   (b) (a) + SFT on the chosen trajectories
          (c) (a) + plain DPO             (d) (a) + DiaTool-DPO (beta 0.5, gamma 0.5, rho 2.0)
-         (e) (d) without phi / psi / rho (the accelerator size; add them to cpu.arms to run them here)
+         (e) Table 3's ablations of (d): no_psi, no_rho, no_psi_rho (w/o {psi, rho}: phi on, psi = 1, rho = 0);
+         (x) no_phi, an extra arm (not a Table 3 row) — all at the accelerator size; add them to cpu.arms here
   eval   held-out services' dialogue flows (call / slot / relevance / completion, micro / macro),
          95% cluster-bootstrap intervals over held-out dialogues, paired differences vs (a) and (c)
 

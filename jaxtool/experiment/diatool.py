@@ -12,7 +12,9 @@ services held out from training:
   (b) sft_chosen   (a) + SFT on the chosen trajectories of the same pairs the DPO arms use
   (c) dpo          (a) + plain DPO on those pairs (sequence log-probs, β as (d))
   (d) diatool      (a) + DiaTool-DPO (β 0.5, γ 0.5, ρ 2.0)
-  (e) no_phi / no_psi / no_rho   (d) without turn weights / normalisation / margin
+  (e) no_psi / no_rho / no_psi_rho   Table 3's ablations of (d): "w/o ψ" (ψ = 1), "w/o ρ" (ρ = 0) and
+         "w/o {ψ, ρ}" (φ on, ψ = 1, ρ = 0)
+  (x) no_phi   (d) without turn weights (φ = 1): an extra arm, not a row of Table 3
   eval   every arm (and the base model) on the same held-out dialogue flows: teacher-forced
          assistant turns of the held-out seeds' chosen trajectories (`jaxtool.eval.dialog`:
          call / slot / relevance / completion, micro and macro), with cluster-bootstrap 95%
@@ -37,11 +39,18 @@ import time
 from jaxtool.config import TrainConfig, to_dict, train_config
 from jaxtool.errors import ConfigError
 
-ARMS = ("sft", "sft_chosen", "dpo", "diatool", "no_phi", "no_psi", "no_rho")
+ARMS = ("sft", "sft_chosen", "dpo", "diatool", "no_psi", "no_rho", "no_psi_rho", "no_phi")
+# The DiaTool-DPO loss changes of each ablation arm (Table 3: w/o ψ, w/o ρ, w/o {ψ, ρ}; w/o φ is an extra).
+ABLATIONS = {
+    "no_psi": {"use_psi": False},
+    "no_rho": {"margin": 0.0},
+    "no_psi_rho": {"use_psi": False, "margin": 0.0},
+    "no_phi": {"use_phi": False},
+}
 ARM_LABELS = {
     "base": "base model", "sft": "(a) SFT-only", "sft_chosen": "(b) SFT on chosen", "dpo": "(c) plain DPO",
-    "diatool": "(d) DiaTool-DPO", "no_phi": "(e) DiaTool-DPO w/o φ", "no_psi": "(e) DiaTool-DPO w/o ψ",
-    "no_rho": "(e) DiaTool-DPO w/o ρ",
+    "diatool": "(d) DiaTool-DPO", "no_psi": "(e) DiaTool-DPO w/o ψ", "no_rho": "(e) DiaTool-DPO w/o ρ",
+    "no_psi_rho": "(e) DiaTool-DPO w/o {ψ, ρ}", "no_phi": "(x) DiaTool-DPO w/o φ (extra, not Table 3)",
 }
 DEFAULT_HELDOUT = ("Banks_1", "Homes_1", "Hotels_2", "RentalCars_1", "RentalCars_2")
 
@@ -237,7 +246,7 @@ def arm_plan(ec: ExperimentConfig) -> dict[str, tuple[str, TrainConfig, str]]:
     """``{arm: (data kind, TrainConfig template, data key)}`` for the arms of the run size."""
     plan = {"sft": ("sft", ec.sft, "sft"), "sft_chosen": ("sft", ec.sft_chosen, "sft_chosen"),
             "dpo": ("preference", ec.dpo, "pairs"), "diatool": ("preference", ec.diatool, "pairs")}
-    for name, change in (("no_phi", {"use_phi": False}), ("no_psi", {"use_psi": False}), ("no_rho", {"margin": 0.0})):
+    for name, change in ABLATIONS.items():
         c = copy.deepcopy(ec.diatool)
         c.loss.params = dataclasses.replace(c.loss.params, **change)
         plan[name] = ("preference", c, "pairs")
