@@ -46,6 +46,28 @@ def test_build_calm_writes_a_trainable_mix(tmp_path, capsys):
     assert args.func(args) == 0 and (out / "calm_it.jsonl").read_text() == first
 
 
+def test_default_mix_is_every_row_and_hammer_masks_xlam_only(tmp_path):
+    """CALM §4.1: the default mix holds every row of every task; Hammer-masked rows come from the
+    xlam-format data Hammer masks, and ToolACE stays its own task (`--hammer-toolace` is the option)."""
+    out = tmp_path / "calm"
+    args = _parse(build_calm, ["build-calm", *INPUTS, "--out", str(out), "--tokenizer", "none"])
+    assert args.func(args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["weights"] == "all" and s["hammer_toolace"] is False and s["cra_layout"] == "figures"
+    assert all(t["selected"] == t["available"] > 0 for t in s["tasks"].values())
+    rows = [CalmExample.from_conversation(c.replace(meta=c.meta["origin"]))
+            for c in sources.load("conversations", str(out / "calm_it.jsonl"))]
+    hammer = [r for r in rows if r.task == "hammer"]
+    assert hammer and {r.meta["source"] for r in hammer} == {"xlam"}
+    # the xlam fixture's 12 usable rows, one Hammer row each (no ToolACE dialogue among them)
+    assert s["tasks"]["hammer"]["available"] == len({r.meta["row"] for r in hammer}) == 12
+    assert _parse(build_calm, ["build-calm", *INPUTS, "--dry-run", "--hammer-toolace"]).hammer_toolace
+    from jaxtool.calm.build import BuildConfig, convert_all
+
+    by_task, _ = convert_all(BuildConfig(toolace=INPUTS[5], xlam=INPUTS[7], hammer_toolace=True))
+    assert {r.meta["source"] for r in by_task["hammer"]} == {"xlam", "toolace"}
+
+
 def test_build_calm_dry_run_and_errors(tmp_path, capsys):
     args = _parse(build_calm, ["build-calm", *INPUTS, "--dry-run", "--tokenizer", "none", "--out", str(tmp_path / "x")])
     assert args.func(args) == 0

@@ -42,15 +42,17 @@ def dst_rows():
 
 def test_dst_hand_checked_rows(dst_rows):
     r = dst_rows["User: book The Middle East restaurant in IN for noon"]
-    assert r.output == ('{"domain": "BookRestaurant", "slot_values": {"restaurant_name": "The Middle East", '
+    # CALM Fig. 4: the DST output is the System turn
+    assert r.output == ('System: {"domain": "BookRestaurant", "slot_values": {"restaurant_name": "The Middle East", '
                         '"restaurant_type": "restaurant", "state": "IN", "timeRange": "noon"}}')
     r = dst_rows["User: Will it be sunny one hundred thirty five days from now in Monterey Bay National Marine Sanctuary"]
-    assert r.output == ('{"domain": "GetWeather", "slot_values": {"condition_description": "sunny", '
+    assert r.output == ('System: {"domain": "GetWeather", "slot_values": {"condition_description": "sunny", '
                         '"timeRange": "one hundred thirty five days from now", '
                         '"geographic_poi": "Monterey Bay National Marine Sanctuary"}}')
     # upstream #1125: music_item occurs twice -> the list of its spans
     r = dst_rows["User: add The Field album to my romantic evening album"]
-    assert json.loads(r.output) == {"domain": "AddToPlaylist", "slot_values": {
+    assert r.output.startswith("System: ")
+    assert json.loads(r.output[len("System: "):]) == {"domain": "AddToPlaylist", "slot_values": {
         "artist": "The Field", "music_item": ["album", "album"], "playlist_owner": "my", "playlist": "romantic evening"}}
     assert r.task == "dst" and r.meta["objective"] == "dst"
 
@@ -104,13 +106,18 @@ def test_hammer_unmasked_rows_hand_checked():
     convs = list(sources.load("xlam", XLAM, on_bad_row="skip"))
     rows = fc.convert_hammer(convs, _skip_report(), seed=0, mask_prob=0.0)
     by_row = {r.meta["row"]: r for r in rows}
-    assert by_row[0].input == "User: What are the current weather conditions in Sydney?"
+    # CALM Fig. 5: the query between [BEGIN OF QUERY] / [END OF QUERY]; task, tools, format blocks in order
+    assert by_row[0].input == "[BEGIN OF QUERY]\nUser: What are the current weather conditions in Sydney?\n[END OF QUERY]"
     assert by_row[0].output == '[{"name": "current_weather", "arguments": {"city": "Sydney"}}]'
     assert by_row[2].output == ('[{"name": "hourly_forecast", "arguments": {"location": "Oslo", "hours": 12}}, '
                                 '{"name": "current_weather", "arguments": {"city": "Bergen"}}]')
     assert by_row[11].output == "[]" and by_row[11].meta["objective"] == "no_call"  # irrelevance row
     instr = by_row[0].instruction
     assert instr.startswith("[BEGIN OF TASK INSTRUCTION]\n") and "[BEGIN OF FORMAT INSTRUCTION]" in instr
+    blocks = ["[BEGIN OF TASK INSTRUCTION]", "[END OF TASK INSTRUCTION]\n\n[BEGIN OF AVAILABLE TOOLS]",
+              "[END OF AVAILABLE TOOLS]\n\n[BEGIN OF FORMAT INSTRUCTION]"]
+    assert sorted(instr.index(b) for b in blocks) == [instr.index(b) for b in blocks]
+    assert instr.endswith("[END OF FORMAT INSTRUCTION]") and "[BEGIN OF QUERY]" not in instr
     assert [t["name"] for t in fc.tools_from_instruction(instr)] == ["current_weather", "hourly_forecast"]
 
 
@@ -185,7 +192,7 @@ def test_hammer_over_toolace_masks_history_and_results_consistently():
     _check_masked(second)
     new = second.meta["hammer"]["functions"]["Get Team Score"]
     assert "Get Team Score" not in second.instruction + second.input + second.output
-    assert f"Tool ({new}): " in second.input and f'"name": "{new}"' in second.input.splitlines()[1]
+    assert f"Tool ({new}): " in second.input and f'"name": "{new}"' in second.input.splitlines()[2]
     team = second.meta["hammer"]["parameters"]["Get Team Score"]["team_name"]
     assert json.loads(second.output)[0]["arguments"][team] == "Celtics"
 
@@ -199,11 +206,13 @@ def test_toolace_rows_hand_checked():
     assert [r.output for r in r0] == [
         '[Market Trends API(trend_type="MOST_ACTIVE", country="us")]',
         "The most active US stocks right now are NVIDIA (NVDA) and Tesla (TSLA)."]
-    assert r0[0].input == "User: What are the most active stocks in the US market right now?"
+    assert r0[0].input == "[BEGIN OF QUERY]\nUser: What are the most active stocks in the US market right now?\n[END OF QUERY]"
     assert r0[1].input == (
+        "[BEGIN OF QUERY]\n"
         "User: What are the most active stocks in the US market right now?\n"
         'Assistant: [Market Trends API(trend_type="MOST_ACTIVE", country="us")]\n'
-        'Tool (Market Trends API): {"trends": [{"symbol": "NVDA", "volume": 412000000}, {"symbol": "TSLA", "volume": 98000000}]}')
+        'Tool (Market Trends API): {"trends": [{"symbol": "NVDA", "volume": 412000000}, {"symbol": "TSLA", "volume": 98000000}]}\n'
+        "[END OF QUERY]")
     r2 = [r for r in rows if r.meta["row"] == 2]
     assert [r.output for r in r2] == [
         "Sure. Please provide a password to protect the new address.",
@@ -225,35 +234,65 @@ def cra_rows():
     return rows
 
 
+T1 = ("The user wants to find a restaurant of a particular cuisine in a city. "
+      "I have city='San Jose', cuisine='American', so I will call FindRestaurants.")
+T2 = "FindRestaurants returned 10 results. I should offer the restaurant name 71 Saint Peter; offer the city San Jose."
+
+
 def test_cra_rows_hand_checked(cra_rows):
+    """CALM Figs. 6-7: thoughts are given in the Input; action prediction outputs only the Action,
+    response generation (its own instruction, no tool list) only `System: <gold>`; the history keeps
+    earlier Thoughts, Actions, Observations and System replies."""
     d = {(r.meta["dialogue_id"], r.meta["turn"], r.meta["objective"]): r for r in cra_rows}
     first = d[("1_00000", 1, "response")]
-    assert first.input == "User: I am feeling hungry so I would like to find a place to eat."
-    assert first.output == ("Thought: I should ask for the city.\n"
-                            "Response: Do you have a specific which you want the eating place to be located at?")
-    assert first.instruction.endswith("Available APIs:\n"
-                                      "ReserveRestaurant(restaurant_name, city, time, date, party_size)\n"
-                                      "FindRestaurants(cuisine, city, price_range, has_live_music, serves_alcohol)")
+    assert first.input == ("User: I am feeling hungry so I would like to find a place to eat.\n"
+                           "Thought: I should ask for the city.")
+    assert first.output == "System: Do you have a specific which you want the eating place to be located at?"
+    assert first.instruction == cra.RESPONSE_INSTRUCTION and "FindRestaurants" not in first.instruction
     history = ("User: I am feeling hungry so I would like to find a place to eat.\n"
-               "Response: Do you have a specific which you want the eating place to be located at?\n"
+               "Thought: I should ask for the city.\n"
+               "System: Do you have a specific which you want the eating place to be located at?\n"
                "User: I would like for it to be in San Jose.\n"
-               "Response: Is there a specific cuisine type you enjoy, such as Mexican, Italian or something else?\n"
+               "Thought: I should ask for the cuisine, suggesting Mexican or Italian.\n"
+               "System: Is there a specific cuisine type you enjoy, such as Mexican, Italian or something else?\n"
                "User: I usually like eating the American type of food.")
     act = d[("1_00000", 5, "action")]
-    assert act.input == history
-    assert act.output == ("Thought: The user wants to find a restaurant of a particular cuisine in a city. "
-                          "I have city='San Jose', cuisine='American', so I will call FindRestaurants.\n"
-                          "Action: FindRestaurants(city='San Jose', cuisine='American')")
+    assert act.input == history + "\nThought: " + T1
+    assert act.output == "Action: FindRestaurants(city='San Jose', cuisine='American')"
+    assert act.instruction.endswith("Available functions:\n"
+                                    "ReserveRestaurant(restaurant_name, city, time, date, party_size)\n"
+                                    "FindRestaurants(cuisine, city, price_range, has_live_music, serves_alcohol)")
     resp = d[("1_00000", 5, "response")]
-    assert resp.input.startswith(history + "\nThought: The user wants to find a restaurant")
-    assert "\nAction: FindRestaurants(city='San Jose', cuisine='American')\nObservation: [{" in resp.input
-    assert resp.output == ("Thought: FindRestaurants returned 10 results. I should offer the restaurant name "
-                           "71 Saint Peter; offer the city San Jose.\n"
-                           "Response: I see that at 71 Saint Peter there is a good restaurant which is in San Jose.")
-    # the next turn's history carries the call and its results
+    assert resp.input.startswith(history + "\nThought: " + T1 + "\n"
+                                 "Action: FindRestaurants(city='San Jose', cuisine='American')\nObservation: [{")
+    assert resp.input.endswith("\nThought: " + T2)
+    assert resp.output == "System: I see that at 71 Saint Peter there is a good restaurant which is in San Jose."
+    assert resp.instruction == cra.RESPONSE_INSTRUCTION
+    # the next turn's history carries both thoughts, the call, its results and the System reply
     nxt = d[("1_00000", 7, "response")]
-    assert "\nAction: FindRestaurants(city='San Jose', cuisine='American')\nObservation: [{" in nxt.input
-    assert "\nResponse: I see that at 71 Saint Peter there is a good restaurant which is in San Jose.\n" in nxt.input
+    assert ("\nThought: " + T1 + "\nAction: FindRestaurants(city='San Jose', cuisine='American')\nObservation: [{"
+            in nxt.input)
+    assert ("\nThought: " + T2 + "\nSystem: I see that at 71 Saint Peter there is a good restaurant which is in "
+            "San Jose.\n") in nxt.input
+    assert "Response:" not in "".join(r.input + r.output for r in cra_rows)
+
+
+def test_cra_generate_layout_trains_the_thoughts():
+    """§4.2's prose (the model generates its thoughts): the named option `layout="generate"`."""
+    rows = cra.convert(cra.load_sgd(os.path.join(SGD, "dialogues_001.json"), limit=1), _skip_report(),
+                       TemplateThoughts(), layout="generate")
+    d = {(r.meta["turn"], r.meta["objective"]): r for r in rows}
+    act, resp = d[(5, "action")], d[(5, "response")]
+    assert act.input.endswith("\nUser: I usually like eating the American type of food.")
+    assert act.output == "Thought: " + T1 + "\nAction: FindRestaurants(city='San Jose', cuisine='American')"
+    assert resp.input.rsplit("\n", 1)[1].startswith("Observation: [{")
+    assert resp.output == ("Thought: " + T2 + "\n"
+                           "System: I see that at 71 Saint Peter there is a good restaurant which is in San Jose.")
+    assert d[(1, "response")].output == ("Thought: I should ask for the city.\n"
+                                         "System: Do you have a specific which you want the eating place to be "
+                                         "located at?")
+    with pytest.raises(Exception, match="--cra-layout"):
+        cra.convert([], _skip_report(), layout="prose")
 
 
 def _raw_sgd():
@@ -277,18 +316,19 @@ def test_cra_keeps_gold_response_and_observation(cra_rows):
     checked = 0
     for r in resp:
         turn = raw[r.meta["dialogue_id"]]["turns"][r.meta["turn"]]
-        assert r.output.split("\nResponse: ", 1)[1] == turn["utterance"]  # verbatim
+        assert r.output == "System: " + turn["utterance"]  # verbatim
         frames = [f for f in turn["frames"] if "service_call" in f]
         if frames:
-            last_obs = r.input.rsplit("\nObservation: ", 1)[1]
+            last_obs = r.input.rsplit("\nObservation: ", 1)[1].split("\nThought: ", 1)[0]
             assert json.loads(last_obs) == frames[0]["service_results"]
             call = frames[0]["service_call"]
             action = r.input.rsplit("\nAction: ", 1)[1].split("\n", 1)[0]
             assert action == call["method"] + "(" + ", ".join(f"{k}={v!r}" for k, v in call["parameters"].items()) + ")"
             checked += 1
-        else:  # no call: the input ends with the user's turn
+        else:  # no call: the input ends with the user's turn and its thought
             user = raw[r.meta["dialogue_id"]]["turns"][r.meta["turn"] - 1]
-            assert r.input.splitlines()[-1] == "User: " + user["utterance"]
+            assert r.input.splitlines()[-2] == "User: " + user["utterance"]
+            assert r.input.splitlines()[-1].startswith("Thought: ")
     assert checked == n_calls
 
 
@@ -309,7 +349,7 @@ def test_cra_call_without_results_is_counted(tmp_path):
     turns = {(r.meta["turn"], r.meta["objective"]) for r in rows}
     assert (5, "action") not in turns and (5, "response") not in turns and (7, "response") in turns
     later = next(r for r in rows if r.meta["turn"] == 7)
-    assert "Action:" not in later.input and "Response: I see that at 71 Saint Peter" in later.input
+    assert "Action:" not in later.input and "System: I see that at 71 Saint Peter" in later.input
     with pytest.raises(Exception, match="service call without results"):
         cra.convert(cra.load_sgd(str(d)), LoadReport(source="cra", on_bad_row="error"))
 

@@ -19,14 +19,23 @@ def _mix(available, seed, **kw):
     return mix.interleave({t: mix.select(by[t], counts[t], seed, t) for t in by}, seed), counts
 
 
-def test_default_is_table1_scaled_to_the_scarcest_task():
+def test_default_is_every_row_of_every_task():
+    """CALM §4.1: CALM-IT is every row of every task in one pass; Table 1's proportions are an option."""
+    avail = {"dst": 13_028, "hammer": 13_819, "toolace": 2_025, "cra": 82_236}
+    assert mix.plan_counts(avail) == avail
+    assert mix.parse_weights(None) == "all" and mix.parse_weights("") == "all"
+    assert mix.plan_counts(avail, mix.parse_weights(None)) == avail
+
+
+def test_table1_option_is_scaled_to_the_scarcest_task():
+    table1 = mix.parse_weights("table1")
     # worked by hand: toolace's share is 202500/311583 = 0.649907, so 2025 toolace rows allow
     # floor(2025 / 0.649907) = 3115 rows; 3115 * share = dst 130.25, hammer 138.15, toolace 2024.46,
     # cra 822.14 -> floors 130/138/2024/822 (3114), the one left goes to the largest remainder (toolace)
-    counts = mix.plan_counts({"dst": 13_028, "hammer": 13_819, "toolace": 2_025, "cra": 82_236})
+    counts = mix.plan_counts({"dst": 13_028, "hammer": 13_819, "toolace": 2_025, "cra": 82_236}, table1)
     assert counts == {"dst": 130, "hammer": 138, "toolace": 2025, "cra": 822}
     # a task with no input drops out and the others keep their relative shares
-    counts = mix.plan_counts({"dst": 1_000, "hammer": 0, "toolace": 0, "cra": 82_236})
+    counts = mix.plan_counts({"dst": 1_000, "hammer": 0, "toolace": 0, "cra": 82_236}, table1)
     assert counts["hammer"] == counts["toolace"] == 0
     assert counts["dst"] == 1000 and abs(counts["cra"] / counts["dst"] - 82_236 / 13_028) < 0.01
 
@@ -50,9 +59,10 @@ def test_weights_caps_total_and_all():
 
 def test_deterministic_by_seed():
     avail = {"dst": 300, "hammer": 300, "toolace": 3000, "cra": 1000}
-    a, _ = _mix(avail, seed=1, total=2000)
-    b, _ = _mix(avail, seed=1, total=2000)
-    c, _ = _mix(avail, seed=2, total=2000)
+    t1 = mix.parse_weights("table1")
+    a, _ = _mix(avail, seed=1, total=2000, weights=t1)
+    b, _ = _mix(avail, seed=1, total=2000, weights=t1)
+    c, _ = _mix(avail, seed=2, total=2000, weights=t1)
     assert a == b
     assert a != c and sorted(map(str, a)) != sorted(map(str, c))  # other order and other rows chosen
     assert len(set(a)) == len(a)  # no row twice
@@ -60,7 +70,7 @@ def test_deterministic_by_seed():
 
 def test_weights_honoured_within_two_percent_on_10k_rows():
     avail = {"dst": 20_000, "hammer": 20_000, "toolace": 20_000, "cra": 20_000}
-    rows, counts = _mix(avail, seed=0, total=10_000)
+    rows, counts = _mix(avail, seed=0, total=10_000, weights=mix.parse_weights("table1"))
     assert len(rows) == 10_000
     target = {t: n / TABLE1_TOTAL for t, n in TABLE1_ROWS.items()}
     for part in (rows, rows[:5000], rows[5000:]):  # the whole file, and each half (interleaved, not blocks)

@@ -35,7 +35,7 @@ def test_prompt_carries_the_turn():
     text = msgs[-1]["content"]
     assert "Action: FindRestaurants(city='San Jose', cuisine='American')" in text
     assert "Observation: " + t.observations[0] in text
-    assert "Response: I see that at 71 Saint Peter there is a good restaurant which is in San Jose." in text
+    assert "System: I see that at 71 Saint Peter there is a good restaurant which is in San Jose." in text
     assert '"thought1"' in text and '"thought2"' in text
     assert "FindRestaurants(cuisine, city, price_range, has_live_music, serves_alcohol)" in text
 
@@ -84,6 +84,10 @@ def test_llm_thoughts_in_cra_rows(tmp_path):
     w = LLMThoughts(client, cache_path=str(tmp_path / "c.jsonl"))
     rows = cra.convert(cra.load_sgd(os.path.join(SGD, "dialogues_001.json"), limit=1), LoadReport("cra", "skip"), w)
     act = next(r for r in rows if r.meta["objective"] == "action")
-    assert act.output.startswith("Thought: I look it up.\nAction: FindRestaurants(") and act.meta["thoughts"] == "llm"
+    # Figs. 6-7: the thought is in the Input, the Output is the Action only
+    assert act.input.endswith("\nThought: I look it up.") and act.meta["thoughts"] == "llm"
+    assert act.output.startswith("Action: FindRestaurants(")
     no_call = next(r for r in rows if r.meta["objective"] == "response" and "Observation" not in r.input)
-    assert no_call.output.startswith("Thought: I reply.\nResponse: ")
+    assert no_call.input.endswith("\nThought: I reply.") and no_call.output.startswith("System: ")
+    # later prompts to the LLM see the thoughts written for earlier turns
+    assert any("Thought: I look it up." in m[-1]["content"] for m in client.requests[1:])

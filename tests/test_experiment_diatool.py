@@ -319,7 +319,9 @@ def test_tiny_experiment_end_to_end_and_reuse(tiny_model_dir, tmp_path):
     lines2 = []
     res2 = run(ec, progress=False, log=lines2.append)
     assert sum("reusing" in ln for ln in lines2) == 4
-    assert res2["stats"]["arms"] == res["stats"]["arms"]
+    # compared as JSON: a metric with no turns of its kind is NaN (e.g. relevance when the few held-out
+    # flows have no Type 3 turn), and NaN != NaN in a dict comparison
+    assert json.dumps(res2["stats"]["arms"], sort_keys=True) == json.dumps(res["stats"]["arms"], sort_keys=True)
     # an arm killed mid-training: resumed when started with the same settings, else started afresh
     done = tmp_path / "exp" / "arms" / "diatool" / "train_result.json"
     os.remove(done)

@@ -176,3 +176,35 @@ def test_argparse_only_in_the_command_line_home():
     users = sorted(m for m, imps in ALL_IMPORTS.items() if "argparse" in imps)
     outside = [m for m in users if not any(m == h or m.startswith(h + ".") for h in ARGPARSE_HOMES)]
     assert users and outside == []
+
+
+# The applications sit side by side on sample/eval: none imports another. What two of them share lives
+# below them (the LLM-writer client and cache in jaxtool.sample.llm_writer, the benchmark split guard in
+# jaxtool.eval.split_guard). `jaxtool.experiment` is the one layer above them: an experiment reproduces
+# an application's table, so it may run that application (experiment.diatool runs the DiaTool-DPO
+# builder), but no application imports an experiment.
+APPLICATIONS = ("jaxtool.diatool", "jaxtool.calm", "jaxtool.itool", "jaxtool.experiment")
+EXPERIMENT_MAY_IMPORT = ("jaxtool.diatool", "jaxtool.calm", "jaxtool.itool")
+
+
+def _app_of(module: str) -> str | None:
+    return next((a for a in APPLICATIONS if module == a or module.startswith(a + ".")), None)
+
+
+def test_applications_do_not_import_each_other():
+    bad = {}
+    for m, imps in ALL_IMPORTS.items():
+        app = _app_of(m)
+        if app is None:
+            continue
+        allowed = EXPERIMENT_MAY_IMPORT if app == "jaxtool.experiment" else ()
+        other = sorted({i for i in imps if _app_of(i) not in (None, app) and _app_of(i) not in allowed})
+        if other:
+            bad[m] = other
+    assert bad == {}, f"applications importing another application: {bad}"
+
+
+def test_application_rule_is_not_vacuous():
+    assert _app_of("jaxtool.calm.thoughts") == "jaxtool.calm" and _app_of("jaxtool.sample.llm_writer") is None
+    assert "jaxtool.sample.llm_writer" in GRAPH["jaxtool.calm.thoughts"]
+    assert "jaxtool.eval.split_guard" in ALL_IMPORTS["jaxtool.itool.examples"]

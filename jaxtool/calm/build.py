@@ -6,8 +6,10 @@
     write(result, "runs/calm_it")          # calm_it.jsonl, summary.md, summary.json
 
 Inputs (each optional; a task without input has 0 rows and drops out of the mix):
-SNIPS -> ``dst``; xlam (+ ToolACE, unless `hammer_toolace=False`) -> ``hammer``; ToolACE ->
-``toolace``; SGD -> ``cra``. Every bad row is counted by task, stage (``source``: the loader refused
+SNIPS -> ``dst``; xlam (the function-calling data Hammer masks; + ToolACE only with the
+`hammer_toolace=True` option) -> ``hammer``; ToolACE -> ``toolace``; SGD -> ``cra`` (`cra_layout`:
+"figures", Figs. 6-7, or "generate", §4.2). The default mix is every row of every task (§4.1);
+`weights="table1"` mixes in Table 1's proportions. Every bad row is counted by task, stage (``source``: the loader refused
 the row; ``convert``: the converter did; ``tokenize``: the chat format / tokenizer did, or the row is
 longer than `max_tokens`) and reason; with ``on_bad_row="error"`` the first one stops the build with
 an error naming it.
@@ -45,12 +47,13 @@ class BuildConfig:
     sgd: str | None = None
     toolace: str | None = None
     xlam: str | None = None
-    weights: str | None = None        # "table1" (default), "all", or "dst=1,hammer=1,..."
+    weights: str | None = None        # "all" (default, §4.1), "table1" (Table 1's shares), or "dst=1,hammer=1,..."
     caps: str | None = None           # "cra=5000,..."
     total: int | None = None          # rows in the mix (default: the largest with exact shares)
     seed: int = 0
     mask_prob: float = DEFAULT_MASK_PROB
-    hammer_toolace: bool = True       # Hammer masking over ToolACE too (besides xlam)
+    hammer_toolace: bool = False      # option: Hammer masking over ToolACE too (the paper masks xlam-format data)
+    cra_layout: str = "figures"       # "figures" (Figs. 6-7: thoughts in the Input) or "generate" (§4.2 prose)
     on_bad_row: str = "skip"
     limit: int | None = None          # read at most this many rows (dialogues) per source
     max_tokens: int | None = None     # rows longer than this (tokens) are bad rows "longer than max_tokens"
@@ -75,6 +78,7 @@ def check(cfg: BuildConfig) -> None:
     mix.parse_task_numbers(cfg.caps, "--caps", integer=True)
     if cfg.total is not None and cfg.total < 0:
         raise ConfigError(f"--total must be >= 0, got {cfg.total}")
+    cra.check_layout(cfg.cra_layout)
     if cfg.on_bad_row not in ("error", "skip"):
         raise ConfigError(f"on_bad_row must be 'error' or 'skip', got {cfg.on_bad_row!r}")
     if not 0.0 <= cfg.mask_prob <= 1.0:
@@ -121,7 +125,7 @@ def convert_all(cfg: BuildConfig, thought_writer=None) -> tuple[dict[str, list[C
     if cfg.sgd:
         convs = cra.load_sgd(cfg.sgd, on_bad_row=cfg.on_bad_row, report=rep("cra", "source", f"sgd:{cfg.sgd}"),
                              limit=cfg.limit)
-        by_task["cra"] = cra.convert(convs, rep("cra", "convert", "cra"), thought_writer)
+        by_task["cra"] = cra.convert(convs, rep("cra", "convert", "cra"), thought_writer, layout=cfg.cra_layout)
     return by_task, reports
 
 
@@ -221,7 +225,8 @@ def _summary(cfg, weights, caps, available, counts, chosen, reports, measure: _M
     return {
         "inputs": {"snips": cfg.snips, "sgd": cfg.sgd, "toolace": cfg.toolace, "xlam": cfg.xlam},
         "seed": cfg.seed, "weights": weights, "caps": caps, "total_requested": cfg.total,
-        "mask_prob": cfg.mask_prob, "hammer_toolace": cfg.hammer_toolace, "max_tokens": cfg.max_tokens,
+        "mask_prob": cfg.mask_prob, "hammer_toolace": cfg.hammer_toolace, "cra_layout": cfg.cra_layout,
+        "max_tokens": cfg.max_tokens,
         "format": FORMAT, "tokenizer": getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None,
         "thoughts": getattr(writer, "name", "template") if writer is not None else "template",
         "thought_stats": dict(getattr(writer, "stats", {}) or {}),

@@ -9,14 +9,16 @@ with the slot spans as arguments). Each utterance becomes one row:
   slots!", the answer format and a sample output taken from the data (the first utterance, in input
   order, with at least two slots; its first two slots).
 - Input: ``User: <utterance>``.
-- Output: ``{"domain": "<intent>", "slot_values": {"<slot>": "<span text>", ...}}`` (JSON, slots in
-  the order they occur in the utterance; a slot that occurs twice holds the list of its spans).
+- Output: ``System: {"domain": "<intent>", "slot_values": {"<slot>": "<span text>", ...}}`` (the
+  ``System:`` prefix as Fig. 4 prints it, then JSON, slots in the order they occur in the utterance;
+  a slot that occurs twice holds the list of its spans).
 
 Bad input (counted by reason, never dropped silently): a slot value that is empty or does not occur
 in the utterance ("slot text not in utterance"), a conversation that is not one user message and
 one call ("not a SNIPS utterance").
 
-The wording of the instruction is jaxtool's; its parts follow the figure's description.
+The wording of the instruction is jaxtool's; its parts follow the figure's description (the figure's
+exact text could not be retrieved here: docs/fidelity.md).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from jaxtool.data.schema import Conversation
 from jaxtool.data.sources.base import BadRow, LoadReport
 
 TASK = "dst"
+OUTPUT_PREFIX = "System: "   # Fig. 4: the DST output is the System turn
 
 INTRO = ("You are the dialogue state tracker of a task-oriented assistant. Read the user's utterance, decide "
          "which domain it belongs to, and extract the values of that domain's slots that the user states.")
@@ -94,7 +97,7 @@ def to_example(conv: Conversation, instr: str) -> CalmExample:
     utterance, intent, slots = _parts(conv)
     for slot, value in slots.items():
         _check_value(value, utterance, slot)
-    out = json.dumps({"domain": intent, "slot_values": slots}, ensure_ascii=False)
+    out = OUTPUT_PREFIX + json.dumps({"domain": intent, "slot_values": slots}, ensure_ascii=False)
     meta = {"objective": "dst", "source": conv.meta.get("source"), "row": conv.meta.get("row")}
     return CalmExample(TASK, instr, f"User: {utterance}", out, meta)
 

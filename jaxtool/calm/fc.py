@@ -1,18 +1,22 @@
 """Function-calling rows of CALM-IT: Hammer function masking (the paper's Fig. 5) and ToolACE.
 
-Both tasks use Hammer's instruction layout (Lin et al. 2024, MadeAgents/Hammer
-`train/data_processing.py`: task, tools and format blocks between ``[BEGIN OF ...]`` /
-``[END OF ...]`` markers; the block texts here are jaxtool's wording):
+Both tasks use the layout of CALM's Fig. 5 (Hammer's, Lin et al. 2024, and xLAM's): task, tools
+and format blocks between ``[BEGIN OF ...]`` / ``[END OF ...]`` markers, in that order, and the query
+between ``[BEGIN OF QUERY]`` / ``[END OF QUERY]``:
 
 - Instruction: the TASK INSTRUCTION block (call the right tools; say so when none fits or a
   required value is missing), the AVAILABLE TOOLS block (a JSON list of the tool specs — names,
   descriptions, JSON-schema parameter types — exactly as the tools of the sample, masked or not) and
-  the FORMAT INSTRUCTION block.
-- Input: the dialogue before the assistant turn, one line per message: ``User: ...``,
-  ``Assistant: <calls or text>``, ``Tool (<name>): <result>``.
+  the FORMAT INSTRUCTION block, separated by blank lines.
+- Input: ``[BEGIN OF QUERY]``, the dialogue before the assistant turn, one line per message
+  (``User: ...``, ``Assistant: <calls or text>``, ``Tool (<name>): <result>``), ``[END OF QUERY]``.
 - Output: the assistant turn.
 
-``hammer`` (xlam-format calls, Hammer's base data, and ToolACE): each conversation is masked with
+The block structure and markers follow the figure; the sentences inside the task and format blocks
+are jaxtool's wording (the figure's exact text could not be retrieved here: docs/fidelity.md).
+
+``hammer`` (xlam-format calls — the function-calling data Hammer masks — only; ToolACE too with
+`hammer_toolace=True`, an option): each conversation is masked with
 probability `mask_prob` (default 2/3, Hammer's rate) by `jaxtool.data.sources.hammer` — function and
 parameter names replaced by random strings consistently across the tool list, the calls and the tool
 results of that conversation, descriptions and types kept, seeded by (seed, source, row) so the build
@@ -88,6 +92,11 @@ def _line(m: Message, syntax: str) -> str:
     return m.content or ""
 
 
+def query_block(lines: Sequence[str]) -> str:
+    """The Input: the dialogue so far inside Fig. 5's query markers."""
+    return "[BEGIN OF QUERY]\n" + "\n".join(lines) + "\n[END OF QUERY]"
+
+
 def _no_call(conv: Conversation, m: Message) -> bool:
     return bool(m.meta.get("no_call")) or (bool(conv.meta.get("no_call")) and not m.tool_calls)
 
@@ -121,7 +130,7 @@ def examples(conv: Conversation, task: str, syntax: str, *, text_turns: bool) ->
             if output is not None:
                 if not lines:
                     raise BadRow("assistant turn before any user message", field=f"turn {turn}")
-                out.append(CalmExample(task, instr, "\n".join(lines), output,
+                out.append(CalmExample(task, instr, query_block(lines), output,
                                        {**base, "objective": objective, "turn": turn}))
             turn += 1
         lines.append(_line(m, syntax))
@@ -157,5 +166,5 @@ def _convert(convs, report: LoadReport, fn) -> list[CalmExample]:
     return out
 
 
-__all__ = ["SYNTAXES", "instruction", "tools_from_instruction", "calls_text", "examples", "masked",
+__all__ = ["SYNTAXES", "instruction", "query_block", "tools_from_instruction", "calls_text", "examples", "masked",
            "convert_hammer", "convert_toolace"]

@@ -2,7 +2,10 @@
 
 `plan_counts` decides the rows per task:
 
-- weights (default: the paper's Table 1 sizes, `jaxtool.calm.TABLE1_ROWS`) are relative shares;
+- by default (`weights="all"`, §4.1: CALM-IT is every row of every task, trained in one pass) the
+  mix takes every available row (after caps);
+- `weights="table1"` uses the paper's Table 1 sizes (`jaxtool.calm.TABLE1_ROWS`) as relative
+  shares — an option for inputs of other sizes than the paper's; other weights likewise;
   tasks with no rows available drop out and the rest are renormalised;
 - caps bound a task's available rows first (`caps={"cra": 5000}`);
 - without `total`, the mix is the largest one that keeps the shares exactly without repeating a row:
@@ -11,7 +14,7 @@
 - with `total`, each task gets round(total * share) rows (largest-remainder rounding, so the counts
   add up to `total`), capped at what it has; a task that runs short is reported, never padded by
   repeating rows;
-- `weights="all"` takes every available row (after caps).
+- (`weights="all"` ignores `total`: every row is taken.)
 
 `select` picks each task's rows with a seeded shuffle, and `interleave` shuffles the union with a
 seeded generator, so the tasks are interleaved through the whole file (any stretch of it holds the
@@ -54,11 +57,11 @@ def parse_task_numbers(spec: str | None, what: str, *, integer: bool = False) ->
 
 
 def parse_weights(spec: str | None) -> dict[str, float] | str:
-    """None/"" -> Table 1; "all" -> "all"; "table1" -> Table 1; else task=weight pairs (others 0)."""
-    if not spec or spec.strip().lower() == "table1":
-        return {t: float(n) for t, n in TABLE1_ROWS.items()}
-    if spec.strip().lower() == "all":
+    """None/"" -> "all" (§4.1, the default); "table1" -> Table 1's shares; else task=weight pairs (others 0)."""
+    if not spec or spec.strip().lower() == "all":
         return "all"
+    if spec.strip().lower() == "table1":
+        return {t: float(n) for t, n in TABLE1_ROWS.items()}
     w = parse_task_numbers(spec, "--weights")
     if not any(v > 0 for v in w.values()):
         raise ConfigError("--weights: at least one task needs a weight > 0")
@@ -80,9 +83,7 @@ def plan_counts(available: Mapping[str, int], weights: Mapping[str, float] | str
     caps = caps or {}
     avail = {t: min(int(available.get(t, 0)), int(caps[t])) if t in caps else int(available.get(t, 0))
              for t in TASKS}
-    if weights is None:
-        weights = {t: float(n) for t, n in TABLE1_ROWS.items()}
-    if weights == "all":
+    if weights is None or weights == "all":
         return dict(avail)
     if total is not None and total < 0:
         raise ConfigError(f"--total must be >= 0, got {total}")

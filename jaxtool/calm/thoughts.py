@@ -13,8 +13,9 @@ the city San Jose.").
 
 `LLMThoughts` asks a chat model with a prompt in the shape of the paper's Table 6 (the dialogue so
 far, the turn's user text, action, observation and gold response; asked: the thought before the
-action and the thought after the observation, as JSON) through the DiaTool LLM client
-(`jaxtool.diatool.llm`: an OpenAI-compatible endpoint or a jaxtool model). Every answer is
+action and the thought after the observation, as JSON) through the shared LLM-writer clients
+(`jaxtool.sample.openai_client` for an OpenAI-compatible endpoint, `jaxtool.sample.llm_writer` for a
+jaxtool model). Every answer is
 validated — a JSON object with the asked keys as non-empty strings of at most `max_chars`
 characters, with no ReAct marker (``User:``, ``Action:``, ...) starting a line and not just the gold
 response repeated — and retried with the reason when it fails. Finished turns (accepted, or invalid
@@ -37,7 +38,7 @@ from jaxtool.calm.example import py_call, py_value, signature
 from jaxtool.data.schema import Tool, ToolCall
 from jaxtool.errors import ConfigError
 
-from jaxtool.diatool.llm import AugmentCache, Invalid, parse_json_object
+from jaxtool.sample.llm_writer import Invalid, JsonlCache, parse_json_object
 from jaxtool.sample.openai_client import complete_with_retries
 
 
@@ -152,9 +153,9 @@ class TemplateThoughts:
 # LLM
 # --------------------------------------------------------------------------------------------
 
-PROMPT_VERSION = "calm-cra-thoughts-1"
+PROMPT_VERSION = "calm-cra-thoughts-2"  # 2: history with earlier thoughts and System: replies (Figs. 6-7)
 SYSTEM = ("You annotate task-oriented dialogues with the assistant's reasoning in the ReAct style: "
-          "User -> Thought -> Action -> Observation -> Thought -> Response.")
+          "User -> Thought -> Action -> Observation -> Thought -> System reply.")
 USER_CALL = """Write the assistant's two reasoning steps for the last turn of this conversation.
 
 Available APIs:
@@ -167,12 +168,12 @@ Last turn:
 User: {user}
 Action: {action}
 Observation: {observation}
-Response: {response}
+System: {response}
 
 Return a JSON object {{"thought1": "...", "thought2": "..."}}. thought1 comes before the Action: what the \
 user wants and why this API call with these arguments is the right next step. thought2 comes after the \
-Observation: what the result means and how it leads to the Response. One or two sentences each, in the first \
-person, without copying the Response."""
+Observation: what the result means and how it leads to the System reply. One or two sentences each, in the first \
+person, without copying the System reply."""
 USER_NO_CALL = """Write the assistant's reasoning step for the last turn of this conversation.
 
 Available APIs:
@@ -183,14 +184,14 @@ Conversation so far:
 
 Last turn:
 User: {user}
-Response: {response}
+System: {response}
 
 Return a JSON object {{"thought": "..."}}: why the assistant answers this way without calling an API now \
 (for example, a value it needs is still missing, or the information is already known). One or two sentences, \
-in the first person, without copying the Response."""
+in the first person, without copying the System reply."""
 RETRY = "That answer was not usable ({reason}). Answer again with only the JSON object asked for."
 
-_MARKER = re.compile(r"(^|\n)\s*(User|Thought\d?|Action|Observation|Response)\s*:", re.IGNORECASE)
+_MARKER = re.compile(r"(^|\n)\s*(User|Thought\d?|Action|Observation|Response|System)\s*:", re.IGNORECASE)
 
 
 def build_messages(t: CraTurn) -> list[dict]:
@@ -233,7 +234,7 @@ class LLMThoughts:
         if max_attempts < 1:
             raise ConfigError("the LLM thought writer needs max_attempts >= 1")
         self.client = client
-        self.cache = AugmentCache(cache_path)
+        self.cache = JsonlCache(cache_path)
         self.max_attempts = max_attempts
         self.endpoint_retries = endpoint_retries
         self.backoff_s = backoff_s

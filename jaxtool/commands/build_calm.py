@@ -1,7 +1,7 @@
 """``jaxtool data build-calm``: build the CALM-IT multi-task SFT mix (`jaxtool.calm.build`).
 
     jaxtool data build-calm --snips data/snips --sgd data/sgd/train --toolace toolace.json \\
-        --xlam xlam.json --out runs/calm_it [--weights table1|all|dst=1,...] [--thoughts template|llm]
+        --xlam xlam.json --out runs/calm_it [--weights all|table1|dst=1,...] [--thoughts template|llm]
 
 Writes OUT/calm_it.jsonl (train it with configs/calm/), OUT/summary.md and OUT/summary.json, and
 prints the summary table; ``--dry-run`` prints the table and writes nothing.
@@ -17,10 +17,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "build-calm",
         help="build the CALM-IT mix: SNIPS as DST, Hammer-masked calls, ToolACE, SGD as Conversational ReAct",
-        description="Convert SNIPS (dialogue-state tracking), xlam + ToolACE (Hammer function masking), ToolACE "
+        description="Convert SNIPS (dialogue-state tracking), xlam (Hammer function masking), ToolACE "
                     "(calls) and SGD (Conversational ReAct: action prediction and response generation) into "
-                    "Alpaca-layout rows, mix them by weight (default: CALM's Table 1 proportions scaled to what the "
-                    "inputs hold), and write OUT/calm_it.jsonl with a summary table (rows and tokens per task, "
+                    "Alpaca-layout rows, mix them (default: every row of every task, CALM §4.1; --weights table1 for "
+                    "Table 1's proportions), and write OUT/calm_it.jsonl with a summary table (rows and tokens per task, "
                     "length percentiles, bad rows by reason). Train it with data.format=alpaca (configs/calm/).")
     g = p.add_argument_group("inputs (each optional; a task without input drops out of the mix)")
     g.add_argument("--snips", metavar="DIR", help="SNIPS 2017-06 custom-intent-engines train_<Intent>_full.json files")
@@ -29,14 +29,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--xlam", metavar="FILE", help="xlam-function-calling-60k layout (JSON/JSONL/Parquet)")
     p.add_argument("--out", metavar="DIR", help="output directory (required unless --dry-run)")
     p.add_argument("--weights", default=None,
-                   help="task shares: 'table1' (default: 13028/13819/202500/82236), 'all' (every row), or "
+                   help="task shares: 'all' (default: every row of every task, CALM §4.1), 'table1' (Table 1's "
+                        "13028/13819/202500/82236 as shares), or "
                         "task=weight pairs, e.g. dst=1,hammer=1,toolace=2,cra=2 (tasks: dst, hammer, toolace, cra)")
     p.add_argument("--caps", default=None, help="at most this many rows of a task, e.g. cra=5000,toolace=20000")
     p.add_argument("--total", type=int, default=None,
                    help="rows in the mix (default: the largest mix that keeps the shares without repeating a row)")
     p.add_argument("--seed", type=int, default=0, help="seed of the Hammer masking, the row choice and the order")
     p.add_argument("--mask-prob", type=float, default=2 / 3, help="share of Hammer conversations masked (default 2/3)")
-    p.add_argument("--no-hammer-toolace", action="store_true", help="Hammer masking over xlam only (not ToolACE)")
+    p.add_argument("--hammer-toolace", action="store_true",
+                   help="also Hammer-mask ToolACE into the hammer task (option; the paper masks the xlam-format data "
+                        "only, and ToolACE is its own task)")
+    p.add_argument("--cra-layout", choices=("figures", "generate"), default="figures",
+                   help="CRA rows as CALM's Figs. 6-7 show them (default: thoughts in the Input, Output = Action / "
+                        "System reply), or 'generate' (§4.2 prose: the model writes its thoughts)")
     p.add_argument("--tokenizer", default="smollm2",
                    help="tokenizer for the token statistics: 'smollm2' (default), a .gguf file, an HF tokenizer "
                         "directory, or 'none'")
@@ -72,7 +78,7 @@ def thought_writer(args):
     if args.thoughts == "template":
         return None
     from jaxtool.calm.thoughts import LLMThoughts
-    from jaxtool.diatool.llm import BackendChatClient
+    from jaxtool.sample.llm_writer import BackendChatClient
     from jaxtool.sample.openai_client import OpenAIChatClient
 
     if args.llm_backend:
@@ -98,7 +104,7 @@ def run(args) -> int:
         raise ConfigError("give --out DIR (or --dry-run to print the summary only)")
     cfg = BuildConfig(snips=args.snips, sgd=args.sgd, toolace=args.toolace, xlam=args.xlam, weights=args.weights,
                       caps=args.caps, total=args.total, seed=args.seed, mask_prob=args.mask_prob,
-                      hammer_toolace=not args.no_hammer_toolace, on_bad_row=args.on_bad_row, limit=args.limit,
+                      hammer_toolace=args.hammer_toolace, cra_layout=args.cra_layout, on_bad_row=args.on_bad_row, limit=args.limit,
                       max_tokens=args.max_tokens)
     check(cfg)  # bad flags and missing inputs fail before the tokenizer or an LLM is loaded
     tokenizer = None

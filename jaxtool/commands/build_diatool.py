@@ -94,7 +94,7 @@ def _augmenter(args):
     if args.llm_backend:
         if not args.llm_model_path:
             raise ConfigError("--llm-backend needs --llm-model-path")
-        from jaxtool.diatool.llm import BackendChatClient
+        from jaxtool.sample.llm_writer import BackendChatClient
         from jaxtool.sample.backend import load_backend
 
         client = BackendChatClient(load_backend(args.llm_backend, args.llm_model_path),

@@ -8,7 +8,7 @@ jaxtool model) and `jaxtool.eval` (benchmark readers for the split guard, report
 Pipeline (`jaxtool data build-diatool`, see `jaxtool.commands.build_diatool`):
 
 1. `seeds`   — Type 1 seeds: first user turn with every required argument → call → result → completion;
-   `guard`   — the split guard drops seeds whose first turn is a benchmark test query (BFCL, ...).
+   `jaxtool.eval.split_guard` — the split guard drops seeds whose first turn is a benchmark test query (BFCL, ...).
 2. `rules` / `llm` — Type 1 → Type 2 augmenters (Easy: some required values removed, asked in one
    question; Hard: all N removed, answered one per turn); `slots` holds their common output.
 3. `pairs`   — Table 1: Type 1 / 2 / 3 chosen vs rejected trajectories, each assistant message
@@ -18,7 +18,7 @@ Pipeline (`jaxtool data build-diatool`, see `jaxtool.commands.build_diatool`):
 
 from jaxtool.diatool.build import (BuildStats, build, difficulties_of, read_pairs, render_tables,
                                    split_seeds, summary_dict, table1, table2, write_summary)
-from jaxtool.diatool.guard import SplitGuard, bfcl_data_dir, bfcl_queries, normalize_query
+from jaxtool.eval.split_guard import SplitGuard, bfcl_data_dir, bfcl_queries, normalize_query
 from jaxtool.sample.openai_client import EndpointError, OpenAIChatClient
 from jaxtool.diatool.llm import (AugmentCache, BackendChatClient, EndpointDown,
                                  LLMAugmenter, parse_json_object, validate_easy,

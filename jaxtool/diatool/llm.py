@@ -27,85 +27,31 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import os
 import random
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 from jaxtool.diatool.prompts import PROMPT_VERSION, RETRY, build_messages
 from jaxtool.diatool.seeds import Seed
 from jaxtool.diatool.slots import NoAugmentation, SlotFilling, SlotStep, structure_problems
 from jaxtool.diatool.values import mentions_all, mentions_any
 from jaxtool.errors import ConfigError, JaxtoolError
+from jaxtool.sample.llm_writer import BackendChatClient, ChatClient, Invalid, JsonlCache, parse_json_object
 from jaxtool.sample.openai_client import complete_with_retries
+
+# BackendChatClient, ChatClient, Invalid and parse_json_object live in jaxtool.sample.llm_writer (shared
+# with CALM's thoughts writer); they are re-exported here for existing importers.
+__all__ = ["AugmentCache", "BackendChatClient", "ChatClient", "EndpointDown", "Invalid", "LLMAugmenter",
+           "parse_json_object", "validate_easy", "validate_hard"]
 
 
 class EndpointDown(JaxtoolError):
     """Too many items in a row failed at the endpoint; finished items are in the cache."""
 
 
-class ChatClient(Protocol):
-    name: str
-
-    def complete(self, messages: list[dict]) -> str:
-        """The assistant's reply text to OpenAI-style `messages`."""
-        ...
-
-
-# --------------------------------------------------------------------------------------------
-# clients
-# --------------------------------------------------------------------------------------------
-
-class BackendChatClient:
-    """A jaxtool `Backend` (``load_backend("jax"|"hf", model)``) used as a chat model: the messages
-    are rendered with the tokenizer's chat template and the new text is the reply."""
-
-    def __init__(self, backend, *, max_new_tokens: int = 1024, temperature: float = 0.7, seed: int = 0):
-        self.backend = backend
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.seed = seed
-        self._calls = 0
-        self.name = f"backend:{getattr(backend, 'name', type(backend).__name__)}"
-
-    def complete(self, messages: list[dict]) -> str:
-        tok = self.backend.tokenizer
-        if not getattr(tok, "chat_template", None):
-            raise ConfigError(f"{self.name}: the model's tokenizer has no chat template, so the "
-                              "augmentation prompt cannot be rendered for it")
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = tok.encode(text, add_special_tokens=False)
-        self._calls += 1
-        out = self.backend.generate([ids], max_new_tokens=self.max_new_tokens,
-                                    temperature=self.temperature, seed=self.seed + self._calls)
-        return out[0].text
-
-
 # --------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------
-
-class Invalid(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-
-
-def parse_json_object(text: str) -> dict:
-    """The JSON object in a model reply (a ```json fence or text around it is tolerated)."""
-    s = (text or "").strip()
-    start, end = s.find("{"), s.rfind("}")
-    if start < 0 or end <= start:
-        raise Invalid("not a JSON object", s[:80])
-    try:
-        obj = json.loads(s[start:end + 1])
-    except json.JSONDecodeError as e:
-        raise Invalid("not a JSON object", f"{e.msg} at char {e.pos}") from None
-    if not isinstance(obj, dict):
-        raise Invalid("not a JSON object")
-    return obj
-
 
 def _str(obj: dict, key: str, where: str = "") -> str:
     v = obj.get(key)
@@ -197,33 +143,9 @@ def validate_hard(obj: dict, seed: Seed, fields: Sequence[str]) -> SlotFilling:
 # cache
 # --------------------------------------------------------------------------------------------
 
-class AugmentCache:
-    """Append-only JSONL of finished items: ``{"key", "seed_id", "difficulty", "status": "ok" |
-    "invalid", "slot_filling" | "reason"}``. A torn last line (a crash mid-write) is ignored."""
-
-    def __init__(self, path: str | None):
-        self.path = path
-        self.entries: dict[str, dict] = {}
-        self.unreadable_lines = 0
-        if path and os.path.exists(path):
-            with open(path, encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        rec = json.loads(line)
-                        self.entries[rec["key"]] = rec
-                    except (ValueError, KeyError, TypeError):
-                        self.unreadable_lines += 1
-
-    def get(self, key: str) -> dict | None:
-        return self.entries.get(key)
-
-    def put(self, rec: dict) -> None:
-        self.entries[rec["key"]] = rec
-        if self.path:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                fh.flush()
+# The augmenter's cache: ``{"key", "seed_id", "difficulty", "status": "ok" | "invalid",
+# "slot_filling" | "reason"}`` records in the shared JSONL cache.
+AugmentCache = JsonlCache
 
 
 # --------------------------------------------------------------------------------------------

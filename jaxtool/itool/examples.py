@@ -216,7 +216,7 @@ def make_guard(kind: str, data_dir: str = ""):
         return None
     if kind != "bfcl":
         raise ConfigError(f"data.guard must be 'bfcl' or 'none', got {kind!r}")
-    from jaxtool.diatool.guard import SplitGuard, bfcl_data_dir, bfcl_queries
+    from jaxtool.eval.split_guard import SplitGuard, bfcl_data_dir, bfcl_queries
     path = data_dir or bfcl_data_dir()
     if not path:
         raise ConfigError("data.guard=bfcl needs the BFCL test files: install bfcl-eval "
