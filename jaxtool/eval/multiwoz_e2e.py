@@ -56,12 +56,12 @@ whose ids end in `.json`, loads too) and the release's `db/` folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from jaxtool.data.schema import Conversation, Message, Tool, ToolCall
+from jaxtool.data.schema import Conversation, Message, Tool
 from jaxtool.data.sources.base import BadRow, LoadReport, read_records, require_mapping
+from jaxtool.envs.base import EnvBatch
 from jaxtool.envs.multiwoz import VENUE_DOMAINS, MultiwozDB, MultiwozEnv
 from jaxtool.errors import ConfigError
 from jaxtool.eval import dst, textgen
@@ -376,9 +376,9 @@ def evaluate_multiwoz_e2e(dialogues: Sequence[E2EDialogue], backend: Any, fmt: A
         raise ConfigError(f"--max-steps must be >= 1, got {max_steps}")
     prompt_fn = prompt_fn or textgen.encode_prompt
     stops = tuple(getattr(fmt, "stop_strings", ()) or ())
-    envs = [MultiwozEnv(db, max_results=max_results) for _ in dialogues]
-    for env, d in zip(envs, dialogues):
-        env.reset({"dialogue_id": d.dialogue_id})
+    batch = EnvBatch(lambda: MultiwozEnv(db, max_results=max_results),
+                     [{"dialogue_id": d.dialogue_id} for d in dialogues])
+    envs = batch.envs
     tools = tuple(Tool.from_dict(t) for t in envs[0].tools()) if envs else ()
     history: list[list[Message]] = [[Message("system", system_prompt)] for _ in dialogues]
     turn_recs: list[list[dict]] = [[] for _ in dialogues]
@@ -409,7 +409,7 @@ def evaluate_multiwoz_e2e(dialogues: Sequence[E2EDialogue], backend: Any, fmt: A
                     calls = tuple(getattr(reply, "tool_calls", ()) or ())
                     if calls and getattr(reply, "error", None) is None:
                         history[i].append(Message("assistant", None, tool_calls=calls))
-                        for c, res in zip(calls, envs[i].step(calls)):
+                        for c, res in zip(calls, batch.step({i: calls})[i]):
                             history[i].append(Message("tool", res.content, name=c.name))
                             rec["calls"].append({"name": c.name, "arguments": dict(c.arguments),
                                                  "result": res.content, "error": res.error})
