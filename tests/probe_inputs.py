@@ -598,6 +598,47 @@ def probe_eval(root, model):
              "skip")
 
 
+def probe_round3(root, model, good):
+    """Issue 26's classes: YAML edge cases, hostile call arguments and text, a locked run_dir,
+    manifest coverage, iTool stage markers."""
+    import fcntl
+
+    A = "round 3"
+    d = os.path.join(root, "r3")
+    os.makedirs(d, exist_ok=True)
+    for name, text in (("duplicate YAML key", "batch_size: 8\nseed: 1\nbatch_size: 64\n"),
+                       ("deeply nested YAML", "optim: " + "[" * 50000 + "]" * 50000 + "\n"),
+                       ("5,000-digit integer in a recipe", "seed: " + "9" * 5000 + "\n")):
+        p = os.path.join(d, "r.yaml")
+        open(p, "w").write(text)
+        classify(A, name, cli("train", "--print-config", p), "error")
+    conv = seeds()[0]
+    tok = ["--tokenizer", model, "--format", "hermes", "--on-bad-row", "skip"]
+    for name, args in (("NaN argument", '{"location": NaN}'), ("1e999 argument", '{"location": 1e999}'),
+                       ("argument off the schema", '{"location": "Paris", "zip": 1}')):
+        row = json.loads(json.dumps(conv))
+        row["messages"][1]["tool_calls"][0]["function"]["arguments"] = args
+        f = write_jsonl(os.path.join(d, "args.jsonl"), [conv, row])
+        classify(A, f"{name}, inspect skip", cli("data", "inspect", f"conversations:{f}", *tok), "skip")
+    lone = (json.dumps(conv).replace("weather", "weather \\ud800", 1) + "\n").encode()
+    f = write_jsonl(os.path.join(d, "lone.jsonl"), [lone, conv])
+    classify(A, "lone surrogate, inspect skip", cli("data", "inspect", f"conversations:{f}", *tok), "skip")
+    rd = os.path.join(d, "locked")
+    os.makedirs(rd, exist_ok=True)
+    with open(os.path.join(rd, ".jaxtool.lock"), "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        classify(A, "second train into a run_dir in use", cli(*train_args(model, rd, f"data.train=conversations:{good}")),
+                 "error", ok=lambda r: "in use" in r.err)
+    from jaxtool.itool.stages import Stage
+
+    sd = os.path.join(d, "stage")
+    os.makedirs(os.path.join(sd, ".done"), exist_ok=True)
+    for content in (b"{oops", b"{}"):
+        open(os.path.join(sd, ".done", "data.json"), "wb").write(content)
+        res = api(lambda: Stage(sd, "data", sd, printer=lambda *_: None).done())
+        classify(A, f"iTool marker {content!r}", res, "ok", ok=lambda r: r.value is False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -619,7 +660,8 @@ def main():
     for area, fn in (("config", lambda: probe_config(work, model, good)), ("data", lambda: probe_data(work, model, good)),
                      ("checkpoints", lambda: probe_checkpoints(work, model, good)),
                      ("model files", lambda: probe_model_files(work, model)), ("cli", lambda: probe_cli(work, model)),
-                     ("eval", lambda: probe_eval(work, model))):
+                     ("eval", lambda: probe_eval(work, model)),
+                     ("round 3", lambda: probe_round3(work, model, good))):
         if area in areas:
             fn()
     outcomes = ["named error", "counted skip", "correct", "named, wrong", "raw traceback", "silent wrong", "data loss"]

@@ -398,3 +398,128 @@ def test_checkpoint_files(model_ckpt, data):
         assert all(np.array_equal(a, b) for a, b in zip(got, leaves)), f"{rel} ({op}) loaded different parameters"
     finally:
         shutil.rmtree(os.path.dirname(d))
+
+
+# -- issue 26: the classes of the third probe round ------------------------------------------------
+
+@fuzz(8)
+@given(data=st.data())
+def test_checkpoint_manifest_edits_and_damage(model_ckpt, data):
+    """The manifest edited (entries dropped, emptied, deleted) together with damage to a params file:
+    a load either gives back exactly the saved parameters or is a named error — never damaged weights."""
+    import jax
+
+    import jaxtool
+    from jaxtool import checkpoint
+
+    src, files, leaves = model_ckpt
+    d = os.path.join(_scratch(), "c")
+    shutil.copytree(src, d)
+    try:
+        mrel = next(f for f in files if f.endswith(checkpoint.MANIFEST))
+        mpath = os.path.join(d, mrel)
+        manifest = json.load(open(mpath))
+        op = data.draw(st.sampled_from(["drop some", "empty", "delete"]))
+        if op == "delete":
+            os.remove(mpath)
+        else:
+            keep = data.draw(st.lists(st.sampled_from(sorted(manifest["files"])), unique=True)) if op == "drop some" else []
+            manifest["files"] = {k: v for k, v in manifest["files"].items() if k in keep}
+            json.dump(manifest, open(mpath, "w"))
+        params_files = [f for f in files if "/params/" in f and "/d/" in f]
+        if params_files and data.draw(st.booleans()):
+            path = os.path.join(d, data.draw(st.sampled_from(params_files)))
+            raw = bytearray(open(path, "rb").read())
+            raw[data.draw(st.integers(0, len(raw) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+            open(path, "wb").write(bytes(raw))
+        try:
+            model = jaxtool.load_model(d)
+        except Exception as e:  # noqa: BLE001
+            assert_named(e, d, "step 0")
+            return
+        got = [np.asarray(x) for x in jax.tree.leaves(model.params)]
+        assert op == "delete" or all(np.array_equal(a, b) for a, b in zip(got, leaves)), f"{op}: damaged weights loaded"
+    finally:
+        shutil.rmtree(os.path.dirname(d))
+
+
+arg_values = (st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999"])
+              | st.text(max_size=6) | st.integers(-5, 5))
+
+
+@fuzz(40)
+@given(value=arg_values, extra_key=st.none() | st.text(min_size=1, max_size=6),
+       surrogate=st.booleans(), mode=st.sampled_from(["skip", "error"]))
+def test_call_arguments_and_text_through_the_source_loader(value, extra_key, surrogate, mode):
+    """Arguments that are NaN / Infinity / 1e999 (as JSON text the decoder accepts), keys the tool
+    schema does not list, and lone surrogates in content: kept only when they can be a training
+    target, else a counted bad row (skip) or an error naming the row (error)."""
+    from jaxtool.data.sources import load
+    from jaxtool.data.sources.base import LoadReport
+
+    row = json.loads(SEED_LINES[0])
+    literal = value if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity", "1e999") else json.dumps(value)
+    args = '{"location": ' + literal + ("" if extra_key is None else f', {json.dumps(extra_key)}: 1') + "}"
+    row["messages"][1]["tool_calls"][0]["function"]["arguments"] = args
+    if surrogate:
+        row["messages"][0]["content"] += "\ud800"
+    d = _scratch()
+    try:
+        path = os.path.join(d, "rows.jsonl")
+        with open(path, "w", encoding="utf-8", errors="surrogatepass") as fh:
+            fh.write(json.dumps(row) + "\n")  # ensure_ascii: the surrogate is written as the escape \ud800
+        decoded = json.loads(args)
+        finite = all(not isinstance(v, float) or v == v and abs(v) != float("inf") for v in decoded.values())
+        off_schema = bool(set(decoded) - {"location", "unit"})
+        bad = surrogate or not finite or off_schema
+        report = LoadReport("conversations", on_bad_row=mode)
+        try:
+            kept = list(load(f"conversations:{path}", on_bad_row=mode, report=report))
+        except Exception as e:  # noqa: BLE001
+            assert mode == "error" and bad, f"{type(e).__name__}: {e}"
+            assert_named(e, "row 0")
+            return
+        assert len(kept) == (0 if bad else 1) and report.bad_rows == int(bad)
+    finally:
+        shutil.rmtree(d)
+
+
+@fuzz(25)
+@given(text=st.sampled_from(["seed: 1\n", "optim:\n  lr: 1.0e-4\n", "batch_size: 8\n", "epochs: 1\n"]),
+       dup=st.booleans(), depth=st.integers(0, 400), digits=st.integers(1, 6000))
+def test_recipe_yaml_edge_cases(capsys, text, dup, depth, digits):
+    """Duplicate keys, deep nesting and long integers in a recipe: a named error (exit 2, one line)
+    or a printed config — never a RecursionError / ValueError traceback."""
+    d = _scratch()
+    try:
+        body = text + (text if dup else "") + ("deep: " + "[" * depth + "]" * depth + "\n" if depth else "")
+        body += "seed: " + "7" * digits + "\n" if not dup else ""
+        p = os.path.join(d, "r.yaml")
+        open(p, "w").write(body)
+        rc, out, err = run_cli(capsys, "train", p, "--print-config")
+        assert rc in (0, 2)
+        if dup and depth < 99:
+            assert rc == 2 and "given twice" in err
+    finally:
+        shutil.rmtree(d)
+
+
+@fuzz(40)
+@given(content=st.binary(max_size=80) | st.sampled_from([b"{}", b"[]", b'{"result": []}', b'{"result": {}, "artifacts": 5}',
+                                                         b'{"result": {}, "artifacts": {"data/examples.jsonl": {}}}']))
+def test_itool_stage_marker_bytes(content):
+    """Any bytes in an iTool stage marker: the stage is either trusted (a valid marker whose
+    artifacts check out) or redone with a message — never an exception."""
+    from jaxtool.itool.stages import Stage
+
+    d = _scratch()
+    try:
+        os.makedirs(os.path.join(d, ".done"))
+        open(os.path.join(d, ".done", "data.json"), "wb").write(content)
+        said = []
+        done = Stage(d, "data", d, printer=said.append).done()
+        assert done or said
+        if done:
+            assert isinstance(Stage(d, "data", d).result(), dict)
+    finally:
+        shutil.rmtree(d)
