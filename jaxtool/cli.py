@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     damaged checkpoint) or an `OSError` on a path (missing, unreadable, disk full) is printed as
     `jaxtool CMD: error: ...` and the exit code is 2; `-v` adds the traceback. Anything else is a
     bug in jaxtool and keeps its traceback."""
+    import os
+
+    # transformers' "PyTorch was not found" advisory means nothing to a jaxtool user (jaxtool needs no
+    # PyTorch); TRANSFORMERS_NO_ADVISORY_WARNINGS silences exactly its advisories
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -106,3 +106,54 @@ def test_overrides_after_flags_reach_the_config_loader(argv, tmp_path, capsys):
     rc = cli.main(argv + ["--config", missing, "seed=4"])   # overrides before and after the flags
     err = capsys.readouterr().err
     assert rc == 2 and "unrecognized arguments" not in err and "missing.yaml" in err, err
+
+
+# -- issue 26: one recipe convention; third-party advisories silenced -------------------------------
+
+@pytest.mark.parametrize("argv, recipe, key", [
+    (["train"], "configs/sft/smollm2_lora.yaml", "max_steps"),
+    (["itool"], "configs/itool/smollm2.yaml", "iterations"),
+    (["experiment", "diatool"], "configs/experiments/diatool_sgd_smollm2.yaml", "seed"),
+])
+def test_every_recipe_command_takes_the_recipe_positionally_and_as_config(capsys, argv, recipe, key):
+    import os
+
+    import yaml
+
+    recipe = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), recipe)
+    outs = []
+    for form in ([recipe, f"{key}=3", "--print-config"], ["--config", recipe, f"{key}=3", "--print-config"],
+                 ["--print-config", "--config", recipe, f"{key}=3"]):
+        assert cli.main([*argv, *form]) == 0, capsys.readouterr().err
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] == outs[2] and yaml.safe_load(outs[0])[key] == 3
+    assert cli.main([*argv, recipe, "--config", recipe, "--print-config"]) == 2
+    assert "two recipes" in capsys.readouterr().err
+
+
+def test_quickstart_takes_its_settings_positionally_and_as_config(tmp_path):
+    p = tmp_path / "qs.yaml"
+    p.write_text("seed: 5\n")
+    parser = cli.build_parser()
+    for form in ([str(p), "sft_dialogues=3"], ["--config", str(p), "sft_dialogues=3"]):
+        args = parser.parse_args(["quickstart", *form])
+        from jaxtool.commands._recipe import recipe_and_overrides
+
+        assert recipe_and_overrides(args.config_flag, None, args.overrides) == (str(p), ["sft_dialogues=3"])
+
+
+def test_pytorch_not_found_advisory_is_silenced(tmp_path):
+    """Without PyTorch (jaxtool's own install), transformers' import prints an advisory about models
+    that a jaxtool user never needs; the command line silences it. torch is hidden from the child."""
+    import os
+
+    seeds = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "diatool", "seeds.jsonl")
+    code = ("import sys, importlib.util\n"
+            "orig = importlib.util.find_spec\n"
+            "importlib.util.find_spec = lambda n, *a, **k: None if n.split('.')[0] == 'torch' else orig(n, *a, **k)\n"
+            "from jaxtool import cli\n"
+            f"sys.exit(cli.main(['data', 'inspect', {seeds!r}, '--mark', 'brackets', '--limit', '1']))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "TRANSFORMERS_VERBOSITY")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "PyTorch was not found" not in r.stdout + r.stderr

@@ -31,10 +31,11 @@ with the same OUT reuses every arm already trained and evaluated with the same s
 
 
 def register(sub) -> None:
+    from jaxtool.commands._recipe import add_recipe_args
+
     p = sub.add_parser("diatool", help="DiaTool-DPO vs SFT / SFT-on-chosen / plain DPO / ablations on held-out SGD services",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML recipe (configs/experiments/diatool_sgd_smollm2.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. size=accelerator out=runs/x")
+    add_recipe_args(p, "YAML recipe (configs/experiments/diatool_sgd_smollm2.yaml)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--report-only", action="store_true",
                    help="train and evaluate nothing: rewrite results.md/json/png from the arms finished in OUT")
@@ -46,7 +47,10 @@ def run(args) -> int:
     from jaxtool.config import dump_yaml, load_config
     from jaxtool.experiment.diatool import ExperimentConfig, arm_plan, run as run_experiment
 
-    cfg = load_config(args.config, args.overrides, cls=ExperimentConfig)
+    from jaxtool.commands._recipe import recipe_and_overrides
+
+    path, overrides = recipe_and_overrides(args.config_flag, None, args.overrides)
+    cfg = load_config(path, overrides, cls=ExperimentConfig)
     arm_plan(cfg)  # unknown arms / size: an error before any work
     if args.print_config:
         print(dump_yaml(cfg), end="")

@@ -9,7 +9,7 @@ replay buffer (gold-response perplexity, top 10%) -> step-level MCTS (or the "wi
 search=sample) -> preference pairs -> filters -> SimPO.
 
 Examples:
-  jaxtool itool --config configs/itool/smollm2.yaml                 # minutes on a CPU
+  jaxtool itool configs/itool/smollm2.yaml                          # minutes on a CPU (or --config RECIPE)
   jaxtool itool --config configs/itool/smollm2.yaml search=sample   # the "without MCTS" ablation
   jaxtool itool --config configs/itool/llama3_8b.yaml model.path=/models/Llama-3.1-8B-Instruct
   jaxtool itool --config configs/itool/llama3_8b.yaml warmup=skip model.path=/models/my-sft-model
@@ -20,10 +20,11 @@ metrics.json. Rerunning the same command resumes at the first unfinished stage."
 
 
 def register(sub) -> None:
+    from jaxtool.commands._recipe import add_recipe_args
+
     p = sub.add_parser("itool", help="the iTool loop: warm-up, buffer -> MCTS -> pairs -> SimPO iterations",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML recipe (configs/itool/*.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. iterations=1")
+    add_recipe_args(p, "YAML recipe (configs/itool/*.yaml)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run, _overrides="overrides")  # key=value also after the flags (jaxtool.cli.main)
@@ -33,8 +34,11 @@ def run(args) -> int:
     from jaxtool.config import dump_yaml, load_config
     from jaxtool.itool import ItoolConfig, run_itool
 
-    overrides = list(args.overrides) + (["progress=false"] if args.no_progress else [])
-    cfg = load_config(args.config, overrides, cls=ItoolConfig)
+    from jaxtool.commands._recipe import recipe_and_overrides
+
+    path, overrides = recipe_and_overrides(args.config_flag, None, args.overrides)
+    overrides += ["progress=false"] if args.no_progress else []
+    cfg = load_config(path, overrides, cls=ItoolConfig)
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0

@@ -54,10 +54,10 @@ class QuickstartConfig:
 def register(sub) -> None:
     p = sub.add_parser("quickstart", help="the end-to-end demo on the embedded SmolLM2 (about 9 min on 2 CPU cores)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="quickstart settings, e.g. out=runs/qs sft_dialogues=8 sft.epochs=1 dpo.optim.lr=5e-4")
-    p.add_argument("--config", default=None, help="YAML with quickstart settings (default: configs/quickstart.yaml "
-                   "if present next to the package, else built-in defaults identical to it)")
+    from jaxtool.commands._recipe import add_recipe_args
+
+    add_recipe_args(p, "YAML with quickstart settings (default: configs/quickstart.yaml if present next to the "
+                       "package, else built-in defaults identical to it); overrides e.g. out=runs/qs sft.epochs=1")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run, _overrides="overrides")  # key=value also after the flags (jaxtool.cli.main)
@@ -197,8 +197,11 @@ def run(args) -> int:
     from jaxtool.train.trainer import Trainer
 
     t_all = time.time()
-    path = args.config or default_config_path()
-    qc = load_config(path, args.overrides, cls=QuickstartConfig)
+    from jaxtool.commands._recipe import recipe_and_overrides
+
+    path, overrides = recipe_and_overrides(args.config_flag, None, args.overrides)
+    path = path or default_config_path()
+    qc = load_config(path, overrides, cls=QuickstartConfig)
     progress = not args.no_progress
     if os.path.isdir(qc.out) and os.listdir(qc.out):
         if not args.overwrite:

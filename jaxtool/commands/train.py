@@ -8,6 +8,7 @@ DESCRIPTION = """Train a model from a YAML recipe (see configs/), with key=value
 
 Examples:
   jaxtool train configs/sft/smollm2_lora.yaml data.train=conversations:my_dialogues.jsonl
+  jaxtool train --config configs/sft/smollm2_lora.yaml max_steps=2   # the same, recipe as a flag
   jaxtool train configs/diatool_dpo/llama3_8b.yaml model.path=/models/llama3.1-8b run_dir=runs/dpo
   jaxtool train runs/dpo/config.yaml --resume           # continue an interrupted run exactly
   jaxtool train runs/dpo/config.yaml --resume max_steps=2000   # ... and train it longer
@@ -24,8 +25,10 @@ and, with export_hf=true, hf/ (an HF directory with LoRA merged, loadable by tra
 def register(sub) -> None:
     p = sub.add_parser("train", help="SFT / DPO / DiaTool-DPO / SimPO / ORPO / DMPO training from a YAML recipe",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="?", help="YAML recipe")
+    p.add_argument("config", nargs="?", help="YAML recipe (or --config RECIPE)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--config", dest="config_flag", metavar="RECIPE", default=None,
+                   help="YAML recipe, the same as giving it positionally")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--distributed", action="store_true",
@@ -42,11 +45,9 @@ def run(args) -> int:
 
         initialize_distributed()
 
-    overrides = list(args.overrides)
-    path = args.config
-    if path and "=" in path and not path.endswith((".yaml", ".yml")):  # only overrides given
-        overrides.insert(0, path)
-        path = None
+    from jaxtool.commands._recipe import recipe_and_overrides
+
+    path, overrides = recipe_and_overrides(args.config_flag, args.config, args.overrides)
     cfg = load_config(path, overrides)
     if args.print_config:
         print(dump_yaml(cfg), end="")
