@@ -323,8 +323,7 @@ def test_no_step_boundary_inside_a_calls_arguments(smollm2_tokenizer):
     assert boundaries(' Louis", temp=3.5)] Done.', before='[get_weather(city="St.') == [' Louis", temp=3.5)]', " Done."]
     # without the guard (the code before, kept as guard_arguments=False) "St." and "3." end steps
     assert boundaries(text, guard=False)[:3] == ["I will check.", ' [get_weather(city="St.', ' Louis", temp=3.']
-    plain = M.step_rules_for(tok, eos_ids=[tok.eos_token_id], guard_arguments=False)
-    assert plain.arg_table == () and plain.step_end_ids == rules.step_end_ids
+    assert M.arg_transitions("Louis") is None and M.arg_transitions('="') == ((0, 1, 0, 0, 2, 2), (0,) * 6)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ import tempfile
 import time
 
 TABLE5 = dict(depth=3, width=3, simulations=2, iterations=5, c_puct=1.0, temperature=1.5, seed=42)
+# Both sides run the same algorithm: the baseline below rolls out to the end (`simulation_mode:
+# rollouts`) and cuts steps by the plain token table (no argument guard), so ours does here too; the
+# loop's defaults (the paper's "steps" simulation, the guard) are in docs/itool.md.
+SAME_ALGORITHM = dict(simulation_mode="rollouts")
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +241,7 @@ def bench_mcts(args) -> dict:
     step_t = args.mcts_max_step_tokens or (48 if accel else 16)
     total_t = args.mcts_max_total_tokens or (128 if accel else 48)
     cfg_m = M.MCTSConfig(**{**TABLE5, "iterations": args.mcts_iterations}, max_step_tokens=step_t,
-                         max_total_tokens=total_t)
+                         max_total_tokens=total_t, **SAME_ALGORITHM)
     info = bench.backend_info()
     print(f"mcts: {info['platform']} {info['device']}, {n_q} queries, Table 5 settings "
           f"(depth {cfg_m.depth}, width {cfg_m.width}, simulations {cfg_m.simulations}, iterations {cfg_m.iterations}, "
@@ -247,7 +251,7 @@ def bench_mcts(args) -> dict:
     items, prompts = _queries(tok, n_q)
     outcome = _outcome_fn(tok, items)
     eos = sorted({*model.config.eos_ids, tok.eos_token_id} - {None})
-    rules = M.step_rules_for(tok, eos_ids=eos)
+    rules = M.step_rules_for(tok, eos_ids=eos, guard_arguments=False)
     evalp = M.eval_prompt_for(tok)
     n_params = model.config.num_params()
     peak = bench.chip_peak(info["device"]) if accel else None
