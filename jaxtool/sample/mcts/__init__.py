@@ -3,7 +3,8 @@ one compiled program.
 
 The method (equation numbers are the paper's)
 ---------------------------------------------
-A *step* is one sentence or one tool call of the assistant's response; the root is the prompt
+A *step* is one sentence or one tool call of the assistant's response (a sentence end or newline
+inside a call's brackets or strings never ends one: `StepRules.arg_table`); the root is the prompt
 (the response so far, empty). Every search iteration does, for every query of the batch at once:
 
 1. **Select** (Eq. 5, PUCT). From the root, while the node is expanded, go to the child a with the
@@ -15,22 +16,27 @@ A *step* is one sentence or one tool call of the assistant's response; the root 
    probability of its step: exp of the mean of its token log-probs (`prior="mean"`, what the
    authors' code uses) or of their sum (`prior="sum"`, the probability of the whole step).
 3. **Evaluate** each new child s′ (Eq. 6–7): R(s′) = O(s′) + C(s′).
-   * C, self-evaluation (Eq. 7): the policy reads the Table-7-style evaluation prompt appended to
-     (prompt, partial response) and we take its probabilities of the four option tokens A/B/C/D,
+   * C, self-evaluation (Eq. 7): the policy reads Table 7's Eval Prompt appended to (prompt, partial
+     response) — per query, with the ground-truth response in it (`GOLD_EVAL_QUESTION`,
+     `gold_eval_text`; `EvalPrompt` takes one suffix per query) — and we take its probabilities of the four option tokens A/B/C/D,
      weighted 1.0 / 0.1 / −1.0 / −2.0. `eval_samples` k > 0: the mean weight of k option letters
      drawn from those probabilities (the paper's "averaged over 4 samples"); k = 0: the exact
      expectation Σ_o w_o p_o (the limit of that average).
    * O, outcome correctness against the gold answer, of a complete response: for a terminal child
-     its own response; otherwise the mean outcome of `simulations` rollouts that continue the child
-     at `temperature` to a terminal state (end-of-turn, or `max_total_tokens`). This is how we
-     read Table 5's "simulation": the number of rollouts per new node ("roll out to a terminal
-     state (complete response or max length)"). With simulations = 0, O of a non-terminal node is 0.
+     its own response. For a non-terminal child, Table 5's "simulation" is, by the text above the
+     table, the maximum number of simulation steps in the Expand phase (`simulation_mode="steps"`,
+     the default): one simulation continues the child at `temperature` for at most `simulations`
+     steps, and O is the outcome of the response it reaches when that response is complete
+     (end-of-turn, or `max_total_tokens`), else 0. `simulation_mode="rollouts"` (this code's earlier
+     reading) averages the outcomes of `simulations` rollouts to a terminal state. With
+     simulations = 0, O of a non-terminal node is 0.
    * The edge reward is the difference r(s, a) = R(s′) − R(s) (Eq. 6); the root's R is evaluated
      the same way when the search starts.
 4. **Backup** (Eq. 8–9), leaf to root along the selected path: a new child starts with N = 1 (its
    evaluation is its first visit), V = 0, Q = r. Every node on the path then gets
    V(s) = Σ_a N(s′)·Q(s, a) / Σ_a N(s′) over its children (unchanged when it has none),
-   Q(s_parent, s) = r + γ·V(s) (γ = `discount`, 1.0: the paper writes Eq. 8 without discounting),
+   Q(s_parent, s) = r + γ·V(s) (γ = `discount`: Eq. 8 has the γ but the paper prints no value; we
+   choose 1.0, no discounting),
    N(s) += 1. A selected leaf that cannot be expanded (terminal or at the depth limit) is visited
    again: N grows along its path, values are recomputed.
 
@@ -48,8 +54,8 @@ in `lax.while_loop`. A node keeps the KV cache of *its own step's tokens only* (
 the prompt's cache is kept once per query. Expanding a leaf gathers the prompt cache and the step
 caches along the leaf's path into one working cache row (a gather, no model call), re-feeds the
 last context token to get the next-token logits, forks the row `width` times and decodes one step;
-self-evaluation is one forward over the evaluation suffix on each child's cache; rollouts fork the
-children's rows `simulations` times. Per-node memory is therefore max_step_tokens × (KV bytes per
+self-evaluation is one forward over the evaluation suffix on each child's cache; a "steps"
+simulation continues the children's rows (rollouts fork them `simulations` times). Per-node memory is therefore max_step_tokens × (KV bytes per
 token) instead of a whole context (e.g. 64 tokens × 128 KiB = 8 MiB per node for Llama-3.1-8B in
 bf16 rather than ~270 MB at 2,048 tokens).
 
