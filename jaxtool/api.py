@@ -114,7 +114,7 @@ def load_model(path: str, dtype: str = "float32", compute_dtype: str | None = No
         raise CheckpointError(f"{path}: expected an HF model directory, a jaxtool checkpoint directory or a .gguf file")
     else:
         raise CheckpointError(f"{path}: no such file or directory (models are loaded from local paths; "
-                              "download hub models first, e.g. `huggingface-cli download ORG/NAME --local-dir DIR`)")
+                              "download hub models first, e.g. `hf download ORG/NAME --local-dir DIR`)")
     if place is None:
         params = jax.tree.map(jnp.asarray, params)
     return Model(cfg, params, tok, source=path, run=run)
