@@ -21,6 +21,7 @@ COMMANDS = [
     ("eval", "jaxtool.commands.eval"),
     ("itool", "jaxtool.commands.itool"),
     ("experiment", "jaxtool.commands.experiment"),
+    ("diatool", "jaxtool.commands.diatool"),
     ("bench", "jaxtool.commands.bench"),
 ]
 

@@ -71,6 +71,8 @@ FORMAT_NAMES = (
     "alpaca",
     "chat_template",
 )
+# Not a chat format (no tools, no turns): plain documents for continued pre-training, `get_format("text")`.
+PLAIN_TEXT_FORMAT = "text"
 
 SEGMENT_ROLES = ("system", "user", "assistant", "tool", "template")
 
@@ -947,6 +949,41 @@ class AlpacaFormat(ChatFormat):
 
 
 # ----------------------------------------------------------------------------------------------
+# text: plain documents for continued pre-training
+# ----------------------------------------------------------------------------------------------
+
+class TextFormat(ChatFormat):
+    """Plain text for continued pre-training (CPT, e.g. DiaTool-DPO's first stage, §6.1 / App. C):
+    each assistant message is a document, written as is and followed by EOS, and every one of its
+    tokens is trained; other messages (if any) are written as is, untrained. No template text."""
+
+    name = "text"
+    prepend_bos = True
+
+    def __init__(self, eos: str = DEFAULT_PLAIN_EOS):
+        self.eos = eos
+        self.stop_strings = (eos,)
+        self.special_tokens = (eos,)
+
+    def generation_prompt(self, conv: Conversation) -> str:
+        return ""
+
+    def render(self, conv: Conversation) -> list[Segment]:
+        out: list[Segment] = []
+        turn = 0
+        for i, m in enumerate(conv.messages):
+            if m.role == "assistant":
+                out.append(Segment((m.content or "") + self.eos, "assistant", True, turn, i))
+                turn += 1
+            else:
+                out.append(Segment(m.content or "", m.role, False, -1, i))
+        return out
+
+    def parse(self, text: str) -> Reply:
+        return Reply(_nonempty(self.cut_at_stop(text)))
+
+
+# ----------------------------------------------------------------------------------------------
 # chat_template: the tokenizer's own Jinja template
 # ----------------------------------------------------------------------------------------------
 
@@ -1129,15 +1166,16 @@ def get_format(name: str, tokenizer=None, **options) -> ChatFormat:
         return HermesFormat(**options)
     if name == "pythonic":
         return PythonicFormat(**options)
-    if name in ("react", "alpaca"):
+    if name in ("react", "alpaca", "text"):
         eos = options.pop("eos", None) or (getattr(tokenizer, "eos_token", None) if tokenizer is not None else None)
-        cls = ReactFormat if name == "react" else AlpacaFormat
+        cls = {"react": ReactFormat, "alpaca": AlpacaFormat, "text": TextFormat}[name]
         return cls(eos=eos or DEFAULT_PLAIN_EOS, **options)
     if name == "chat_template":
         return ChatTemplateFormat(tokenizer, **options)
     close = difflib.get_close_matches(str(name), FORMAT_NAMES, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ConfigError(f"unknown chat format {name!r}{hint}; choose one of {list(FORMAT_NAMES)}")
+    raise ConfigError(f"unknown chat format {name!r}{hint}; choose one of {list(FORMAT_NAMES)} "
+                      f"(or {PLAIN_TEXT_FORMAT!r} for plain documents)")
 
 
 NOTES = """Format details inferred (or deliberately different from a source), per format:
