@@ -1,0 +1,116 @@
+"""The reward registry: functions of (task, trajectory, ctx) -> a float (the whole trajectory) or a
+list of floats (one per assistant turn: per-turn rewards).
+
+    @register("name")
+    def my_reward(task, traj, ctx) -> float | list[float]: ...
+
+`ctx` holds the chat format (`ctx.fmt`) and a counter of verdicts (`ctx.counts`, reason -> count:
+what the loop reports as `reward/<reason>`). Built in:
+
+* `outcome`   the gold check of a single-turn task on the first assistant turn
+              (`jaxtool.itool.outcome.judge_text`: call equality, BFCL's AST rules for BFCL items);
+              1 correct, 0 otherwise; a gold answer that cannot be compared is counted
+              "gold unusable" (never raised), a turn cut by the budget "call never closed".
+* `format`    1 when every assistant turn ended with the end-of-turn token and parsed with the
+              format's own parser, else 0 (an optional shaping term).
+* `env_goal`  multi-turn tasks: 1 when every key of the task's `goal` equals the same key of
+              `env.state()` at the end of the trajectory, else 0.
+* `tool_ok`   per turn: 1 for a turn whose tool calls all ran without error, 0 for one with an
+              error result, 0 for a turn without calls (per-turn credit for DiaTool-style weighting).
+
+Combined (`rewards_to_turns`): the weighted sum over the configured functions; a scalar reward is
+credited to the trajectory's last turn, so sequence-level reward = sum over turns.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Callable, Sequence
+
+from jaxtool.errors import ConfigError
+
+REWARDS: dict[str, Callable] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        REWARDS[name] = fn
+        return fn
+    return deco
+
+
+def get(name: str) -> Callable:
+    if name not in REWARDS:
+        raise ConfigError(f"reward.functions: unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}")
+    return REWARDS[name]
+
+
+@dataclasses.dataclass
+class RewardContext:
+    fmt: Any
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+
+@register("outcome")
+def outcome(task, traj, ctx) -> float:
+    from jaxtool.itool.outcome import Outcome, judge_text
+
+    if task.example is None:
+        ctx.counts["outcome: task has no gold answer"] += 1
+        return 0.0
+    if not traj.texts:
+        v = Outcome(False, "empty response")
+    else:
+        try:
+            v = judge_text(task.example, traj.texts[0], ctx.fmt, finished=traj.finished_turn or traj.num_turns > 1)
+        except Exception as e:  # a verdict never ends the run: the gold is unusable
+            v = Outcome(False, "gold unusable", f"{type(e).__name__}: {e}")
+    ctx.counts[f"outcome: {v.reason}"] += 1
+    return v.value
+
+
+@register("format")
+def format_ok(task, traj, ctx) -> float:
+    closed = traj.finish in ("answer", "max_turns") or (traj.finish == "env_error" and traj.finished_turn)
+    ok = closed and all(r.error is None for r in traj.replies)
+    ctx.counts["format: ok" if ok else "format: bad"] += 1
+    return 1.0 if ok else 0.0
+
+
+@register("env_goal")
+def env_goal(task, traj, ctx) -> float:
+    goal = (task.entry or {}).get("goal")
+    if traj.env is None or not isinstance(goal, dict):
+        ctx.counts["env_goal: no goal"] += 1
+        return 0.0
+    state = traj.env.state()
+    ok = all(k in state and state[k] == v for k, v in goal.items())
+    ctx.counts["env_goal: reached" if ok else "env_goal: missed"] += 1
+    return 1.0 if ok else 0.0
+
+
+@register("tool_ok")
+def tool_ok(task, traj, ctx) -> list[float]:
+    out = []
+    for k in range(traj.num_turns):
+        res = traj.results[k] if k < len(traj.results) else None
+        out.append(1.0 if res and not any(getattr(r, "error", False) for r in res) else 0.0)
+    return out
+
+
+def rewards_to_turns(task, traj, names: Sequence[str], weights: Sequence[float], ctx: RewardContext) -> list[float]:
+    """Per-turn rewards of one trajectory: sum_k w_k r_k, scalars credited to the last turn."""
+    n = max(traj.num_turns, 1)
+    out = [0.0] * n
+    for name, w in zip(names, weights):
+        r = get(name)(task, traj, ctx)
+        if isinstance(r, (list, tuple)):
+            for k, v in enumerate(list(r)[:n]):
+                out[k] += w * float(v)
+        else:
+            out[-1] += w * float(r)
+    return out
+
+
+__all__ = ["REWARDS", "register", "get", "RewardContext", "rewards_to_turns"]
