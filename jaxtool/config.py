@@ -61,7 +61,7 @@ class DataConfig:
     packing: bool = False          # SFT only: pack several examples per row
     bucket_multiple: int = 128     # padding buckets (fewer shapes, fewer recompiles)
     limit: int = 0                 # use only the first N examples (0 = all)
-    on_bad_row: str = "error"      # error | skip
+    on_bad_row: str = "skip"       # skip (count by reason, report printed and written) | error
     shuffle: bool = True
 
 

@@ -295,6 +295,10 @@ def test_sft_skip_prints_the_load_report(trained):  # 13
     text = "\n".join(trained["lines"])
     assert "8 rows read, 6 kept, 2 skipped" in text
     assert "1 × invalid json" in text and "1 × not an object" in text
+    with open(os.path.join(trained["run_dir"], "data_report.json")) as fh:  # issue 26: the counts are written too
+        written = json.load(fh)
+    assert written["load"]["rows"] == 8 and written["load"]["kept"] == 6
+    assert written["load"]["skipped"] == {"invalid json": 1, "not an object": 1}
 
 
 def test_resume_with_other_data_or_batch_size_is_refused(trained):  # 10, 17

@@ -196,4 +196,5 @@ def test_cli_refuses_a_source_without_seeds_and_names_bad_rows(tmp_path):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [{"role": "robot"}]}\n')
     with pytest.raises(DataError, match=r"broken.jsonl, row 1: .*messages\[0\].*role"):
-        _cli("--seeds", f"conversations:{broken}", "--out", str(tmp_path / "o2"), "--no-bfcl-guard", "--no-progress")
+        _cli("--seeds", f"conversations:{broken}", "--out", str(tmp_path / "o2"), "--no-bfcl-guard", "--no-progress",
+             "--on-bad-row", "error")  # the default skips and counts

@@ -172,14 +172,14 @@ def test_train_data_non_utf8_both_modes(tmp_path, tok_dir):  # 2: `train` (SFT a
     fmt = get_format("hermes", tokenizer=tok)
     rows = seed_rows()
     sft = jsonl(tmp_path / "sft.jsonl", [rows[0], not_utf8(rows[1]), rows[2]])
-    with pytest.raises(DataError, match="row 1: not utf-8"):
-        tokenize_data(f"conversations:{sft}", DataConfig(), "sft", fmt, tok)
-    got = tokenize_data(f"conversations:{sft}", DataConfig(on_bad_row="skip"), "sft", fmt, tok)
+    with pytest.raises(DataError, match=r"row 1: not utf-8.*--on-bad-row skip \(train: data.on_bad_row=skip\)"):
+        tokenize_data(f"conversations:{sft}", DataConfig(on_bad_row="error"), "sft", fmt, tok)
+    got = tokenize_data(f"conversations:{sft}", DataConfig(), "sft", fmt, tok)  # skip and count: the default
     assert len(got.examples) == 2 and got.load_report.skipped == {"not utf-8": 1}
     pair = {"chosen": rows[0], "rejected": rows[1]}
     pref = jsonl(tmp_path / "pref.jsonl", [pair, not_utf8(pair), pair])
     with pytest.raises(DataError, match="row 1: not utf-8"):
-        tokenize_data(pref, DataConfig(kind="preference"), "preference", fmt, tok)
+        tokenize_data(pref, DataConfig(kind="preference", on_bad_row="error"), "preference", fmt, tok)
     got = tokenize_data(pref, DataConfig(kind="preference", on_bad_row="skip"), "preference", fmt, tok)
     assert len(got.examples) == 2 and got.load_report.skipped == {"not utf-8": 1}
 
@@ -676,3 +676,21 @@ def test_tpu_pod_watch_hint_quotes_run_dir(tmp_path):  # 26.9
     assert remote.startswith("tail -f "), remote
     subprocess.run(["bash", "-c", "echo " + remote[len("tail -f "):]], capture_output=True, timeout=30)
     assert not (tmp_path / "pwned").exists(), remote
+
+
+def test_train_checks_data_paths_before_the_model_and_names_the_bad_row_flag(tmp_path, capsys, monkeypatch):  # 26 CLI
+    import jaxtool.api
+
+    loaded = []
+    monkeypatch.setattr(jaxtool.api, "load_model", lambda *a, **k: loaded.append(a) or (_ for _ in ()).throw(
+        AssertionError("the model was loaded before the data path was checked")))
+    rc, out, err = run_cli(capsys, "train", f"run_dir={tmp_path / 'run'}", "model.path=smollm2",
+                           f"data.train=conversations:{tmp_path / 'missing.jsonl'}")
+    assert_one_line_error(rc, err, "data.train=", "no such file")
+    assert not loaded
+    cfg = load_config(None, [])
+    assert cfg.data.on_bad_row == "skip"  # one default with data inspect and build-diatool: skip and count
+    parser = cli.build_parser()
+    assert parser.parse_args(["data", "build-diatool", "--seeds", "x:y", "--out", "o"]).on_bad_row == "skip"
+    args = parser.parse_args(["train", "c.yaml", "--on-bad-row", "error"])
+    assert args.on_bad_row == "error"

@@ -142,7 +142,8 @@ def test_bad_rows_error(tmp_path):
     with pytest.raises(DataError) as e:
         list(load("sgd", _corrupt(tmp_path)))
     assert str(e.value) == ("sgd, row dialogues_001.json:0: field 'turns[5].frames[0].service_call': "
-                            "call to unknown tool: Restaurants_1 has no intent 'FindPizza'")
+                            "call to unknown tool: Restaurants_1 has no intent 'FindPizza' [--on-bad-row skip "
+                            "(train: data.on_bad_row=skip) skips and counts bad rows]")
 
 
 def test_file_level_errors(tmp_path):

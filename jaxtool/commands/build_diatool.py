@@ -51,7 +51,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--valid-fraction", type=float, default=0.05, help="share of seeds held out (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="random seed for field choice, M, templates, split")
     p.add_argument("--limit", type=int, default=None, help="read at most this many dialogues per --seeds source")
-    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+    p.add_argument("--on-bad-row", choices=("error", "skip"), default="skip",
                    help="a malformed source row stops the build (error) or is counted and skipped")
     p.add_argument("--guard-bench", action="append", default=[], metavar="SOURCE",
                    help="extra benchmark whose test queries must not be trained on (name:path, e.g. "

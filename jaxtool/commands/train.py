@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--config", dest="config_flag", metavar="RECIPE", default=None,
                    help="YAML recipe, the same as giving it positionally")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--on-bad-row", choices=("skip", "error"), default=None,
+                   help="bad dataset rows: skip and count them by reason (default; the counts are printed and "
+                        "written to RUN/data_report.json) or stop at the first (the same as data.on_bad_row=)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--distributed", action="store_true",
                    help="multi-host run: call jax.distributed.initialize() first (see launch/)")
@@ -48,6 +51,8 @@ def run(args) -> int:
     from jaxtool.commands._recipe import recipe_and_overrides
 
     path, overrides = recipe_and_overrides(args.config_flag, args.config, args.overrides)
+    if args.on_bad_row:
+        overrides.append(f"data.on_bad_row={args.on_bad_row}")
     cfg = load_config(path, overrides)
     if args.print_config:
         print(dump_yaml(cfg), end="")

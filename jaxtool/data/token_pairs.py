@@ -24,7 +24,7 @@ def is_token_pair_file(path: str) -> bool:
     """Whether the first row of a JSONL file is a pre-tokenized pair (has `prompt_ids`)."""
     if not os.path.isfile(path):
         return False
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:  # a later row that is not UTF-8 is the reader's to count
         for line in fh:
             if line.strip():
                 try:

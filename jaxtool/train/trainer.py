@@ -77,6 +77,7 @@ class Trainer:
 
         c = self.cfg
         self._validate()
+        self._check_data_paths()
         sharding.mesh_sizes(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)  # a mesh that cannot fit fails before any load/compile
         t0 = time.time()
         model = load_model(c.model.path, dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype,
@@ -114,6 +115,7 @@ class Trainer:
         if self.train_tok.load_report is not None:
             self.print(str(self.train_tok.load_report))
         self.print(str(self.train_tok.report))
+        self._write_data_report()
         if not self.train_tok.examples:
             raise DataError(f"{c.data.train}: no usable training examples (see the report above)")
         self.valid_tok = tokenize_data(c.data.valid, c.data, c.data.kind, fmt, self.tokenizer) if c.data.valid else None
@@ -133,6 +135,33 @@ class Trainer:
         self.valid_ds = make(self.valid_tok.examples, eval_cfg) if self.valid_tok and self.valid_tok.examples else None
         self.max_turns = self._max_turns()
         self.data_fingerprint = reference.dataset_fingerprint(self.train_ds)
+
+    def _write_data_report(self) -> None:
+        """RUN/data_report.json: rows read, kept and skipped by reason; examples dropped by tokenization."""
+        if jax.process_index() != 0:
+            return
+        import json
+
+        lr = self.train_tok.load_report
+        report = {"train": self.cfg.data.train, "on_bad_row": self.cfg.data.on_bad_row,
+                  "load": None if lr is None else {"rows": lr.rows, "kept": lr.kept, "skipped": dict(lr.skipped),
+                                                   "first": {k: [str(v[0]), v[1]] for k, v in lr.examples.items()}},
+                  "tokenize": self.train_tok.report.summary()}
+        os.makedirs(self.cfg.run_dir, exist_ok=True)
+        with open(os.path.join(self.cfg.run_dir, "data_report.json"), "w") as fh:
+            json.dump(report, fh, indent=1, default=str)
+
+    def _check_data_paths(self) -> None:
+        """Local data files named by the recipe exist — checked before any model loads."""
+        for key in ("train", "valid"):
+            spec = getattr(self.cfg.data, key)
+            if not spec:
+                continue
+            path = spec.split(":", 1)[1] if ":" in spec and not os.path.exists(spec) else spec
+            local = path.startswith(("/", "./", "../", "~")) or path.endswith((".json", ".jsonl", ".parquet"))
+            if local and not os.path.exists(os.path.expanduser(path)):
+                raise DataError(f"data.{key}={spec}: {path}: no such file or directory (checked before loading "
+                                "the model)")
 
     def _max_turns(self) -> int:
         c = self.cfg

@@ -33,6 +33,10 @@ class BadRow(DataError):
         super().__init__(f"field {field!r}: {msg}" if field else msg)
 
 
+# every bad-row error names the switch that skips and counts such rows instead (issue 26)
+SKIP_HINT = "--on-bad-row skip (train: data.on_bad_row=skip) skips and counts bad rows"
+
+
 @dataclasses.dataclass
 class LoadReport:
     """What a load read, kept, and skipped (by reason). `str(report)` is a printable summary."""
@@ -57,7 +61,7 @@ class LoadReport:
         except DataError as e:
             reason = getattr(e, "reason", None) or type(e).__name__
             if self.on_bad_row == "error":
-                raise DataError(f"{self.source}, row {index}: {e}") from None
+                raise DataError(f"{self.source}, row {index}: {e} [{SKIP_HINT}]") from None
             self.skipped[reason] += 1
             self.examples.setdefault(reason, (index, str(e)))
 
