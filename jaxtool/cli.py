@@ -20,6 +20,7 @@ COMMANDS = [
     ("data", "jaxtool.commands.data"),
     ("eval", "jaxtool.commands.eval"),
     ("itool", "jaxtool.commands.itool"),
+    ("rl", "jaxtool.commands.rl"),
     ("experiment", "jaxtool.commands.experiment"),
     ("diatool", "jaxtool.commands.diatool"),
     ("bench", "jaxtool.commands.bench"),

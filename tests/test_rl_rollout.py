@@ -107,3 +107,25 @@ def _runs(flags):
             out.append((start, i))
             start = None
     return out
+
+
+class BrokenEnv(KeyValueEnv):
+    def step(self, calls):
+        raise RuntimeError("simulator crashed")
+
+
+def test_environment_error_ends_the_trajectory_and_is_recorded(tiny):
+    tok, fmt = tiny.tokenizer, AlwaysListFormat()
+    prompts = [_prompt(tok, fmt, "list the keys"), _prompt(tok, fmt, "what is stored? tell me")]
+    stops = list(range(0, len(tok), 3))
+    trajs = rollout(tiny.params, tiny.config, prompts, fmt=fmt, tokenizer=tok, group_size=2,
+                    make_env=lambda p: BrokenEnv(), sampling=Sampling(temperature=1.0), stop_ids=stops,
+                    max_turn_tokens=16, max_response_tokens=400, max_turns=3, seed=1, run=tiny.run,
+                    length_multiple=64)
+    for t in trajs:
+        if t.finished_turn:
+            assert t.finish == "env_error" and "simulator crashed" in t.error and t.num_turns == 1
+        else:
+            assert t.finish == "length"
+        assert all(s == 1 for s in t.sampled)   # nothing was appended after the failure
+    assert any(t.finish == "env_error" for t in trajs)
