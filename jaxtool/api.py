@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxtool import checkpoint, convert
-from jaxtool.errors import CheckpointError
-from jaxtool.models import lora
+from jaxtool.convert import EMBEDDED_ALIASES, resolve_model_path  # noqa: F401  (re-exported)
 from jaxtool.models.family import family_of
 from jaxtool.models.run import DEFAULT_RUN, RunOptions
-from jaxtool.models.gguf import embedded_gguf_path
-
-EMBEDDED_ALIASES = ("smollm2", "smollm2-135m-instruct", "default")
-
-
-def resolve_model_path(path: str) -> str:
-    """Map the embedded-model aliases ("smollm2", "default") to the installed GGUF file."""
-    if isinstance(path, str) and path.lower() in EMBEDDED_ALIASES and not os.path.exists(path):
-        return embedded_gguf_path()
-    return path
 
 
 class Model:
@@ -37,6 +25,10 @@ class Model:
         self.source = source
         self.run = run
         self.family = family_of(config)
+
+    def __iter__(self):
+        """`config, params, tokenizer = jaxtool.load_model(path)`: the same triple for every kind of path."""
+        return iter((self.config, self.params, self.tokenizer))
 
     def __repr__(self) -> str:
         c = self.config
@@ -79,7 +71,8 @@ class Model:
 
 def load_model(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None,
                step: int | None = None, run: RunOptions | None = None, **run_options) -> Model:
-    """Load a model (its family from config.json's `model_type`; Llama today).
+    """Load a model (its family from config.json's `model_type`: llama, qwen2, qwen3) in one call;
+    `config, params, tokenizer = load_model(path)` unpacks it (see `jaxtool.convert.load`).
 
     path  : an HF directory (config.json + safetensors), a `.gguf` file, a jaxtool checkpoint
             directory (latest step unless `step`; a LoRA run's adapters are merged into the base
@@ -90,31 +83,7 @@ def load_model(path: str, dtype: str = "float32", compute_dtype: str | None = No
     """
     path = resolve_model_path(path)
     run = run or RunOptions(compute_dtype=compute_dtype or dtype, **run_options)
-    place = None
-    if shardings is not None:
-        def place(p, a):  # noqa: E306
-            node = shardings
-            for k in p:
-                node = node[k]
-            return jax.device_put(a, node)
-    if os.path.isdir(path) and checkpoint.is_checkpoint_dir(path):
-        cfg = checkpoint.read_config(path)
-        if "lora" in checkpoint.read_meta(path):
-            adapters, spec = checkpoint.restore_adapters(path, cfg, step)
-            base = load_model(spec["base_model"], dtype=dtype, shardings=shardings, run=run)
-            params = lora.merge(base.params, adapters, spec["scale"])
-        else:
-            params = checkpoint.restore_params(path, cfg, shardings, step, dtype=dtype)
-        return Model(cfg, params, checkpoint.load_tokenizer(path), source=path, run=run)
-    if os.path.isdir(path):
-        cfg, params, tok = convert.load_hf(path, param_dtype=dtype, place=place)
-    elif os.path.isfile(path) and path.endswith(".gguf"):
-        cfg, params, tok = convert.load_gguf(path, param_dtype=dtype, place=place)
-    elif os.path.exists(path):
-        raise CheckpointError(f"{path}: expected an HF model directory, a jaxtool checkpoint directory or a .gguf file")
-    else:
-        raise CheckpointError(f"{path}: no such file or directory (models are loaded from local paths; "
-                              "download hub models first, e.g. `hf download ORG/NAME --local-dir DIR`)")
-    if place is None:
+    cfg, params, tok = convert.load(path, dtype, shardings, step)
+    if shardings is None:
         params = jax.tree.map(jnp.asarray, params)
     return Model(cfg, params, tok, source=path, run=run)

@@ -165,14 +165,14 @@ def _jax_sft_step(cfg, B: int, L: int, lc=None, reference: str | None = None, ru
 
     from jaxtool.config import LossConfig, OptimConfig
     from jaxtool.data.batch import PairBatch, RefLogps
-    from jaxtool.models import llama
+    from jaxtool.models import family_of
     from jaxtool.models.run import DEFAULT_RUN
     from jaxtool.train import steps
     from jaxtool.train.optim import make_optimizer
 
     run = run or DEFAULT_RUN
     lc = lc or LossConfig(type="sft")
-    params = llama.init_params(cfg, jax.random.key(0))
+    params = family_of(cfg).init_params(cfg, jax.random.key(0))
     opt, _ = make_optimizer(OptimConfig(lr=1e-5), 1000)
     state = {"s": steps.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params))}
     max_turns = 3 if lc.objective.needs_turns else 0
@@ -472,11 +472,11 @@ def bench_decode(args, cfg0, torch_side: "TorchSide | None" = None) -> list[dict
     import jax
     import numpy as np
 
-    from jaxtool.models import llama
+    from jaxtool.models import family_of
     from jaxtool.sample.generate import Sampling, generate_ids
 
     cfg = cfg0
-    params = llama.init_params(cfg, jax.random.key(0))
+    params = family_of(cfg).init_params(cfg, jax.random.key(0))
     N = args.new_tokens
     rng = np.random.RandomState(0)
     rows = []
@@ -522,7 +522,7 @@ def bench_scaling(args, cfg0) -> list[dict]:
     import jax.numpy as jnp
 
     from jaxtool.config import LossConfig, OptimConfig
-    from jaxtool.models import llama
+    from jaxtool.models import family_of
     from jaxtool.train import steps
     from jaxtool.train.optim import make_optimizer
 
@@ -532,7 +532,7 @@ def bench_scaling(args, cfg0) -> list[dict]:
     small = cfg0.replace(num_layers=4)
 
     def compiled_step(cfg, B, L, run):
-        params = jax.eval_shape(lambda: llama.init_params(cfg, jax.random.key(0)))
+        params = jax.eval_shape(lambda: family_of(cfg).init_params(cfg, jax.random.key(0)))
         state = jax.eval_shape(lambda p: steps.TrainState(jnp.zeros((), jnp.int32), p, opt.init(p)), params)
         batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _random_batch(B, L, cfg.vocab_size))
         f = jax.jit(lambda st, b: steps.train_step(st, b, None, None, cfg=cfg, lc=lc, optimizer=opt, use_lora=False,
@@ -637,10 +637,10 @@ def _chart(rows: list[dict], path: str) -> None:
 
 
 def run(args) -> int:
-    from jaxtool.models import llama
+    from jaxtool.models import preset
 
     t0 = time.time()
-    cfg = llama.preset(args.shape)
+    cfg = preset(args.shape)
     info = backend_info()
     sections = SECTIONS if args.section == "all" else (args.section,)
     print(f"jaxtool bench {args.section}: {args.shape} shape ({cfg.num_params() / 1e6:.0f}M params, random weights) "

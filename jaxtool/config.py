@@ -44,7 +44,7 @@ class LoraConfig:
     enabled: bool = False
     rank: int = 16
     alpha: float = 32.0
-    targets: tuple[str, ...] = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+    targets: tuple[str, ...] = ()  # projections to adapt; empty = every one the model family lets LoRA adapt
     base_quant: str = "none"       # frozen base storage: none | int8 | nf4 (QLoRA: dequantised in each matmul)
 
 

@@ -19,12 +19,23 @@ import numpy as np
 from jaxtool.checkpoint import read_json
 from jaxtool.errors import CheckpointError, ConfigError
 from jaxtool.models.family import family_for_hf, family_of
+from jaxtool.models.gguf import embedded_gguf_path
 from jaxtool.models.run import DTYPES
 from jaxtool.safetensors_io import open_checkpoint, save_sharded
 
 log = logging.getLogger(__name__)
 
 _NP_DTYPES = {"float32": np.float32, "bfloat16": DTYPES["bfloat16"], "float16": np.float16}
+
+
+EMBEDDED_ALIASES = ("smollm2", "smollm2-135m-instruct", "default")
+
+
+def resolve_model_path(path: str) -> str:
+    """Map the embedded-model aliases ("smollm2", "default") to the installed GGUF file."""
+    if isinstance(path, str) and path.lower() in EMBEDDED_ALIASES and not os.path.exists(path):
+        return embedded_gguf_path()
+    return path
 
 
 def _get(tree, path):
@@ -51,7 +62,7 @@ def state_dict_to_params(get_tensor: Callable[[str], np.ndarray], cfg, names: se
     extra = sorted(n for n in names - expected
                    if not n.endswith("rotary_emb.inv_freq") and not (cfg.tie_embeddings and n == "lm_head.weight"))
     if extra:
-        raise CheckpointError(f"{source}: unexpected tensors {extra[:5]} — not a plain Llama checkpoint "
+        raise CheckpointError(f"{source}: unexpected tensors {extra[:5]} — not a plain {cfg.model_type} checkpoint "
                               "or config.json does not match it")
     shapes = family_of(cfg).param_shapes(cfg)
     out: dict = {}
@@ -118,7 +129,8 @@ def load_hf_tokenizer(hf_dir: str):
 
 
 def load_hf(hf_dir: str, param_dtype: str = "float32", place=None, **cfg_overrides):
-    """`(config, params, tokenizer)` from an HF Llama directory (single or index-sharded safetensors)."""
+    """`(config, params, tokenizer)` from an HF directory of any registered family (single or
+    index-sharded safetensors)."""
     if not os.path.isdir(hf_dir):
         raise CheckpointError(f"{hf_dir}: not a directory")
     hf_cfg = read_hf_config(hf_dir)
@@ -179,3 +191,45 @@ def load_gguf(path: str, param_dtype: str = "float32", place=None, **cfg_overrid
     cfg = family_for_hf(hf_cfg, path).config_from_hf(hf_cfg, source=path, **cfg_overrides)
     params = state_dict_to_params(state.__getitem__, cfg, set(state), param_dtype, source=path, place=place)
     return cfg, params, tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# any of the three: one call
+# --------------------------------------------------------------------------------------------
+
+def load(path: str, param_dtype: str = "float32", shardings=None, step: int | None = None):
+    """`(config, params, tokenizer)` of a jaxtool checkpoint directory (latest step unless `step`; a
+    LoRA run's adapters merged into the base model it names), an HF directory or a `.gguf` file — the
+    same triple whichever it is. `shardings` (a pytree of NamedShardings like the params) places the
+    arrays on devices as they are read; without it, HF and GGUF arrays are numpy."""
+    from jaxtool import checkpoint
+    from jaxtool.models import lora
+
+    path = resolve_model_path(path)
+    place = None
+    if shardings is not None:
+        def place(p, a):  # noqa: E306
+            return _device_put(a, _get(shardings, p))
+    if os.path.isdir(path) and checkpoint.is_checkpoint_dir(path):
+        cfg = checkpoint.read_config(path)
+        if "lora" in checkpoint.read_meta(path):
+            adapters, spec = checkpoint.restore_adapters(path, cfg, step)
+            _, base, _ = load(spec["base_model"], param_dtype, shardings)
+            params = lora.merge(base, adapters, spec["scale"])
+        else:
+            params = checkpoint.restore_params(path, cfg, shardings, step, dtype=param_dtype)
+        return cfg, params, checkpoint.load_tokenizer(path)
+    if os.path.isdir(path):
+        return load_hf(path, param_dtype=param_dtype, place=place)
+    if os.path.isfile(path) and path.endswith(".gguf"):
+        return load_gguf(path, param_dtype=param_dtype, place=place)
+    if os.path.exists(path):
+        raise CheckpointError(f"{path}: expected an HF model directory, a jaxtool checkpoint directory or a .gguf file")
+    raise CheckpointError(f"{path}: no such file or directory (models are loaded from local paths; "
+                          "download hub models first, e.g. `hf download ORG/NAME --local-dir DIR`)")
+
+
+def _device_put(a, sharding):
+    import jax
+
+    return jax.device_put(a, sharding)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from jaxtool.config import LossConfig, OptimConfig, load_config
 from jaxtool.data.batch import Batch, PairBatch, RefLogps
-from jaxtool.models import llama, lora
+from jaxtool.models import family_of, lora, preset
 from jaxtool.models.run import RunOptions
 from jaxtool.train import steps
 from jaxtool.train.optim import make_optimizer
@@ -49,10 +49,10 @@ def _report(name, compiled, t):
 
 
 def sft_1b(remat: str = "none", B: int = 8, L: int = 2048):
-    cfg = llama.preset("llama3.2-1b")
+    cfg = preset("llama3.2-1b")
     run = RunOptions(compute_dtype="bfloat16", remat=remat, packed=False)
     opt, _ = make_optimizer(OptimConfig(lr=1e-5), 1000)
-    params = llama.abstract_params(cfg, jnp.float32)
+    params = family_of(cfg).abstract_params(cfg, jnp.float32)
     state = jax.eval_shape(lambda p: steps.TrainState(jnp.zeros((), jnp.int32), p, opt.init(p)), params)
     f = jax.jit(lambda st, b: steps.train_step(st, b, None, None, cfg=cfg, lc=LossConfig(type="sft"), optimizer=opt,
                                                use_lora=False, max_turns=0, grad_accum=1, run=run), donate_argnums=(0,))
@@ -62,10 +62,10 @@ def sft_1b(remat: str = "none", B: int = 8, L: int = 2048):
 
 
 def dpo_8b_lora(remat: str = "full", P: int = 8, L: int = 4096, T: int = 8):
-    cfg = llama.preset("llama3.1-8b")
+    cfg = preset("llama3.1-8b")
     run = RunOptions(compute_dtype="bfloat16", remat=remat, packed=False, lora_scale=2.0)
     lc = load_config(None, ["loss.type=diatool_dpo", "loss.beta=0.5", "loss.gamma=0.5", "loss.margin=2.0"]).loss
-    frozen = llama.abstract_params(cfg, jnp.bfloat16)
+    frozen = family_of(cfg).abstract_params(cfg, jnp.bfloat16)
     adapters = jax.eval_shape(lambda: lora.init_adapters(cfg, 16, lora.targets_of(cfg), jax.random.key(0)))
     opt, _ = make_optimizer(OptimConfig(lr=1e-7), 1000)
     state = jax.eval_shape(lambda a: steps.TrainState(jnp.zeros((), jnp.int32), a, opt.init(a)), adapters)

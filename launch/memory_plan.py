@@ -79,7 +79,7 @@ def abstract_setup(c, model_cfg, mesh, total_steps: int = 1000):
     params = place(params, sharding.tree_shardings(fam.param_axes(model_cfg), params, mesh))
     rep = sharding.replicated(mesh)
     if c.lora.enabled and c.lora.base_quant != "none":  # build_state: quantised, sharded like the plain base
-        params = jax.eval_shape(lambda p: quant.quantize_params(p, c.lora.base_quant), params)
+        params = jax.eval_shape(lambda p: quant.quantize_params(p, c.lora.base_quant, fam.projections), params)
         params = place(params, sharding.tree_shardings(quant.quantized_param_axes(fam.param_axes(model_cfg), params),
                                                        params, mesh))
     if c.lora.enabled:
@@ -134,7 +134,7 @@ def plan(recipe: str, model: str, mesh: dict, overrides=(), max_turns: int = 8) 
 
     from jaxtool import sharding
     from jaxtool.config import load_config
-    from jaxtool.models.llama import preset
+    from jaxtool.models import preset
     from jaxtool.models.run import RunOptions
     from jaxtool.train import steps
 

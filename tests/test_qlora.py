@@ -10,7 +10,7 @@ import torch
 
 from jaxtool.config import load_config
 from jaxtool.errors import ConfigError
-from jaxtool.models import quant
+from jaxtool.models import family_of, quant
 from jaxtool.train.trainer import Trainer
 
 SEEDS = os.path.join(os.path.dirname(__file__), "fixtures", "diatool", "seeds.jsonl")
@@ -73,7 +73,7 @@ def test_quantised_base_is_sharded_like_the_plain_one(tiny_model_dir, tmp_path, 
         for arr, split in ((q.data, 4), (q.scales, 2)):   # int8 scales: per output channel (no input axis)
             shard = arr.sharding.shard_shape(arr.shape)
             assert np.prod(shard) * split <= np.prod(arr.shape), (name, arr.shape, shard, arr.sharding.spec)
-    qleaves = [t.frozen["layers"][n] for n in quant.DEFAULT_TARGETS]
+    qleaves = [t.frozen["layers"][n] for n in family_of(t.model_cfg).lora_targets]
     per_chip = sum(int(np.prod(a.sharding.shard_shape(a.shape))) * a.dtype.itemsize for a in jax.tree.leaves(qleaves))
     assert per_chip * 3.5 <= quant.tree_nbytes(qleaves)   # before: replicated, per chip = total
     t1, res1 = run(["mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"], "one")

@@ -129,8 +129,8 @@ def test_tiny_llama_with_quantised_frozen_weights(tiny_llama, kind, tol):
     of the logits: int8 < 0.01, nf4 < 0.15 (measured here 0.0053 and 0.085; a Llama with other
     random weights is at 1.4)."""
     params, run, ref = tiny_llama
-    qp = Q.quantize_params(params, kind)
-    for name in Q.DEFAULT_TARGETS:
+    qp = Q.quantize_params(params, kind, llama.FAMILY.projections)
+    for name in llama.FAMILY.projections:
         assert Q.is_quantized(qp["layers"][name]), name
     assert not Q.is_quantized(qp["embed"]) and not Q.is_quantized(qp["layers"]["attn_norm"])
     assert not Q.is_quantized(qp["lm_head"])
@@ -145,6 +145,6 @@ def test_bad_kind_is_a_config_error():
     with pytest.raises(ConfigError, match="int8"):
         Q.quantize(_w((4, 4)), "int4")
     with pytest.raises(ConfigError, match="base_quant"):
-        Q.quantize_params({"layers": {}}, "fp8")
+        Q.quantize_params({"layers": {}}, "fp8", llama.FAMILY.projections)
     with pytest.raises(ConfigError, match="float"):
         Q.quantize(jnp.zeros((4, 4), jnp.int32), "int8")

@@ -26,6 +26,10 @@ class ModelFamily:
     hf_name_table: Callable            # cfg -> list of entries (hf_name, path, layer, hf_shape, to_ours, to_hf)
     lora_targets: tuple[str, ...]      # adaptable projection names
     lora_shapes: Callable              # (cfg, name, rank) -> (shape of A, shape of B)
+    # projection weights: name -> (input dims, dims without leading axes), e.g. wo [H, Dh, D] = (2, 3);
+    # what a quantised base (`jaxtool.models.quant.quantize_params`) needs to know of each weight
+    projections: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    presets: Mapping[str, Any] = dataclasses.field(default_factory=dict)   # name -> config (published sizes)
 
     def config_from_hf(self, hf: Mapping[str, Any], source: str = "config.json", **overrides):
         return self.config_cls.from_hf(hf, source=source, **overrides)

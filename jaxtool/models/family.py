@@ -13,8 +13,10 @@ Training, generation, conversion, checkpoints and LoRA reach a model only throug
     fam.hf_name_table(cfg)                    # HF tensor names <-> parameter paths
     fam.lora_targets                          # names of the projections LoRA may adapt
 
-Llama (Llama 3.x, SmolLM2) is the first family (`jaxtool.models.llama`). A new family is a package
-with these functions plus one `register(ModelFamily(...))` line (see CONTRIBUTING.md).
+Built in: Llama (Llama 3.x, SmolLM2; `jaxtool.models.llama`), Qwen2 / Qwen2.5 (`qwen2`) and Qwen3 dense
+(`qwen3`). Qwen2 and Qwen3 reuse Llama's functions with the block's hooks (q/k/v bias, q/k norm) switched
+on by their config class. A new family is a package with a `FAMILY` plus one line in `BUILTIN`
+(see docs/models.md). Only `jaxtool.models` imports a family's package (tests/test_layering.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ from jaxtool.models.base import ModelFamily
 
 FAMILIES: dict[str, ModelFamily] = {}
 
+# The built-in families: model_type -> the package whose `FAMILY` registers it (imported on first use).
+BUILTIN = {
+    "llama": "jaxtool.models.llama",
+    "qwen2": "jaxtool.models.qwen2",
+    "qwen3": "jaxtool.models.qwen3",
+}
+
 
 def register(family: ModelFamily) -> ModelFamily:
     FAMILIES[family.name] = family
@@ -40,7 +49,7 @@ def get_family(model_type: str, source: str = "model") -> ModelFamily:
         close = difflib.get_close_matches(str(model_type), FAMILIES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"{source}: model_type={model_type!r} is not supported{hint}; jaxtool reads "
-                          f"{', '.join(sorted(FAMILIES))} models (Llama architecture: Llama 3.x, SmolLM2)")
+                          f"{', '.join(sorted(FAMILIES))} models")
     return FAMILIES[model_type]
 
 
@@ -56,8 +65,21 @@ def family_for_hf(hf: Any, source: str = "config.json") -> ModelFamily:
     return get_family(hf.get("model_type"), source)
 
 
-def _load_builtin() -> None:
-    if "llama" not in FAMILIES:
-        from jaxtool.models import llama
+def preset(name: str, **overrides):
+    """A published architecture by preset name, from any family (`llama3.1-8b`, `qwen2.5-7b`, `qwen3-8b`)."""
+    _load_builtin()
+    known = {k: fam for fam in FAMILIES.values() for k in fam.presets}
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown model preset {name!r}{hint}; known: {sorted(known)}")
+    cfg = known[name].presets[name]
+    return cfg.replace(**overrides) if overrides else cfg
 
-        register(llama.FAMILY)
+
+def _load_builtin() -> None:
+    import importlib
+
+    for name, module in BUILTIN.items():
+        if name not in FAMILIES:
+            register(importlib.import_module(module).FAMILY)

@@ -1,4 +1,4 @@
-"""LoRA adapters (Hu et al. 2021) for the stacked Llama parameters.
+"""LoRA adapters (Hu et al. 2021) for the stacked layer parameters of any model family.
 
 W x becomes W x + (alpha / r) · B A x for each targeted projection. Adapters are a separate pytree
 `{"layers": {"wq_lora_a": [L, D, r], "wq_lora_b": [L, r, H, Dh], ...}}`; `attach(params, adapters)`
@@ -27,10 +27,13 @@ def targets_of(cfg) -> tuple[str, ...]:
 
 
 def check_targets(targets, cfg=None) -> tuple[str, ...]:
+    """The projections to adapt: `targets`, or every one the family allows when empty."""
     allowed = targets_of(cfg) if cfg is not None else family_of(None).lora_targets
+    if not targets:
+        return tuple(allowed)
     bad = [t for t in targets if t not in allowed]
-    if bad or not targets:
-        raise ConfigError(f"lora.targets: {bad or 'empty'}; choose from {list(allowed)}")
+    if bad:
+        raise ConfigError(f"lora.targets: {bad}; choose from {list(allowed)} (or leave it empty for all)")
     return tuple(targets)
 
 

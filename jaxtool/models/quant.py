@@ -1,6 +1,6 @@
 """Weight-only quantised storage for frozen base weights (QLoRA-style fine-tuning).
 
-    qparams = quantize_params(params, "nf4")          # frozen base: wq … w_down quantised
+    qparams = quantize_params(params, "nf4", family_of(cfg).projections)   # frozen base: the projections
     y = qmatmul(x, qparams["layers"]["w_up"][i], n_in=1)   # dequantise in x's dtype, then matmul
     w = materialize(leaf, jnp.bfloat16)              # a quantised or plain weight, in a compute dtype
 
@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,11 +51,8 @@ NF4_LEVELS = np.array([
     0.7229568362236023, 1.0,
 ], dtype=np.float32)
 
-# Llama projection weights: number of input (contracted) dims and of dims without leading axes.
-# (Same layout as jaxtool.models.llama: wq [D, H, Dh], wo [H, Dh, D], w_up [D, F], lm_head [D, V].)
-IN_DIMS = {"wq": 1, "wk": 1, "wv": 1, "wo": 2, "w_gate": 1, "w_up": 1, "w_down": 1, "lm_head": 1}
-BASE_NDIM = {"wq": 3, "wk": 3, "wv": 3, "wo": 3, "w_gate": 2, "w_up": 2, "w_down": 2, "lm_head": 2}
-DEFAULT_TARGETS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+# Which weights are projections, and their layout, is the model family's (`ModelFamily.projections`:
+# name -> (input dims, dims without leading axes)); nothing here names a family's weights.
 DEFAULT_SKIP = ("embed", "norm")
 
 
@@ -68,7 +65,8 @@ class QuantizedWeight:
     nf4:  data uint8 [*lead, ceil(n/64)·32] (n = prod(shape)), scales float32 [*lead, ceil(n/64)]
           or, double-quantised, dq_codes int8 [*lead, nb] + dq_scales f32 [*lead, ceil(nb/256)]
           + dq_offset f32 [*lead, 1] (scales = dq_codes · dq_scales + dq_offset)
-    Static: kind, shape (the per-slice shape after the leading axes; nf4), dtype (original).
+    Static: kind, shape (the per-slice shape after the leading axes), dtype (original), in_axes (the
+    input axes, counted within `shape`).
     """
 
     data: jax.Array
@@ -79,6 +77,7 @@ class QuantizedWeight:
     kind: str = dataclasses.field(default="int8", metadata=dict(static=True))
     shape: tuple = dataclasses.field(default=(), metadata=dict(static=True))
     dtype: str = dataclasses.field(default="float32", metadata=dict(static=True))
+    in_axes: tuple = dataclasses.field(default=(), metadata=dict(static=True))  # input axes within `shape`
 
     @property
     def nbytes(self) -> int:
@@ -130,7 +129,8 @@ def quantize(w: jax.Array, kind: str, *, axis_in: Sequence[int] | int | None = N
             axis_in = (n_lead,)
         axes = tuple(a % w.ndim for a in ((axis_in,) if isinstance(axis_in, int) else axis_in))
         data, scales = _int8(w, axes)
-        return QuantizedWeight(data=data, scales=scales, kind="int8", shape=tuple(w.shape[n_lead:]), dtype=dtype)
+        return QuantizedWeight(data=data, scales=scales, kind="int8", shape=tuple(w.shape[n_lead:]), dtype=dtype,
+                               in_axes=tuple(a - n_lead for a in axes))
     lead, inner = w.shape[:n_lead], w.shape[n_lead:]
     flat = w.reshape(lead + (-1,))
     data, scales = _nf4(flat)
@@ -138,8 +138,9 @@ def quantize(w: jax.Array, kind: str, *, axis_in: Sequence[int] | int | None = N
     if double_quant:
         codes, dq_s, dq_o = _double_quant(scales)
         scales = None
+    in_axes = tuple(a % w.ndim - n_lead for a in ((axis_in,) if isinstance(axis_in, int) else axis_in or ()))
     return QuantizedWeight(data=data, scales=scales, dq_codes=codes, dq_scales=dq_s, dq_offset=dq_o, kind="nf4",
-                           shape=tuple(inner), dtype=dtype)
+                           shape=tuple(inner), dtype=dtype, in_axes=in_axes)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -248,34 +249,39 @@ def _leaf_name(path) -> str:
     return ""
 
 
-def quantize_params(params, kind: str, targets: Sequence[str] = DEFAULT_TARGETS, skip: Sequence[str] = DEFAULT_SKIP,
+def quantize_params(params, kind: str, projections: Mapping[str, tuple[int, int]],
+                    targets: Sequence[str] | None = None, skip: Sequence[str] = DEFAULT_SKIP,
                     double_quant: bool = False):
-    """The same tree with every weight named in `targets` (and no `skip` substring in its path)
-    replaced by a `QuantizedWeight`; everything else (embeddings, norms, LoRA adapters) unchanged.
+    """The same tree with every weight named in `targets` (default: every one of `projections`; no
+    `skip` substring in its path) replaced by a `QuantizedWeight`; everything else (embeddings, norms,
+    biases, LoRA adapters) unchanged.
 
-    int8 scales are per output channel (input axes from `IN_DIMS`); leading axes (the stacked
-    `layers` axis) are kept, so the tree still scans over layers."""
+    projections: the family's `ModelFamily.projections`, name -> (input dims, dims without leading
+    axes). int8 scales are per output channel; leading axes (the stacked `layers` axis) are kept, so
+    the tree still scans over layers."""
     if kind not in KINDS:
         raise ConfigError(f"lora.base_quant must be one of {KINDS}, got {kind!r}")
-    unknown = [t for t in targets if t not in IN_DIMS]
+    targets = tuple(projections) if targets is None else tuple(targets)
+    unknown = [t for t in targets if t not in projections]
     if unknown:
-        raise ConfigError(f"quantize_params: unknown target weights {unknown}; known: {sorted(IN_DIMS)}")
+        raise ConfigError(f"quantize_params: unknown target weights {unknown}; known: {sorted(projections)}")
 
     def one(path, w):
         name = _leaf_name(path)
         where = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
         if name not in targets or any(s in where for s in skip) or is_quantized(w):
             return w
-        n_lead = w.ndim - BASE_NDIM[name]
+        n_in, base_ndim = projections[name]
+        n_lead = w.ndim - base_ndim
         if n_lead < 0:
-            raise ConfigError(f"quantize_params: {where} has shape {w.shape}, expected ≥ {BASE_NDIM[name]} dims")
-        axes = tuple(range(n_lead, n_lead + IN_DIMS[name]))
+            raise ConfigError(f"quantize_params: {where} has shape {w.shape}, expected ≥ {base_ndim} dims")
+        axes = tuple(range(n_lead, n_lead + n_in))
         return quantize(w, kind, axis_in=axes, n_lead=n_lead, double_quant=double_quant)
 
     return jax.tree_util.tree_map_with_path(one, params, is_leaf=is_quantized)
 
 
-def quantized_axes(axes: tuple, qw: QuantizedWeight, name: str) -> QuantizedWeight:
+def quantized_axes(axes: tuple, qw: QuantizedWeight) -> QuantizedWeight:
     """Logical axis names for the arrays of `qw`, the quantised form of a weight whose axes are
     `axes` (e.g. ``("layers", "embed", "mlp")``), so a quantised base is sharded like the plain one
     (FSDP / tensor parallel) instead of replicated on every chip:
@@ -286,10 +292,10 @@ def quantized_axes(axes: tuple, qw: QuantizedWeight, name: str) -> QuantizedWeig
            packed bytes are gathered per layer like FSDP gathers weights, then dequantised and
            resharded to the matmul's layout by XLA); double-quantisation arrays: leading axes only.
     """
-    n_lead = len(axes) - BASE_NDIM[name]
+    n_lead = len(axes) - len(qw.shape)
     lead = tuple(axes[:n_lead])
     if qw.kind == "int8":
-        in_axes = set(range(n_lead, n_lead + IN_DIMS[name]))
+        in_axes = {n_lead + a for a in qw.in_axes}
         scales = tuple(None if i in in_axes else a for i, a in enumerate(axes))
         return dataclasses.replace(qw, data=tuple(axes), scales=scales)
     flat = lead + ("quant_blocks",)
@@ -308,7 +314,7 @@ def quantized_param_axes(axes_tree, qparams):
 
     def one(path, axes):
         q = _at(qparams, path)
-        return quantized_axes(axes, q, _leaf_name(path)) if is_quantized(q) else axes
+        return quantized_axes(axes, q) if is_quantized(q) else axes
 
     return jax.tree_util.tree_map_with_path(one, axes_tree, is_leaf=is_axes)
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtool.models import llama
+from jaxtool.models.family import family_of
 from jaxtool.models.run import DEFAULT_RUN, RunOptions
 
 
@@ -81,12 +81,12 @@ def sample_token(logits: jax.Array, key: jax.Array, sampling: Sampling) -> tuple
     return tok.astype(jnp.int32), jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
 
 
-def prefill(params, cfg: llama.LlamaConfig, prompts: jax.Array, prompt_lens: jax.Array, cache: dict,
+def prefill(params, cfg, prompts: jax.Array, prompt_lens: jax.Array, cache: dict,
             max_new_tokens: int, key: jax.Array, run: RunOptions = DEFAULT_RUN) -> DecodeState:
     """Run the right-padded prompts [B, P] through the model, filling the cache."""
     B = prompts.shape[0]
-    logits, cache = llama.forward_cached(params, prompts, cache, jnp.zeros((B,), jnp.int32), cfg, prefill=True,
-                                         logits_at=prompt_lens - 1, run=run)
+    logits, cache = family_of(cfg).forward_cached(params, prompts, cache, jnp.zeros((B,), jnp.int32), cfg,
+                                                   prefill=True, logits_at=prompt_lens - 1, run=run)
     last = logits[:, 0]
     return DecodeState(
         cache=cache, last_logits=last.astype(jnp.float32), pos=prompt_lens.astype(jnp.int32),
@@ -95,7 +95,7 @@ def prefill(params, cfg: llama.LlamaConfig, prompts: jax.Array, prompt_lens: jax
         step=jnp.zeros((), jnp.int32), key=key)
 
 
-def decode(params, cfg: llama.LlamaConfig, state: DecodeState, sampling: Sampling, num_steps: jax.Array,
+def decode(params, cfg, state: DecodeState, sampling: Sampling, num_steps: jax.Array,
            stop_ids: jax.Array, pad_id: int = 0, run: RunOptions = DEFAULT_RUN) -> DecodeState:
     """Decode up to `num_steps` more tokens (fewer if every row is done or the buffer is full)."""
     max_new = state.tokens.shape[1]
@@ -112,7 +112,7 @@ def decode(params, cfg: llama.LlamaConfig, state: DecodeState, sampling: Samplin
         tokens = s.tokens.at[:, s.step].set(tok)
         logprobs = s.logprobs.at[:, s.step].set(jnp.where(active, lp, 0.0))
         hit_stop = jnp.any(tok[:, None] == stop_ids[None, :], axis=-1) & active
-        logits, cache = llama.forward_cached(params, tok[:, None], s.cache, s.pos, cfg, run=run)
+        logits, cache = family_of(cfg).forward_cached(params, tok[:, None], s.cache, s.pos, cfg, run=run)
         return DecodeState(
             cache=cache, last_logits=logits[:, 0].astype(jnp.float32),
             pos=s.pos + active.astype(jnp.int32), done=s.done | hit_stop, tokens=tokens, logprobs=logprobs,
@@ -172,7 +172,7 @@ class GenerateOutput:
     finish_reasons: list[str]        # "eos" | "stop" | "length"
 
 
-def generate_ids(params, cfg: llama.LlamaConfig, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 128,
+def generate_ids(params, cfg, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 128,
                  sampling: Sampling = Sampling(), stop_ids: Sequence[int] = (), stop_check=None, seed: int = 0,
                  pad_id: int = 0, chunk: int = 32, length_multiple: int = 64, mesh=None,
                  run: RunOptions = DEFAULT_RUN) -> GenerateOutput:
@@ -198,11 +198,11 @@ def generate_ids(params, cfg: llama.LlamaConfig, prompts: Sequence[Sequence[int]
     for i, p in enumerate(prompts):
         arr[i, :len(p)] = p
     stop_arr = jnp.asarray(np.array(sorted(set(stop_ids)) or [-1], np.int32))
-    per_layer = isinstance(params["layers"], (list, tuple))  # `llama.unstack_layers` params
-    cache = llama.init_cache(cfg, B, P + N, per_layer=per_layer, run=run)
+    per_layer = isinstance(params["layers"], (list, tuple))  # the family's `unstack_layers` params
+    cache = family_of(cfg).init_cache(cfg, B, P + N, per_layer=per_layer, run=run)
     with sharding.use_mesh(mesh):
         if mesh is not None:
-            cache = jax.device_put(cache, sharding.tree_shardings(llama.cache_axes(cfg, per_layer), cache, mesh))
+            cache = jax.device_put(cache, sharding.tree_shardings(family_of(cfg).cache_axes(cfg, per_layer), cache, mesh))
             arr_dev, lens_dev = sharding.shard_batch((arr, lens), mesh)
         else:
             arr_dev, lens_dev = jnp.asarray(arr), jnp.asarray(lens)

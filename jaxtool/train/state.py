@@ -74,7 +74,7 @@ def build_state(c: TrainConfig, model, total_steps: int, max_turns: int) -> Trai
     if c.lora.enabled and c.lora.base_quant != "none":
         # QLoRA: the frozen projections stored int8 / NF4, sharded like the plain weights
         # (`quant.quantized_axes`), dequantised in each matmul
-        quantize = lambda p: quant.quantize_params(p, c.lora.base_quant)  # noqa: E731
+        quantize = lambda p: quant.quantize_params(p, c.lora.base_quant, fam.projections)  # noqa: E731
         abstract = jax.eval_shape(quantize, params)
         q_sh = sharding.tree_shardings(quant.quantized_param_axes(fam.param_axes(cfg), abstract), abstract, mesh)
         params = jax.jit(quantize, out_shardings=q_sh)(params)

@@ -22,9 +22,12 @@ def lora_shapes(cfg: LlamaConfig, name: str, rank: int) -> tuple[tuple[int, ...]
     return (L, *ins, rank), (L, rank, *outs)
 
 
+# name -> (input dims, dims without the stacked layer axis) of every projection weight
+PROJECTIONS = {name: (n_in, len(eq.split("->")[0].split(",")[1])) for name, (n_in, eq) in PROJ_EINSUMS.items()}
+
 FAMILY = ModelFamily(
     name="llama", config_cls=LlamaConfig, param_axes=param_axes, param_shapes=param_shapes,
     init_params=init_params, abstract_params=abstract_params, hidden_states=hidden_states,
     final_norm=final_norm, output_weight=output_weight, unembed=unembed, forward=forward,
     init_cache=init_cache, cache_axes=cache_axes, forward_cached=forward_cached, hf_name_table=hf_name_table,
-    lora_targets=tuple(PROJ_EINSUMS), lora_shapes=lora_shapes)
+    lora_targets=tuple(PROJ_EINSUMS), lora_shapes=lora_shapes, projections=PROJECTIONS, presets=PRESETS)

@@ -3,7 +3,8 @@ index and the transform between the two layouts (used by `jaxtool.convert` in bo
 
 HF stores projections as [out, in]; we store [in, out] with heads split out (`wq` [D, H, Dh],
 `wo` [H, Dh, D]) and stack layers on a leading axis. RoPE needs no permutation: both sides use HF's
-split-half layout.
+split-half layout. The block's hooks add their tensors: q/k/v biases (`qkv_bias`, Qwen2) and the
+per-head q/k norms (`qk_norm`, Qwen3).
 """
 
 from __future__ import annotations
@@ -57,4 +58,11 @@ def hf_name_table(cfg: LlamaConfig) -> list[Entry]:
             Entry(p + "mlp.up_proj.weight", ("layers", "w_up"), i, (F, D), T, T),
             Entry(p + "mlp.down_proj.weight", ("layers", "w_down"), i, (D, F), T, T),
         ]
+        if cfg.qkv_bias:  # HF [n*Dh] -> ours [n, Dh]
+            for hf, ours, n in (("q_proj", "bq", H), ("k_proj", "bk", K), ("v_proj", "bv", K)):
+                table.append(Entry(p + f"self_attn.{hf}.bias", ("layers", ours), i, (n * Dh,),
+                                   (lambda a, n=n: a.reshape(n, Dh)), (lambda a: a.reshape(-1))))
+        if cfg.qk_norm:
+            table += [Entry(p + "self_attn.q_norm.weight", ("layers", "q_norm"), i, (Dh,), same, same),
+                      Entry(p + "self_attn.k_norm.weight", ("layers", "k_norm"), i, (Dh,), same, same)]
     return table

@@ -29,6 +29,8 @@ Parameter layout (L = layers, D = hidden, H = heads, K = KV heads, Dh = head dim
     layers/attn_norm   [L, D]        layers/mlp_norm [L, D]
     layers/wq          [L, D, H, Dh] layers/wk, wv   [L, D, K, Dh]   layers/wo [L, H, Dh, D]
     layers/w_gate      [L, D, F]     layers/w_up     [L, D, F]       layers/w_down [L, F, D]
+    layers/bq          [L, H, Dh]    layers/bk, bv   [L, K, Dh]      (qkv_bias families: Qwen2)
+    layers/q_norm      [L, Dh]       layers/k_norm   [L, Dh]         (qk_norm families: Qwen3)
     final_norm         [D]
     lm_head            [D, V]        (absent when embeddings are tied)
 """
@@ -70,6 +72,11 @@ def param_axes(cfg: LlamaConfig) -> dict:
         },
         "final_norm": ("norm",),
     }
+    if cfg.qkv_bias:   # Qwen2
+        axes["layers"].update(bq=("layers", "heads", "head_dim"), bk=("layers", "kv_heads", "head_dim"),
+                              bv=("layers", "kv_heads", "head_dim"))
+    if cfg.qk_norm:    # Qwen3
+        axes["layers"].update(q_norm=("layers", "head_dim"), k_norm=("layers", "head_dim"))
     if not cfg.tie_embeddings:
         axes["lm_head"] = ("embed", "vocab")
     return axes
@@ -86,6 +93,10 @@ def param_shapes(cfg: LlamaConfig) -> dict:
         },
         "final_norm": (D,),
     }
+    if cfg.qkv_bias:
+        shapes["layers"].update(bq=(L, H, Dh), bk=(L, K, Dh), bv=(L, K, Dh))
+    if cfg.qk_norm:
+        shapes["layers"].update(q_norm=(L, Dh), k_norm=(L, Dh))
     if not cfg.tie_embeddings:
         shapes["lm_head"] = (D, V)
     return shapes
@@ -98,7 +109,8 @@ def abstract_params(cfg: LlamaConfig, dtype=jnp.float32) -> dict:
 
 
 def init_params(cfg: LlamaConfig, key: jax.Array, std: float = 0.02, dtype=jnp.float32) -> dict:
-    """Random parameters as HF initialises them: normal(0, 0.02) matrices, ones for norm weights."""
+    """Random parameters as HF initialises them: normal(0, 0.02) matrices, ones for norm weights,
+    zeros for biases."""
     shapes = param_shapes(cfg)
     flat, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))
     paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda s: isinstance(s, tuple))[0]]
@@ -108,6 +120,8 @@ def init_params(cfg: LlamaConfig, key: jax.Array, std: float = 0.02, dtype=jnp.f
         name = str(path[-1].key)
         if name.endswith("norm"):
             leaves.append(jnp.ones(shape, dtype))
+        elif name in BIASES.values():
+            leaves.append(jnp.zeros(shape, dtype))
         else:
             leaves.append((std * jax.random.normal(k, shape, jnp.float32)).astype(dtype))
     return jax.tree.unflatten(treedef, leaves)
@@ -231,10 +245,23 @@ _swiglu_down = jax.checkpoint(_swiglu_down_impl, static_argnums=(3,),
                               policy=jax.checkpoint_policies.nothing_saveable)
 
 
-def _qkv(x: jax.Array, p: Mapping[str, jax.Array], cos, sin, run: RunOptions):
-    q = proj(x, p, "wq", run)
-    k = proj(x, p, "wk", run)
-    v = proj(x, p, "wv", run)
+# The block's two hooks, switched on by the family's config (`LlamaConfig.qkv_bias`, `.qk_norm`):
+# a bias added after a projection (Qwen2: q/k/v) and an RMSNorm over head_dim of each query and key
+# head before rope (Qwen3, with its own eps = rms_norm_eps).
+BIASES = {"wq": "bq", "wk": "bk", "wv": "bv"}
+QK_NORMS = {"wq": "q_norm", "wk": "k_norm"}
+
+
+def _qkv(x: jax.Array, p: Mapping[str, jax.Array], cos, sin, cfg: LlamaConfig, run: RunOptions):
+    def head_proj(name):
+        y = proj(x, p, name, run)
+        if cfg.qkv_bias:
+            y = y + p[BIASES[name]].astype(y.dtype)
+        if cfg.qk_norm and name in QK_NORMS:
+            y = rms_norm(y, p[QK_NORMS[name]], cfg.rms_norm_eps)
+        return y
+
+    q, k, v = head_proj("wq"), head_proj("wk"), head_proj("wv")
     q = constrain(apply_rope(q, cos, sin), ("batch", "seq", "act_heads", None))
     k = constrain(apply_rope(k, cos, sin), ("batch", "seq", "act_kv_heads", None))
     v = constrain(v, ("batch", "seq", "act_kv_heads", None))
@@ -253,7 +280,7 @@ def block(x: jax.Array, p: Mapping[str, jax.Array], cos, sin, attend: Attend, cf
     The one block body of training, prefill and decoding: only `attend` differs. Returns the new
     hidden states and the block's keys/values (what a KV cache stores)."""
     h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
-    q, k, v = _qkv(h, p, cos, sin, run)
+    q, k, v = _qkv(h, p, cos, sin, cfg, run)
     x = x + proj(attend(q, k, v), p, "wo", run)
     x = constrain(x, ("batch", "seq", "act_embed"))
     h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
