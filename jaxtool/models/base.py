@@ -30,6 +30,7 @@ class ModelFamily:
     # what a quantised base (`jaxtool.models.quant.quantize_params`) needs to know of each weight
     projections: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     presets: Mapping[str, Any] = dataclasses.field(default_factory=dict)   # name -> config (published sizes)
+    about: str = ""                    # the models it covers, for messages ("Llama 3.x, SmolLM2")
 
     def config_from_hf(self, hf: Mapping[str, Any], source: str = "config.json", **overrides):
         return self.config_cls.from_hf(hf, source=source, **overrides)

@@ -49,7 +49,7 @@ def get_family(model_type: str, source: str = "model") -> ModelFamily:
         close = difflib.get_close_matches(str(model_type), FAMILIES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"{source}: model_type={model_type!r} is not supported{hint}; jaxtool reads "
-                          f"{', '.join(sorted(FAMILIES))} models")
+                          f"{', '.join(f'{n} ({FAMILIES[n].about})' for n in sorted(FAMILIES))} models")
     return FAMILIES[model_type]
 
 

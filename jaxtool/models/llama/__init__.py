@@ -30,4 +30,5 @@ FAMILY = ModelFamily(
     init_params=init_params, abstract_params=abstract_params, hidden_states=hidden_states,
     final_norm=final_norm, output_weight=output_weight, unembed=unembed, forward=forward,
     init_cache=init_cache, cache_axes=cache_axes, forward_cached=forward_cached, hf_name_table=hf_name_table,
-    lora_targets=tuple(PROJ_EINSUMS), lora_shapes=lora_shapes, projections=PROJECTIONS, presets=PRESETS)
+    lora_targets=tuple(PROJ_EINSUMS), lora_shapes=lora_shapes, projections=PROJECTIONS, presets=PRESETS,
+    about="Llama 3.x, SmolLM2")

@@ -7,6 +7,7 @@ import dataclasses
 from jaxtool.models.llama import FAMILY as _LLAMA
 from jaxtool.models.qwen2.config import PRESETS, Qwen2Config
 
-FAMILY = dataclasses.replace(_LLAMA, name="qwen2", config_cls=Qwen2Config, presets=PRESETS)
+FAMILY = dataclasses.replace(_LLAMA, name="qwen2", config_cls=Qwen2Config, presets=PRESETS,
+                             about="Qwen2, Qwen2.5")
 
 __all__ = ["FAMILY", "PRESETS", "Qwen2Config"]

@@ -6,6 +6,7 @@ import dataclasses
 from jaxtool.models.llama import FAMILY as _LLAMA
 from jaxtool.models.qwen3.config import PRESETS, Qwen3Config
 
-FAMILY = dataclasses.replace(_LLAMA, name="qwen3", config_cls=Qwen3Config, presets=PRESETS)
+FAMILY = dataclasses.replace(_LLAMA, name="qwen3", config_cls=Qwen3Config, presets=PRESETS,
+                             about="Qwen3 dense")
 
 __all__ = ["FAMILY", "PRESETS", "Qwen3Config"]
