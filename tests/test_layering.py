@@ -224,18 +224,9 @@ def test_family_packages_found():
     assert {"jaxtool.models.llama", "jaxtool.models.qwen2", "jaxtool.models.qwen3"} <= set(_family_packages())
 
 
-# Modules still calling `llama.*` directly, each with its reason; nothing else may. (The MCTS and the
-# iTool buffer move to `family_of(cfg)` with the MCTS split into a package, issue 25.)
-SEAM_PENDING = {
-    "jaxtool.sample.mcts": "issue 25: routed through family_of(cfg) by the MCTS package split",
-    "jaxtool.itool.buffer": "issue 25: routed through family_of(cfg) with the MCTS package split",
-}
-
-
 def test_only_models_imports_a_family_package():
     families = _family_packages()
-    outside = [m for m in MODULES if not (m == "jaxtool.models" or m.startswith("jaxtool.models."))
-               and m not in SEAM_PENDING]
+    outside = [m for m in MODULES if not (m == "jaxtool.models" or m.startswith("jaxtool.models."))]
     bad = {m: sorted({i for i in ALL_IMPORTS[m] if any(i == f or i.startswith(f + ".") for f in families)})
            for m in outside}
     assert {m: v for m, v in bad.items() if v} == {}, "reach models through jaxtool.models.family_of(cfg)"

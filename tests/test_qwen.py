@@ -209,7 +209,7 @@ def test_lora_sft_and_diatool_dpo_steps_train(family, objective, tmp_path_factor
 
 
 def test_quantised_base_and_sharding_axes_cover_the_hooks(case):
-    """int8 / NF4 bases quantise the family's projections only (biases and q/k norms stay plain), and
+    """int8 (Qwen2) / NF4 (Qwen3) bases quantise the family's projections only (biases and q/k norms stay plain), and
     every parameter, the hook parameters included, has one logical axis name per dimension."""
     family, _, _, m = case
     fam, cfg = family_of(m.config), m.config
@@ -219,7 +219,7 @@ def test_quantised_base_and_sharding_axes_cover_the_hooks(case):
     jax.tree.map(lambda a, s: len(a) == len(s) or pytest.fail(f"{a} vs {s}"), axes, shapes, is_leaf=is_tuple)
     hooks = ("bq", "bk", "bv") if family == "qwen2" else ("q_norm", "k_norm")
     assert all(h in axes["layers"] for h in hooks)
-    for kind in ("int8", "nf4"):
+    for kind in ("int8",) if family == "qwen2" else ("nf4",):   # one format per family keeps it quick
         qp = quant.quantize_params(m.params, kind, fam.projections)
         assert all(quant.is_quantized(qp["layers"][n]) for n in fam.projections)
         assert not any(quant.is_quantized(qp["layers"][h]) for h in hooks)
