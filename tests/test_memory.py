@@ -57,7 +57,7 @@ def _lora_preference_step(cfg, run, lc, optim, rank, P, L, T, grad_accum, base_d
 
     frozen = llama.abstract_params(cfg, base_dtype)
     if base_quant != "none":
-        frozen = jax.eval_shape(lambda p: quant.quantize_params(p, base_quant), frozen)
+        frozen = jax.eval_shape(lambda p: quant.quantize_params(p, base_quant, llama.FAMILY.projections), frozen)
     adapters = jax.eval_shape(lambda: lora.init_adapters(cfg, rank, lora.targets_of(cfg), jax.random.key(0)))
     opt, _ = make_optimizer(optim, 1000)
     state = jax.eval_shape(lambda a: steps.TrainState(jnp.zeros((), jnp.int32), a, opt.init(a)), adapters)
