@@ -92,3 +92,23 @@ def test_cli_dry_run_and_print_config(capsys):
     assert cli.main(["rl", "--print-config", "loss.type=dr_grpo"]) == 0
     assert "aggregation: constant" in capsys.readouterr().out
     assert cli.main(["rl", "--config", "configs/rl/smollm2_cpu.yaml", "--dry-run", "rollout.group_size=1"]) == 2
+
+
+def test_bfcl_simulator_env_tasks_and_the_split_guard(tmp_path):
+    from jaxtool.eval.split_guard import SplitGuard
+
+    p = tmp_path / "tasks.jsonl"
+    rows = [{"id": "ours", "env": "bfcl", "messages": [{"role": "user", "content": "add 2 and 3"}],
+             "entry": {"id": "ours", "involved_classes": ["MathAPI"], "initial_config": {}}},
+            {"id": "leak", "env": "bfcl", "messages": [{"role": "user", "content": "A BFCL test query."}],
+             "entry": {"id": "leak", "involved_classes": ["MathAPI"], "initial_config": {}}}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    guard = SplitGuard()
+    guard.add_queries(["a bfcl test query"], "bfcl")
+    dropped = collections.Counter()
+    (t,) = env_tasks(str(p), guard=guard, dropped=dropped)
+    assert t.id == "ours" and dropped == {"task: benchmark test query": 1}
+    env = t.make_env()
+    (res,) = env.step([ToolCall("add", {"a": 2, "b": 3})])
+    assert not res.error and "5" in res.content
+    assert "add" in [x.name for x in t.prompt.tools]

@@ -215,7 +215,10 @@ class RLTrainer:
                 self.counts[f"task: {reason}"] += n
             out += ts
         if c.data.env_tasks:
-            out += T.env_tasks(c.data.env_tasks, c.data.limit)
+            from jaxtool.itool.examples import make_guard
+
+            out += T.env_tasks(c.data.env_tasks, c.data.limit, guard=make_guard(c.data.guard, c.data.guard_data),
+                               dropped=self.counts)
         return out
 
     # -- one iteration ------------------------------------------------------------------------

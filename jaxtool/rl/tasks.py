@@ -31,8 +31,17 @@ def _kv():
     return KeyValueEnv()
 
 
-# environment name -> factory of a fresh `jaxtool.envs.ToolEnv`
-ENVS: dict[str, Callable[[], Any]] = {"kv": _kv}
+def _bfcl():
+    from jaxtool.envs.bfcl import BFCLEnv
+
+    return BFCLEnv()
+
+
+# environment name -> factory of a fresh `jaxtool.envs.ToolEnv`. "bfcl": BFCL's multi-turn simulators
+# (an example environment: entries are {"involved_classes": [...], "initial_config": {...}} written
+# for training — never BFCL's test entries: the split guard drops a task whose user turn is a BFCL
+# test query)
+ENVS: dict[str, Callable[[], Any]] = {"kv": _kv, "bfcl": _bfcl}
 
 
 @dataclasses.dataclass
@@ -60,8 +69,9 @@ def source_tasks(specs, fmt, *, target: str = "first_call", limit: int = 0, guar
     return [Task(e.id, e.prompt, example=e) for e in exs], report
 
 
-def env_tasks(path: str, limit: int = 0) -> list[Task]:
-    """Multi-turn tasks from a JSONL file (see the module doc)."""
+def env_tasks(path: str, limit: int = 0, guard=None, dropped=None) -> list[Task]:
+    """Multi-turn tasks from a JSONL file (see the module doc). `guard` (a `SplitGuard`): a task with a
+    user turn equal to a benchmark test query is dropped and counted in `dropped` (a Counter)."""
     out = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -92,11 +102,15 @@ def env_tasks(path: str, limit: int = 0) -> list[Task]:
                                     tools=tools, meta={"id": str(row.get("id", n))})
             except DataError:
                 raise
+            if guard is not None and any(m.role == "user" and guard.match(m.content or "") for m in conv.messages):
+                if dropped is not None:
+                    dropped["task: benchmark test query"] += 1
+                continue
             out.append(Task(str(row.get("id", n)), conv, env=env, entry=entry))
             if limit and len(out) >= limit:
                 break
     if not out:
-        raise ConfigError(f"{path}: no tasks")
+        raise ConfigError(f"{path}: no tasks" + (f" ({dict(dropped)})" if dropped else ""))
     return out
 
 
