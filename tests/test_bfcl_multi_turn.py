@@ -231,3 +231,11 @@ def test_evaluate_runs_multi_turn_categories_and_writes_rescorable_predictions(t
                      "--out", str(out)]) == 0
     assert [v["valid"] for v in json.loads(out.read_text())["verdicts"]] == [r["valid"] for r in records]
     assert entries  # at least some keyword-only entries exist among the first 12
+
+
+def test_category_lists_expand_all_and_multi_turn():
+    from jaxtool.eval.bfcl.data import CATEGORIES
+    from jaxtool.eval.bfcl.run import parse_categories
+
+    assert parse_categories("all,multi_turn") == list(CATEGORIES) + list(MULTI_TURN_CATEGORIES)
+    assert parse_categories("multi_turn_base,simple_java") == ["multi_turn_base", "simple_java"]

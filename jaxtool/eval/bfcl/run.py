@@ -125,8 +125,8 @@ def parse_categories(spec: str | None) -> list[str]:
         return list(CATEGORIES)
     cats: list[str] = []
     for c in (c.strip() for c in spec.split(",") if c.strip()):
-        if c == "multi_turn":
-            cats += [m for m in MULTI_TURN_CATEGORIES if m not in cats]
+        if c in ("multi_turn", "all"):
+            cats += [m for m in (MULTI_TURN_CATEGORIES if c == "multi_turn" else CATEGORIES) if m not in cats]
             continue
         check_scorable_category(c)
         cats.append(c)
