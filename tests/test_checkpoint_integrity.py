@@ -299,6 +299,15 @@ def test_sft_skip_prints_the_load_report(trained):  # 13
         written = json.load(fh)
     assert written["load"]["rows"] == 8 and written["load"]["kept"] == 6
     assert written["load"]["skipped"] == {"invalid json": 1, "not an object": 1}
+    # issue 26: progress and metrics carry trained and total tokens/s, labelled
+    with open(os.path.join(trained["run_dir"], "metrics.jsonl")) as fh:
+        rows = [json.loads(x) for x in fh if x.strip()]
+    train_rows = [r for r in rows if r.get("split") == "train"]
+    assert train_rows and all(r["total_tokens"] > r["tokens"] > 0 for r in train_rows)
+    from jaxtool.train.trainer import _postfix
+
+    bar = _postfix(train_rows[-1])
+    assert set(bar) >= {"trained tok/s", "total tok/s"} and float(bar["total tok/s"]) > float(bar["trained tok/s"])
 
 
 def test_resume_with_other_data_or_batch_size_is_refused(trained):  # 10, 17

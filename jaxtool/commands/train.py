@@ -63,7 +63,7 @@ def run(args) -> int:
 
     result = train(cfg, resume=args.resume)
     m = result.last_metrics
-    line = f"{result.status} after {result.steps} steps in {result.wall_s:.0f}s ({result.tokens_per_s:.0f} tokens/s)"
+    line = f"{result.status} after {result.steps} steps in {result.wall_s:.0f}s ({result.tokens_per_s:.0f} trained tokens/s)"
     if m:
         line += f"; last loss {m['loss']:.4f}"
     print(line)

@@ -301,6 +301,8 @@ class Trainer:
 
         def on_metrics(step, m):
             m.update(tokens_per_s=m["tokens"] / max(m["step_s"], 1e-9), epoch=(step - 1) // self.steps_per_epoch)
+            if self._last_total is not None:  # every token of the batch, padding excluded (trained + context)
+                m.update(total_tokens=self._last_total, total_tokens_per_s=self._last_total / max(m["step_s"], 1e-9))
             last.clear()
             last.update(m)
             if index_log is not None:
@@ -318,8 +320,11 @@ class Trainer:
             if c.save_every and step % c.save_every == 0 and step < self.total_steps:
                 self.save(it)
 
+        self._last_total = None
+
         def step_fn(state, batch):
             self._last_index = [int(i) for i in batch.index] if index_log is not None else None
+            self._last_total = _real_tokens(batch) if jax.process_count() == 1 else None
             self.state, m = self.setup_.train_step(state, sharding.shard_batch(batch, self.mesh),
                                                    n_logits=self._n_logits(batch))
             return self.state, m
@@ -443,8 +448,21 @@ def _index_log(run_dir: str):
     return open(os.path.join(run_dir, f"data_index.p{jax.process_index()}.jsonl"), "a")
 
 
+def _real_tokens(batch) -> int | None:
+    """Tokens of a host batch that are not padding (segment id 0), both sides of a pair."""
+    parts = [batch.chosen, batch.rejected] if hasattr(batch, "chosen") else [batch]
+    try:
+        return int(sum(np.count_nonzero(np.asarray(b.segment_ids)) for b in parts))
+    except (AttributeError, TypeError):
+        return None
+
+
 def _postfix(m: dict) -> dict:
-    out = {"loss": f"{m['loss']:.4f}", "tok/s": f"{m['tokens_per_s']:.0f}"}
+    """The progress bar: trained tokens/s (loss-masked, what the loss sees) and all tokens/s
+    (prompt, tool results and trained tokens; padding excluded), each labelled."""
+    out = {"loss": f"{m['loss']:.4f}", "trained tok/s": f"{m['tokens_per_s']:.0f}"}
+    if m.get("total_tokens_per_s") is not None:
+        out["total tok/s"] = f"{m['total_tokens_per_s']:.0f}"
     if "reward_margin" in m:
         out["margin"] = f"{m['reward_margin']:.3f}"
         out["acc"] = f"{m['accuracy']:.2f}"
