@@ -113,3 +113,16 @@ def test_inspect_reads_a_benchmark_source_registered_by_the_eval_layer(fast_toke
     assert main(["data", "inspect", f"functionchat:{path}", "--mark", "brackets"]) == 0
     out = capsys.readouterr().out
     assert "(source=functionchat, row=0" in out and "7 rows read, 7 kept" in out
+
+
+def test_build_calm_explains_an_unmet_total():  # issue 26: `build-calm --total 500` gave 191 rows silently
+    from jaxtool.commands.build_calm import unmet_target_notes
+
+    summary = {"rows": 191, "tasks": {"dst": {"available": 40, "target_share": 0.5},
+                                      "fc": {"available": 400, "target_share": 0.5}}}
+    assert unmet_target_notes(None, "all", summary) == []
+    assert unmet_target_notes(150, "table1", summary) == []
+    (note,) = unmet_target_notes(500, "all", summary)
+    assert "--total 500 is not met (191 rows)" in note and "--weights table1" in note
+    (note,) = unmet_target_notes(500, "table1", summary)
+    assert "dst: 40 available < 250 wanted" in note and "fc:" not in note

@@ -114,8 +114,30 @@ def run(args) -> int:
         tokenizer = load_tokenizer(args.tokenizer)
     result = build(cfg, tokenizer=tokenizer, thought_writer=thought_writer(args))
     print(result.table())
+    for line in unmet_target_notes(args.total, args.weights, result.summary):
+        print(line)
     if args.dry_run:
         return 0
     paths = write(result, args.out)
     print(f"wrote {result.summary['rows']} rows: " + ", ".join(paths.values()))
     return 0
+
+
+def unmet_target_notes(total, weights, summary: dict) -> list[str]:
+    """Why a `--total N` mix has fewer rows than N: the default weights take every row and ignore
+    --total, or tasks ran short of their share (named, with planned vs available); never silent."""
+    if total is None:
+        return []
+    rows = int(summary.get("rows", 0))
+    if rows >= total:
+        return []
+    tasks = summary.get("tasks", {})
+    if weights in (None, "all"):
+        return [f"note: --total {total} is not met ({rows} rows): --weights all (the default, CALM §4.1: every row "
+                "of every task) takes every available row and ignores --total; give --weights table1 (or "
+                "task=weight,...) to scale the mix to a total"]
+    short = [f"{t}: {v['available']} available < {round(total * (v.get('target_share') or 0))} wanted"
+             for t, v in tasks.items() if v.get("target_share") and v["available"] < round(total * v["target_share"])]
+    why = "; ".join(short) if short else "rounding to whole rows"
+    return [f"note: --total {total} is not met ({rows} rows): rows are never repeated, and a task that runs short "
+            f"of its share is not padded by the others ({why}); add inputs or lower --total"]
