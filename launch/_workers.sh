@@ -30,6 +30,37 @@ jt_free_port() {
   "${PYTHON:-python3}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+jt_check_mesh() {  # jt_check_mesh DEVICES PROCESSES CONFIG [key=value ...]: the recipe's mesh fits (dry runs)
+  local ndev=$1 nproc=$2; shift 2
+  "${PYTHON:-python3}" - "$ndev" "$nproc" "$@" <<'PY'
+import sys
+ndev, nproc, args = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+try:
+    from jaxtool.config import load_config
+    from jaxtool.errors import JaxtoolError
+    from jaxtool.sharding import mesh_sizes
+except ImportError:
+    print("# mesh not checked: jaxtool is not importable here", file=sys.stderr)
+    sys.exit(0)
+path = next((a for a in args if "=" not in a and not a.startswith("-")), None)
+overrides = [a for a in args if "=" in a and not a.startswith("-")]
+import os
+if path and not os.path.isfile(path):
+    print(f"# mesh not checked: no recipe file {path} here", file=sys.stderr)
+    sys.exit(0)
+try:
+    m = load_config(path, overrides).mesh
+    sizes = mesh_sizes(m.data, m.fsdp, m.tensor, devices=list(range(ndev)))
+    n = sizes[0] * sizes[1] * sizes[2]
+    if n < ndev and nproc > 1:
+        raise SystemExit(f"mesh data×fsdp×tensor = {n} leaves devices idle: a multi-process mesh must span all "
+                         f"{ndev} devices ({nproc} processes); set one of mesh.data/fsdp/tensor to -1")
+except JaxtoolError as e:
+    raise SystemExit(f"{e} [{nproc} processes, {ndev} devices]")
+print(f"# mesh data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]} spans {ndev} devices of {nproc} processes")
+PY
+}
+
 jt_port_free() {  # exit 0 when nothing listens on 127.0.0.1:$1
   "${PYTHON:-python3}" -c 'import socket, sys
 s = socket.socket()

@@ -694,3 +694,22 @@ def test_train_checks_data_paths_before_the_model_and_names_the_bad_row_flag(tmp
     assert parser.parse_args(["data", "build-diatool", "--seeds", "x:y", "--out", "o"]).on_bad_row == "skip"
     args = parser.parse_args(["train", "c.yaml", "--on-bad-row", "error"])
     assert args.on_bad_row == "error"
+
+
+@pytest.mark.slow  # two launcher runs, each importing jaxtool to resolve the recipe (~10 s each here)
+def test_gpu_nodes_dry_run_checks_the_mesh_against_the_processes(tmp_path):  # 26 CLI: mesh × processes
+    recipe = os.path.join(REPO, "configs", "diatool_dpo", "llama3_8b.yaml")
+    env_python = {"PYTHON": __import__("sys").executable}
+    import subprocess
+
+    def dry(*args):
+        env = {**os.environ, **env_python}
+        env = {k: v for k, v in env.items() if not k.startswith(("SLURM_", "COORDINATOR", "NUM_NODES", "NODE_RANK"))}
+        r = subprocess.run(["bash", os.path.join(REPO, "launch", "gpu_nodes.sh"), "--dry-run", *args], env=env,
+                           capture_output=True, text=True, timeout=120)
+        return r.returncode, r.stdout, r.stderr
+
+    rc, out, err = dry("--local", "4", recipe, "mesh.data=1", "mesh.fsdp=2", "mesh.tensor=1")
+    assert rc == 2 and "leaves devices idle" in err, (out, err)
+    rc, out, err = dry("--local", "2", recipe)
+    assert rc == 0 and "mesh data=1 fsdp=2 tensor=1 spans 2 devices of 2 processes" in out, (out, err)
