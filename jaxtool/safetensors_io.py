@@ -1,66 +1,50 @@
-"""Minimal, strict safetensors reader/writer on numpy (bfloat16 via ml_dtypes).
+"""Safetensors I/O through the `safetensors` library, behind a thin layer whose only job is named
+errors: a missing, truncated or corrupt file, a tensor that is not there, or a dtype that cannot be
+stored is a `CheckpointError` naming the file (and tensor) — never the library's own exception.
 
-Written here rather than borrowed so that every failure names the file and tensor: a truncated
-file, a header that points past the end, a dtype we cannot represent. Format: 8-byte little-endian
-header length N, N bytes of JSON header `{name: {"dtype", "shape", "data_offsets": [begin, end]},
-"__metadata__": {...}}`, then the raw little-endian tensor bytes.
+`SafetensorsFile` is a lazy view of one file (`keys()`, `shape(name)`, `dtype(name)`, `get(name)`,
+`header`, `metadata`); `save_file` writes atomically; `save_sharded` / `open_checkpoint` handle the
+HF layouts (one `model.safetensors`, or shards plus `model.safetensors.index.json`). bfloat16 is
+numpy's `ml_dtypes.bfloat16`, which `safetensors.numpy` reads and writes.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import struct
 from typing import Iterable, Mapping
 
-import ml_dtypes
 import numpy as np
 
 from jaxtool.errors import CheckpointError
 
-_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
-}
-_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+def _lib_error(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:300]
 
 
 class SafetensorsFile:
     """Lazy view of one .safetensors file: `keys()`, `shape(name)`, `dtype(name)`, `get(name)`."""
 
     def __init__(self, path: str):
+        from safetensors import safe_open
+
         self.path = path
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            raise CheckpointError(f"{path}: safetensors file not found") from None
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{path}: safetensors file not found")
+        size = os.path.getsize(path)
         if size < 8:
             raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, no header)")
-        with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > size - 8:
-                raise CheckpointError(f"{path}: truncated safetensors file (header of {n} bytes, file has {size})")
-            try:
-                header = json.loads(fh.read(n))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
-        self.metadata = header.pop("__metadata__", {}) or {}
-        self.header = header
-        self.data_start = 8 + n
-        data_len = size - self.data_start
-        for name, info in header.items():
-            begin, end = info["data_offsets"]
-            if info["dtype"] not in _DTYPES:
-                raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
-            want = math.prod(info["shape"]) * np.dtype(_DTYPES[info["dtype"]]).itemsize
-            if end - begin != want:
-                raise CheckpointError(f"{path}: tensor {name!r} declares {end - begin} bytes, "
-                                      f"its shape {info['shape']} × {info['dtype']} needs {want}")
-            if end > data_len:
-                raise CheckpointError(f"{path}: truncated safetensors file: tensor {name!r} ends at byte "
-                                      f"{self.data_start + end} but the file has {size}")
-        self._mm = None
+        try:
+            self._f = safe_open(path, framework="numpy")
+            self.metadata = dict(self._f.metadata() or {})
+            self.header = {}
+            for name in self._f.keys():
+                sl = self._f.get_slice(name)
+                self.header[name] = {"dtype": sl.get_dtype(), "shape": list(sl.get_shape())}
+        except Exception as e:  # noqa: BLE001 - the library raises SafetensorError, OSError, ValueError...
+            raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt: "
+                                  f"{_lib_error(e)})") from None
 
     def keys(self) -> list[str]:
         return list(self.header)
@@ -69,40 +53,31 @@ class SafetensorsFile:
         return tuple(self.header[name]["shape"])
 
     def dtype(self, name: str) -> np.dtype:
-        return np.dtype(_DTYPES[self.header[name]["dtype"]])
+        return self.get(name).dtype
 
     def get(self, name: str) -> np.ndarray:
         if name not in self.header:
             raise CheckpointError(f"{self.path}: no tensor {name!r}")
-        if self._mm is None:
-            self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
-        info = self.header[name]
-        begin, end = info["data_offsets"]
-        raw = self._mm[self.data_start + begin:self.data_start + end]
-        return np.frombuffer(raw, dtype=self.dtype(name)).reshape(info["shape"])
+        try:
+            return self._f.get_tensor(name)
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{self.path}: tensor {name!r} cannot be read ({_lib_error(e)})") from None
 
 
 def save_file(tensors: Mapping[str, np.ndarray], path: str, metadata: Mapping[str, str] | None = None) -> None:
     """Write tensors (numpy arrays, C-contiguous copies made as needed) to `path` atomically."""
-    header, offset, arrays = {}, 0, []
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        if arr.dtype not in _NAMES:
-            raise CheckpointError(f"{path}: cannot store tensor {name!r} of dtype {arr.dtype}")
-        header[name] = {"dtype": _NAMES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + arr.nbytes]}
-        offset += arr.nbytes
-        arrays.append(arr)
-    if metadata:
-        header["__metadata__"] = dict(metadata)
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
+    from safetensors.numpy import save_file as _save
+
+    arrays = {name: np.ascontiguousarray(arr) for name, arr in tensors.items()}
     tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(struct.pack("<Q", len(blob)))
-        fh.write(blob)
-        for arr in arrays:
-            fh.write(arr.tobytes())
+    try:
+        _save(arrays, tmp, metadata=dict(metadata) if metadata else None)
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. a dtype safetensors cannot store
+        bad = next((f"{n!r} of dtype {a.dtype}" for n, a in arrays.items()
+                    if a.dtype.kind not in "fiub" or a.dtype.itemsize > 8), None)
+        raise CheckpointError(f"{path}: cannot store tensor{' ' + bad if bad else 's'} ({_lib_error(e)})") from None
     os.replace(tmp, path)
 
 

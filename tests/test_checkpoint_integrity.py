@@ -345,3 +345,63 @@ def test_resume_falls_back_past_a_damaged_step(trained, tmp_path):  # 19 (and 9:
     # resuming the finished run: nothing to train, the last step is not written twice
     again = trained["make"]("max_steps=4", f"run_dir={run}").run(resume=True)
     assert again.status == "finished" and again.steps == 4
+
+
+# -- issue 26: safetensors I/O through the `safetensors` library ----------------------------------------
+
+def _read_by_hand(path: str) -> dict:
+    """An independent reader of the safetensors format (8-byte little-endian header length, JSON
+    header, raw little-endian bytes), written here from the format's description."""
+    import struct
+
+    import ml_dtypes
+
+    kinds = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "I64": np.int64, "I32": np.int32}
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    (n,) = struct.unpack("<Q", bytes(raw[:8]))
+    header = json.loads(bytes(raw[8:8 + n]))
+    header.pop("__metadata__", None)
+    return {name: np.frombuffer(raw[8 + n + info["data_offsets"][0]:8 + n + info["data_offsets"][1]],
+                                dtype=kinds[info["dtype"]]).reshape(info["shape"])
+            for name, info in header.items()}
+
+
+@pytest.mark.slow  # exports SmolLM2-135M (bf16, 270 MB) and reads it twice
+def test_exported_smollm2_reads_agree_tensor_for_tensor(tmp_path):
+    import jaxtool
+    from jaxtool.safetensors_io import open_checkpoint
+
+    out = str(tmp_path / "hf")
+    jaxtool.load_model("smollm2").save_hf(out, dtype="bfloat16")
+    by_name = open_checkpoint(out)
+    files = sorted({f.path for f in by_name.values()})
+    reference = {}
+    for f in files:
+        reference.update(_read_by_hand(f))
+    assert sorted(by_name) == sorted(reference) and len(reference) > 10
+    for name, f in by_name.items():
+        got = f.get(name)
+        assert got.dtype == reference[name].dtype and got.shape == reference[name].shape, name
+        np.testing.assert_array_equal(got.view(np.uint16) if got.dtype.itemsize == 2 else got,
+                                      reference[name].view(np.uint16) if got.dtype.itemsize == 2 else reference[name])
+
+
+def test_safetensors_damage_is_a_named_error(tmp_path):
+    from jaxtool.safetensors_io import SafetensorsFile, save_file
+
+    p = str(tmp_path / "m.safetensors")
+    save_file({"a": np.arange(64, dtype=np.float32), "b": np.ones((4, 4), np.int32)}, p, {"format": "pt"})
+    f = SafetensorsFile(p)
+    np.testing.assert_array_equal(f.get("a"), np.arange(64, dtype=np.float32))
+    assert f.metadata == {"format": "pt"} and f.shape("b") == (4, 4)
+    assert _read_by_hand(p)["b"].sum() == 16  # the library's file, read by the independent reader
+    with pytest.raises(CheckpointError, match="no tensor 'c'"):
+        f.get("c")
+    os.truncate(p, os.path.getsize(p) - 10)
+    with pytest.raises(CheckpointError, match="m.safetensors: not a readable safetensors file"):
+        SafetensorsFile(p)
+    open(p, "wb").write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        SafetensorsFile(p)
+    with pytest.raises(CheckpointError, match="cannot store"):
+        save_file({"z": np.array(["x"], dtype=object)}, str(tmp_path / "o.safetensors"))
