@@ -1,7 +1,7 @@
 """Pure training losses: SFT, DPO / IPO / hinge, SimPO, ORPO, DMPO and DiaTool-DPO.
 
 Every function here is a pure function of arrays. None of them calls a model: the train step runs
-the model, turns logits into log-probabilities with `token_logps`, reduces them with
+the model, turns logits into log-probabilities with `logps_from_logits`, reduces them with
 `sequence_logps` (whole responses) or `turn_logps` (one sum per assistant turn), and hands those to a
 loss. All of them work under `jax.jit`, `jax.vmap` and `jax.grad`: there is no Python control flow on
 array values, and the switches (`loss_type`, `use_phi`, `use_psi`, `max_turns`) are static.
@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
-    "token_logps",
+    "logps_from_logits",
     "sequence_logps",
     "sequence_lengths",
     "turn_logps",
@@ -73,8 +73,10 @@ Array = jax.Array
 # log-probabilities
 # ---------------------------------------------------------------------------------------------
 
-def token_logps(logits: Array, targets: Array) -> Array:
-    """Log-probability of each target token: `log softmax(logits)[..., target]`.
+def logps_from_logits(logits: Array, targets: Array) -> Array:
+    """Log-probability of each target token given the logits: `log softmax(logits)[..., target]`.
+
+    (Named for what it does; `jaxtool.train.steps.model_logps` is the model forward that ends in it.)
 
     Shapes: `logits [B, L, V]` (any float dtype, bf16 included), `targets [B, L]` int -> `[B, L]`
     float32 (float64 if the logits are float64). Any leading shape works; the vocabulary is the
@@ -98,6 +100,9 @@ def token_logps(logits: Array, targets: Array) -> Array:
     picked = jnp.take_along_axis(wide, safe_targets[..., None], axis=-1)[..., 0]
     normaliser = jax.nn.logsumexp(wide, axis=-1)
     return jnp.where(valid, picked - normaliser, 0.0)
+
+
+token_logps = logps_from_logits  # the old name, kept for code written against it; use `logps_from_logits`
 
 
 def _at_least_f32(dtype) -> jnp.dtype:
@@ -167,7 +172,7 @@ def turn_logps(token_logps: Array, turn_ids: Array, max_turns: int) -> tuple[Arr
 def sft_token_nll(token_logps: Array, loss_mask: Array) -> Array:
     """Per-token negative log-likelihood `-log pi(target | prefix)` where trained, 0 elsewhere.
 
-    Shapes: `token_logps [B, L]` (from `token_logps`), `loss_mask [B, L]` -> `[B, L]` in the log-probs
+    Shapes: `token_logps [B, L]` (from `logps_from_logits`), `loss_mask [B, L]` -> `[B, L]` in the log-probs
     dtype (float32, or float64 under x64). The
     SFT objective's per-unit loss (one unit per trained token)."""
     return jnp.where(_as_bool(loss_mask), -token_logps, jnp.zeros((), token_logps.dtype))
@@ -180,7 +185,7 @@ def sft_loss_and_count(logits: Array, targets: Array, loss_mask: Array) -> tuple
     both float32. For gradient accumulation over micro-batches add the sums and the counts
     separately and divide once at the end; that gives exactly the token mean of the full batch.
     """
-    total = jnp.sum(sft_token_nll(token_logps(logits, targets), loss_mask))
+    total = jnp.sum(sft_token_nll(logps_from_logits(logits, targets), loss_mask))
     count = jnp.sum(_as_bool(loss_mask)).astype(jnp.float32)
     return total, count
 

@@ -10,7 +10,7 @@ Measures, each as a jitted step (compile excluded, median of --iters timed runs 
    the backend ("cudnn" on GPU, "splash" on TPU, splash in Pallas interpret mode for --tiny on CPU),
    max |difference| of outputs and gradients; also with padded rows (segment ids, packed=False).
 2. log-probs of the output layer at N 16384 tokens, D 2048, V 128256 (bf16): full logits
-   (`losses.token_logps(h @ w)`) vs `ops.xent.chunked_token_logps`, value + gradients w.r.t. h and w.
+   (`losses.logps_from_logits(h @ w)`) vs `ops.xent.chunked_token_logps`, value + gradients w.r.t. h and w.
 3. weight-only int8 / NF4 `qmatmul` vs a bf16 matmul at the Llama-3.1-8B MLP shape (8192 tokens,
    4096 → 14336): forward, and forward + gradient w.r.t. x (what a LoRA step over a frozen base needs).
 
@@ -130,7 +130,7 @@ def check_xent(tiny: bool, iters: int) -> list[dict]:
     h = jnp.asarray(r.normal(size=(N, D)), dtype)
     w = jnp.asarray(r.normal(size=(D, V)) * D ** -0.5, dtype)
     t = jnp.asarray(r.integers(0, V, N), jnp.int32)
-    fns = {"full logits": lambda h, w: losses.token_logps(h @ w, t),
+    fns = {"full logits": lambda h, w: losses.logps_from_logits(h @ w, t),
            f"chunked ({chunk} tokens)": lambda h, w: xent.chunked_token_logps(h, w, t, chunk_tokens=chunk)}
     rows, results = [], {}
     for name, f in fns.items():

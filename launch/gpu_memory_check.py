@@ -54,8 +54,7 @@ def sft_1b(remat: str = "none", B: int = 8, L: int = 2048):
     opt, _ = make_optimizer(OptimConfig(lr=1e-5), 1000)
     params = family_of(cfg).abstract_params(cfg, jnp.float32)
     state = jax.eval_shape(lambda p: steps.TrainState(jnp.zeros((), jnp.int32), p, opt.init(p)), params)
-    f = jax.jit(lambda st, b: steps.train_step(st, b, None, None, cfg=cfg, lc=LossConfig(type="sft"), optimizer=opt,
-                                               use_lora=False, max_turns=0, grad_accum=1, run=run), donate_argnums=(0,))
+    f = steps.make_train_step(cfg, LossConfig(type="sft"), opt, run=run)
     t = time.time()
     c = f.lower(state, _batch(B, L)).compile()
     return _report(f"llama3.2-1b SFT {B}x{L} bf16 remat={remat}", c, time.time() - t)
@@ -71,8 +70,7 @@ def dpo_8b_lora(remat: str = "full", P: int = 8, L: int = 4096, T: int = 8):
     state = jax.eval_shape(lambda a: steps.TrainState(jnp.zeros((), jnp.int32), a, opt.init(a)), adapters)
     f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
     batch = PairBatch(_batch(P, L), _batch(P, L), index=_i32(P), ref=RefLogps(f32(P), f32(P), f32(P, T), f32(P, T)))
-    f = jax.jit(lambda st, b, fr: steps.train_step(st, b, fr, None, cfg=cfg, lc=lc, optimizer=opt, use_lora=True,
-                                                   max_turns=T, grad_accum=1, run=run), donate_argnums=(0,))
+    f = steps.make_train_step(cfg, lc, opt, run=run, use_lora=True, max_turns=T)
     t = time.time()
     c = f.lower(state, batch, frozen).compile()
     return _report(f"llama3.1-8b LoRA DiaTool-DPO {P} pairs x{L} bf16 base remat={remat}", c, time.time() - t)

@@ -144,15 +144,11 @@ def plan(recipe: str, model: str, mesh: dict, overrides=(), max_turns: int = 8) 
     run = RunOptions(compute_dtype=c.model.compute_dtype, remat=c.model.remat,
                      lora_scale=(c.lora.alpha / c.lora.rank) if c.lora.enabled else 1.0,
                      attention=c.model.attention, logits_chunk=c.model.logits_chunk, packed=c.data.packing)
-    turns = max_turns if c.loss.objective.needs_turns else 0
+    turns = steps.step_turns(c.loss, max_turns)
     state, state_sh, frozen, ref_params, optimizer, schedule = abstract_setup(c, model_cfg, m)
     batch = abstract_batch(c, m, turns)
-    kw = dict(cfg=model_cfg, run=run, lc=c.loss, use_lora=c.lora.enabled, max_turns=turns)
-    train = jax.jit(
-        lambda st, b, fr, rp, n_logits: steps.train_step(st, b, fr, rp, optimizer=optimizer,
-                                                         grad_accum=c.optim.grad_accum, schedule=schedule,
-                                                         n_logits=n_logits, **kw),
-        donate_argnums=(0,), out_shardings=(state_sh, None), static_argnames=("n_logits",))
+    train = steps.make_train_step(model_cfg, c.loss, optimizer, run=run, use_lora=c.lora.enabled, max_turns=turns,
+                                  grad_accum=c.optim.grad_accum, schedule=schedule, state_shardings=state_sh)
     t0 = time.time()
     with sharding.use_mesh(m):
         compiled = train.lower(state, batch, frozen, ref_params, n_logits=None).compile()

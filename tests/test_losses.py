@@ -36,7 +36,7 @@ def test_token_logps_hand_values():
     # Row logits [0, ln 2, ln 3] -> softmax [1/6, 2/6, 3/6].
     logits = jnp.array([[[0.0, math.log(2.0), math.log(3.0)]] * 3])  # [1, 3, 3]
     targets = jnp.array([[0, 1, 2]])
-    got = np.asarray(L.token_logps(logits, targets))
+    got = np.asarray(L.logps_from_logits(logits, targets))
     np.testing.assert_allclose(got, [[math.log(1 / 6), math.log(2 / 6), math.log(3 / 6)]], rtol=1e-6)
     assert got.dtype == np.float32
 
@@ -51,7 +51,7 @@ def test_token_logps_matches_torch_log_softmax():
         .gather(-1, torch.from_numpy(targets)[..., None])[..., 0]
         .numpy()
     )
-    got = np.asarray(L.token_logps(jnp.asarray(logits), jnp.asarray(targets)))
+    got = np.asarray(L.logps_from_logits(jnp.asarray(logits), jnp.asarray(targets)))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -69,7 +69,7 @@ def test_token_logps_bf16_logits_match_float32_reference():
         .gather(-1, torch.from_numpy(targets)[..., None])[..., 0]
         .numpy()
     )
-    got = L.token_logps(logits_bf16, jnp.asarray(targets))
+    got = L.logps_from_logits(logits_bf16, jnp.asarray(targets))
     assert got.dtype == jnp.float32
     assert np.all(np.isfinite(np.asarray(got)))
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
@@ -82,7 +82,7 @@ def test_token_logps_bf16_logits_match_float32_reference():
 def test_token_logps_ignore_index_targets_give_zero_not_nan():
     logits = jnp.zeros((1, 3, 4))
     targets = jnp.array([[-100, 2, 4]])  # -100 (ignore index) and 4 == V are out of range
-    got = np.asarray(L.token_logps(logits, targets))
+    got = np.asarray(L.logps_from_logits(logits, targets))
     np.testing.assert_allclose(got, [[0.0, math.log(0.25), 0.0]], rtol=1e-6)
 
 
@@ -551,8 +551,8 @@ def test_gradients_match_finite_differences_float64():
         tid_c, tid_r = jnp.asarray([[-1, 0, 0, -1, 1, 1]]), jnp.asarray([[0, -1, 1, 2, 2]])
 
         def chain(lc_):
-            sc_, mc_ = L.turn_logps(L.token_logps(lc_, tg_c), tid_c, 3)
-            sr_, mr_ = L.turn_logps(L.token_logps(lg_r, tg_r), tid_r, 3)
+            sc_, mc_ = L.turn_logps(L.logps_from_logits(lc_, tg_c), tid_c, 3)
+            sr_, mr_ = L.turn_logps(L.logps_from_logits(lg_r, tg_r), tid_r, 3)
             ref_c, ref_r = jnp.zeros((1, 3)) - 1.0, jnp.zeros((1, 3)) - 2.0
             return L.diatool_dpo_loss(sc_, ref_c, mc_, sr_, ref_r, mr_, 0.5, 0.5, 2.0)[0].sum()
 

@@ -43,9 +43,7 @@ def _sft_step(cfg, run, B, L):
     state = jax.eval_shape(lambda p: steps.TrainState(jnp.zeros((), jnp.int32), p, opt.init(p)), params)
     i32 = jax.ShapeDtypeStruct((B, L), jnp.int32)
     batch = Batch(i32, i32, i32, i32, i32, i32, index=jax.ShapeDtypeStruct((B,), jnp.int32))
-    f = jax.jit(lambda st, b: steps.train_step(st, b, None, None, cfg=cfg, lc=LossConfig(type="sft"), optimizer=opt,
-                                               use_lora=False, max_turns=0, grad_accum=1, run=run),
-                donate_argnums=(0,))
+    f = steps.make_train_step(cfg, LossConfig(type="sft"), opt, run=run)
     return f.lower(state, batch)
 
 
@@ -66,8 +64,7 @@ def _lora_preference_step(cfg, run, lc, optim, rank, P, L, T, grad_accum, base_d
     side = lambda: Batch(i32, i32, i32, i32, i32, i32, index=jax.ShapeDtypeStruct((P,), jnp.int32))  # noqa: E731
     batch = PairBatch(side(), side(), index=jax.ShapeDtypeStruct((P,), jnp.int32),
                       ref=RefLogps(f32(P), f32(P), f32(P, T), f32(P, T)))
-    f = jax.jit(lambda st, b, fr: steps.train_step(st, b, fr, None, cfg=cfg, lc=lc, optimizer=opt, use_lora=True,
-                                                   max_turns=T, grad_accum=grad_accum, run=run), donate_argnums=(0,))
+    f = steps.make_train_step(cfg, lc, opt, run=run, use_lora=True, max_turns=T, grad_accum=grad_accum)
     return f.lower(state, batch, frozen)
 
 

@@ -1,5 +1,5 @@
 """jaxtool.ops.xent.chunked_token_logps against the full-logits computation it replaces
-(`losses.token_logps(hidden @ w, targets)`): values and gradients w.r.t. hidden and w, tied and
+(`losses.logps_from_logits(hidden @ w, targets)`): values and gradients w.r.t. hidden and w, tied and
 untied, token counts not divisible by the chunk, vocabulary chunks that do and do not divide V,
 leading batch axes, ignore-index targets; and XLA's own memory accounting (compile only) showing
 that the [tokens × vocab] float32 logits and their gradient never exist."""
@@ -25,7 +25,7 @@ def _data(lead, N, D, V, seed=0, dtype=jnp.float32):
 
 
 def _ref(h, w, t, tied):
-    return losses.token_logps(h @ (w.T if tied else w), t)
+    return losses.logps_from_logits(h @ (w.T if tied else w), t)
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -91,7 +91,7 @@ def test_memory_never_holds_full_logits():
     path needs ~15.7 GiB of temporaries (logits + their gradient). Chunked (1024 tokens) measured
     1.48 GiB here: a few [1024 × V] float32 blocks (0.49 GiB each) in flight."""
     N, D, V = 8 * 2048, 2048, 128256
-    full = _temp_gib(lambda h, w, t: losses.token_logps(h @ w, t), jnp.float32, N, D, V)
+    full = _temp_gib(lambda h, w, t: losses.logps_from_logits(h @ w, t), jnp.float32, N, D, V)
     ours = _temp_gib(lambda h, w, t: chunked_token_logps(h, w, t), jnp.float32, N, D, V)
     assert full > 2 * N * V * 4 / 2 ** 30 * 0.9      # the reference really holds logits + gradient
     assert ours < 2.0, f"chunked log-probs need {ours:.2f} GiB of temporaries"

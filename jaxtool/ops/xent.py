@@ -4,7 +4,7 @@
     logps = chunked_token_logps(hidden, embed, targets, transposed=True)   # tied embeddings [V, D]
 
 The value is `log softmax(hidden @ w)[target]` = `logit[target] - logsumexp(logits)`, exactly what
-`jaxtool.losses.token_logps(hidden @ w, targets)` computes, but the [tokens × vocab] logits never
+`jaxtool.losses.logps_from_logits(hidden @ w, targets)` computes, but the [tokens × vocab] logits never
 exist at once, in the forward pass or the backward pass:
 
 * forward: the tokens are split into chunks (`chunk_tokens` tokens each, along the axis before D,
@@ -25,7 +25,7 @@ d w accumulator ([D, V], the size of w's gradient anyway).
 
 Inputs may be bf16: matmuls run in the input dtype with float32 accumulation (so the logits are
 *more* precise than a bf16 `hidden @ w` rounded to bf16), softmax and sums in float32. Targets
-outside [0, V) (e.g. -100 ignore-index) give log-prob 0 and no gradient, as `losses.token_logps`.
+outside [0, V) (e.g. -100 ignore-index) give log-prob 0 and no gradient, as `losses.logps_from_logits`.
 """
 
 from __future__ import annotations

@@ -63,13 +63,15 @@ def optimizer_state_shardings(abstract_opt_state, trainable_shardings, mesh):
     return jax.tree_util.tree_map_with_path(pick, abstract_opt_state)
 
 
-def build_state(c: TrainConfig, model, total_steps: int, max_turns: int) -> TrainSetup:
-    """Place the model on the configured mesh, split trainable / frozen, build the optimizer and its
-    state (sharded like the parameters it tracks) and jit the steps."""
+def build_state(c: TrainConfig, model, total_steps: int, max_turns: int, mesh=None) -> TrainSetup:
+    """Place the model on the configured mesh (`mesh`: the run's, built once by the trainer; else
+    built here from `c.mesh`), split trainable / frozen, build the optimizer and its state (sharded
+    like the parameters it tracks) and jit the steps (`steps.make_train_step` and its siblings)."""
     cfg = model.config
     run = model.run
     fam = family_of(cfg)
-    mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
+    if mesh is None:
+        mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
     params = jax.device_put(model.params, sharding.tree_shardings(fam.param_axes(cfg), model.params, mesh))
     if c.lora.enabled and c.lora.base_quant != "none":
         # QLoRA: the frozen projections stored int8 / NF4, sharded like the plain weights
@@ -99,16 +101,11 @@ def build_state(c: TrainConfig, model, total_steps: int, max_turns: int) -> Trai
                        state_shardings=steps.TrainState(rep, t_sh, o_sh), frozen=frozen, ref_params=ref_params,
                        reference_params=lora.attach(frozen, None) if c.lora.enabled else trainable,
                        optimizer=optimizer, schedule=schedule, num_trainable=n_train)
-    kw = dict(cfg=cfg, run=run, lc=c.loss, use_lora=c.lora.enabled, max_turns=max_turns)
-    train = jax.jit(
-        lambda st, b, fr, rp, n_logits: steps.train_step(st, b, fr, rp, optimizer=optimizer,
-                                                         grad_accum=c.optim.grad_accum, schedule=schedule,
-                                                         n_logits=n_logits, **kw),
-        donate_argnums=(0,), out_shardings=(setup.state_shardings, None), static_argnames=("n_logits",))
-    evaluate = jax.jit(lambda tr, b, fr, rp, n_logits: steps.eval_step(tr, b, fr, rp, n_logits=n_logits, **kw),
-                       static_argnames=("n_logits",))
-    reference = jax.jit(lambda p, b, n_logits: steps.pair_reference(p, b, cfg, max_turns, n_logits, run),
-                        static_argnames=("n_logits",))
+    kw = dict(run=run, use_lora=c.lora.enabled, max_turns=max_turns)
+    train = steps.make_train_step(cfg, c.loss, optimizer, grad_accum=c.optim.grad_accum, schedule=schedule,
+                                  state_shardings=setup.state_shardings, **kw)
+    evaluate = steps.make_eval_step(cfg, c.loss, **kw)
+    reference = steps.make_reference_step(cfg, run=run, max_turns=max_turns)
     setup.train_step = lambda st, b, n_logits=None: train(st, b, setup.frozen, setup.ref_params, n_logits=n_logits)
     setup.eval_step = lambda tr, b, n_logits=None: evaluate(tr, b, setup.frozen, setup.ref_params, n_logits=n_logits)
     setup.reference_step = lambda b, n_logits=None: reference(setup.reference_params, b, n_logits=n_logits)

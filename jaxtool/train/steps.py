@@ -44,8 +44,9 @@ def _params(trainable, frozen, use_lora: bool):
     return lora.attach(frozen, trainable) if use_lora else trainable
 
 
-def token_logps(params, batch: Batch, cfg, run: RunOptions = DEFAULT_RUN, n_logits: int | None = None):
-    """Log-probs [B, L] of the targets (0 where not trained).
+def model_logps(params, batch: Batch, cfg, run: RunOptions = DEFAULT_RUN, n_logits: int | None = None):
+    """The model forward to the log-probs [B, L] of the batch's targets (0 where not trained); the last
+    step is `losses.logps_from_logits` (or its chunked form, `output_logps`).
 
     n_logits (static): when set, the output projection and softmax run only on each row's first
     `n_logits` trained positions (gathered per row, so batch sharding is kept); untrained positions
@@ -74,7 +75,7 @@ def output_logps(params, h, targets, cfg, run: RunOptions = DEFAULT_RUN):
     when `run.logits_chunk` > 0, so no [tokens × vocab] logits (or their gradient) ever exist."""
     fam = family_of(cfg)
     if not run.logits_chunk:
-        return losses.token_logps(fam.unembed(params, h, cfg, run), targets)
+        return losses.logps_from_logits(fam.unembed(params, h, cfg, run), targets)
     from jaxtool.ops.xent import chunked_token_logps
 
     w, transposed = fam.output_weight(params, cfg, run)
@@ -118,7 +119,7 @@ def _split_sides(stats: dict, B: int) -> dict:
 def pair_stats(params, batch: PairBatch, cfg, run: RunOptions, max_turns: int, n_logits: int | None = None) -> dict:
     """{"chosen": stats, "rejected": stats} of a preference batch in one [2B, L] forward."""
     both = batch.both()
-    lp = token_logps(params, both, cfg, run, n_logits)
+    lp = model_logps(params, both, cfg, run, n_logits)
     return _split_sides(sequence_stats(lp, both, max_turns), batch.chosen.inputs.shape[0])
 
 
@@ -144,14 +145,14 @@ def _micro_loss(trainable, frozen, ref_params, micro, *, cfg, lc: LossConfig, us
     obj = lc.objective
     params = _params(trainable, frozen, use_lora)
     if obj.kind == "sft":
-        lp = token_logps(params, micro, cfg, run, n_logits)
+        lp = model_logps(params, micro, cfg, run, n_logits)
         per_token, metrics = obj.compute({"token_logps": lp, "loss_mask": micro.loss_mask}, None, lc.params)
         weight = (micro.loss_mask > 0).astype(jnp.float32)
         count = jnp.sum(weight)
         sums = {k: jnp.sum(v * weight) for k, v in metrics.items()}
         sums["tokens"] = count
         return jnp.sum(per_token * weight), (count, sums)
-    turns = max_turns if obj.needs_turns else 0
+    turns = max_turns  # already `step_turns(lc, ...)`: 0 unless the objective reads per-turn sums
     pol = pair_stats(params, micro, cfg, run, turns, n_logits)
     ref = None
     if obj.needs_reference:
@@ -165,6 +166,12 @@ def _micro_loss(trainable, frozen, ref_params, micro, *, cfg, lc: LossConfig, us
     return jnp.sum(per_pair * valid), (jnp.sum(valid), sums)
 
 
+def step_turns(lc: LossConfig, max_turns: int) -> int:
+    """How many per-turn sums the step computes: `max_turns` for an objective that reads them
+    (`needs_turns`), else 0. The one place the objective's flag is read for the step's shape."""
+    return int(max_turns) if lc.objective.needs_turns else 0
+
+
 def _split_micro(batch, n: int):
     return jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
 
@@ -172,8 +179,9 @@ def _split_micro(batch, n: int):
 def train_step(state: TrainState, batch, frozen, ref_params, *, cfg, lc: LossConfig,
                optimizer: optax.GradientTransformation, use_lora: bool, max_turns: int, grad_accum: int,
                schedule=None, n_logits: int | None = None, run: RunOptions = DEFAULT_RUN):
-    """One optimizer step on a global batch; returns (new state, metrics dict of scalars)."""
-    kw = dict(cfg=cfg, lc=lc, use_lora=use_lora, max_turns=max_turns, n_logits=n_logits, run=run)
+    """One optimizer step on a global batch; returns (new state, metrics dict of scalars). Callers jit
+    it through `make_train_step`."""
+    kw = dict(cfg=cfg, lc=lc, use_lora=use_lora, max_turns=step_turns(lc, max_turns), n_logits=n_logits, run=run)
     grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
 
     def body(g_acc, mb):
@@ -203,5 +211,49 @@ def eval_step(trainable, batch, frozen, ref_params, *, cfg, lc: LossConfig, use_
               n_logits: int | None = None, run: RunOptions = DEFAULT_RUN):
     """Loss sums and metric sums of a batch without updating (for held-out evaluation)."""
     loss, (count, sums) = _micro_loss(trainable, frozen, ref_params, batch, cfg=cfg, lc=lc, use_lora=use_lora,
-                                      max_turns=max_turns, n_logits=n_logits, run=run)
+                                      max_turns=step_turns(lc, max_turns), n_logits=n_logits, run=run)
     return {"loss_sum": loss, "count": count, **sums}
+
+
+# ---------------------------------------------------------------------------------------------
+# the one factory of jitted steps (trainer, bench, launch/memory_plan.py, launch/gpu_memory_check.py)
+# ---------------------------------------------------------------------------------------------
+
+def make_train_step(cfg, lc: LossConfig, optimizer: optax.GradientTransformation, *, run: RunOptions = DEFAULT_RUN,
+                    use_lora: bool = False, max_turns: int = 0, grad_accum: int = 1, schedule=None,
+                    state_shardings=None, donate: bool = True):
+    """The jitted train step: `f(state, batch, frozen=None, ref_params=None, *, n_logits=None)` ->
+    `(new state, metrics)`.
+
+    `state` is donated (its buffers are reused for the new state) unless `donate=False`;
+    `state_shardings` (a `TrainState` of shardings) pins where the new state lives; `n_logits` is
+    static (one program per budget, see `logits_budget`). `max_turns` is cut to 0 here when the
+    objective does not read per-turn sums (`step_turns`). The same function is lowered for memory
+    plans (`f.lower(abstract_state, abstract_batch, ...)`) and called by the trainer and `bench`, so
+    what is measured is what trains.
+    """
+    kw = dict(cfg=cfg, lc=lc, optimizer=optimizer, use_lora=use_lora, max_turns=step_turns(lc, max_turns),
+              grad_accum=grad_accum, schedule=schedule, run=run)
+
+    def step(state, batch, frozen=None, ref_params=None, *, n_logits=None):
+        return train_step(state, batch, frozen, ref_params, n_logits=n_logits, **kw)
+
+    out_sh = None if state_shardings is None else (state_shardings, None)
+    return jax.jit(step, donate_argnums=(0,) if donate else (), out_shardings=out_sh, static_argnames=("n_logits",))
+
+
+def make_eval_step(cfg, lc: LossConfig, *, run: RunOptions = DEFAULT_RUN, use_lora: bool = False, max_turns: int = 0):
+    """The jitted `eval_step`: `f(trainable, batch, frozen=None, ref_params=None, *, n_logits=None)`."""
+    kw = dict(cfg=cfg, lc=lc, use_lora=use_lora, max_turns=step_turns(lc, max_turns), run=run)
+
+    def step(trainable, batch, frozen=None, ref_params=None, *, n_logits=None):
+        return eval_step(trainable, batch, frozen, ref_params, n_logits=n_logits, **kw)
+
+    return jax.jit(step, static_argnames=("n_logits",))
+
+
+def make_reference_step(cfg, *, run: RunOptions = DEFAULT_RUN, max_turns: int = 0):
+    """The jitted `pair_reference`: `f(reference_params, pair_batch, *, n_logits=None)` with `max_turns`
+    per-turn sums (the width the reference column is stored at)."""
+    return jax.jit(lambda p, b, n_logits=None: pair_reference(p, b, cfg, max_turns, n_logits, run),
+                   static_argnames=("n_logits",))

@@ -78,7 +78,8 @@ class Trainer:
         c = self.cfg
         self._validate()
         self._check_data_paths()
-        sharding.mesh_sizes(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)  # a mesh that cannot fit fails before any load/compile
+        # the run's one mesh (a mesh that cannot fit fails here, before any load/compile)
+        self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
         t0 = time.time()
         model = load_model(c.model.path, dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype,
                            remat=c.model.remat, lora_scale=(c.lora.alpha / c.lora.rank) if c.lora.enabled else 1.0,
@@ -91,7 +92,7 @@ class Trainer:
         all_batches = self.train_ds.num_batches or sum(1 for _ in self.train_ds)
         self.steps_per_epoch = max(1, -(-all_batches // c.epochs))
         self.total_steps = min(all_batches, c.max_steps) if c.max_steps else all_batches
-        self.setup_ = build_state(c, model, self.total_steps, self.max_turns)
+        self.setup_ = build_state(c, model, self.total_steps, self.max_turns, mesh=self.mesh)
         self.state, self.mesh, self.frozen = self.setup_.state, self.setup_.mesh, self.setup_.frozen
         self.use_lora = c.lora.enabled
         self.print(f"trainable parameters: {self.setup_.num_trainable / 1e6:.2f}M "
@@ -121,7 +122,7 @@ class Trainer:
         self.valid_tok = tokenize_data(c.data.valid, c.data, c.data.kind, fmt, self.tokenizer) if c.data.valid else None
         pad = self.model_cfg.pad_token_id if self.model_cfg.pad_token_id is not None else 0
         # the rows of each global batch this process reads: those its devices hold on the mesh
-        shard = (sharding.data_shard(sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor), c.batch_size)
+        shard = (sharding.data_shard(self.mesh, c.batch_size)
                  if jax.process_count() > 1 else (0, 1))
         self.batch_config = BatchConfig(global_batch_size=c.batch_size, max_length=c.data.max_length,
                                         packing=c.data.packing, bucket_multiple=c.data.bucket_multiple,
