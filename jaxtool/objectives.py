@@ -18,7 +18,9 @@ gradient accumulation equals one big batch. Hyper-parameters are frozen dataclas
 `loss:` is a tagged union over them — `loss.type` picks the entry, the other `loss.*` keys must be
 fields of its dataclass (or the common keys `reference`, `max_turns`).
 
-Adding a loss = one pure function in `jaxtool/losses.py` + one `register(Objective(...))` here + a test.
+Adding a loss = one pure function in `jaxtool/losses.py` + one `register(Objective(...))` (here, or in
+its own module with a lazy `register("name", "package.module:ATTR")` line here) + a test; see
+CONTRIBUTING.md for the table and README lines that also change.
 The equations are cited in `jaxtool.losses`.
 """
 
@@ -29,6 +31,7 @@ from typing import Any, Callable
 
 from jaxtool import losses
 from jaxtool.errors import ConfigError
+from jaxtool.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,28 +45,48 @@ class Objective:
     doc: str = ""
 
 
-REGISTRY: dict[str, Objective] = {}
+KINDS = ("sft", "preference", "rl")
 
 
-def register(obj: Objective) -> Objective:
-    if obj.kind not in ("sft", "preference", "rl"):
+def _check(name: str, obj: Any) -> None:
+    if not isinstance(obj, Objective):
+        raise ValueError(f"objective {name!r}: expected an Objective, got {type(obj).__name__}")
+    if obj.kind not in KINDS:
         raise ValueError(f"objective {obj.name}: kind must be 'sft', 'preference' or 'rl'")
-    REGISTRY[obj.name] = obj
-    return obj
+    if obj.name != name:
+        raise ValueError(f"objective registered as {name!r} is named {obj.name!r}")
+
+
+def _unknown(name, ranked: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(name), ranked, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"loss.type must be one of {tuple(REGISTRY)}, got {name!r}{hint}"
+
+
+REGISTRY: dict[str, Any] = {}     # name -> Objective, or "package.module:attr" naming one (imported on use)
+TABLE: Registry = Registry("objective", ConfigError, REGISTRY, check=_check, message=_unknown)
+
+
+def register(obj: Objective | str, target: str | None = None) -> Objective | str:
+    """Add an objective: `register(Objective(...))` where it is defined (any module: the entry is
+    usable once that module is imported), or `register("name", "package.module:ATTR")` here, so the
+    name resolves without anyone importing that module first. Another objective under a taken name
+    is a ValueError."""
+    if isinstance(obj, Objective):
+        return TABLE.register(obj.name, obj)
+    if target is None:
+        raise ValueError("register(name, 'package.module:attr') or register(Objective(...))")
+    return TABLE.register(obj, target)
 
 
 def get(name: str) -> Objective:
-    if name not in REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), REGISTRY, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"loss.type must be one of {tuple(REGISTRY)}, got {name!r}{hint}")
-    return REGISTRY[name]
+    return TABLE.get(name)
 
 
 def names() -> tuple[str, ...]:
-    return tuple(REGISTRY)
+    return TABLE.names()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,13 +122,13 @@ class ORPOParams:
 
 @dataclasses.dataclass(frozen=True)
 class DMPOParams:
-    beta: float = 0.1
+    beta: float = 0.1              # inverse temperature of the implicit reward
     gamma: float = 0.5             # turn discount of the state-action occupancy weights
 
 
 @dataclasses.dataclass(frozen=True)
 class DiaToolParams:
-    beta: float = 0.5
+    beta: float = 0.5              # inverse temperature of the implicit reward (the paper's recipe: 0.5)
     gamma: float = 0.5             # turn discount of phi (DiaTool-DPO Eq. 1)
     margin: float = 0.0            # rho: target reward margin
     use_phi: bool = True           # turn weights phi (Table 3 ablation: false)
@@ -177,7 +200,7 @@ def make_hparams(name: str, values: dict[str, Any] | None = None):
     return get(name).hparams(**(values or {}))
 
 
-__all__ = ["Objective", "REGISTRY", "register", "get", "names", "hparam_fields", "make_hparams",
+__all__ = ["Objective", "REGISTRY", "TABLE", "register", "get", "names", "hparam_fields", "make_hparams",
            "NoParams", "DPOParams", "BetaParams", "SimPOParams", "ORPOParams", "DMPOParams", "DiaToolParams"]
 
 

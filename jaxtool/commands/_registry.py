@@ -10,23 +10,35 @@ error inside a module that exists is raised as is.
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from typing import Sequence
+
+from jaxtool.errors import ConfigError
+from jaxtool.registry import Registry, import_target
+
+_ABSENT = object()
+
+
+def command_table(table: Sequence[tuple[str, str]], *, group: str = "jaxtool") -> Registry:
+    """A command table as a `jaxtool.registry.Registry`: name -> `"module:register"` (lazy)."""
+    reg = Registry(f"`{group}` command", ConfigError)
+    for name, module in table:
+        reg.register(name, f"{module}:register")
+    return reg
 
 
 def add_commands(subparsers, table: Sequence[tuple[str, str]], *, group: str = "jaxtool") -> None:
     """Call `register(subparsers)` of every module in `table` that is present."""
-    for name, module in table:
+    reg = command_table(table, group=group)
+    for name in reg.names():
+        target = reg.target(name)
+        module = target.partition(":")[0]
         try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:  # this command is not in this installation
-                continue
-            raise
-        register = getattr(mod, "register", None)
-        if register is None:
+            register = import_target(target, what=reg.what, name=name, absent=_ABSENT)
+        except ConfigError:  # the module is there but has no register()
             warnings.warn(f"{module} has no register(subparsers); `{group} {name}` is unavailable", stacklevel=2)
+            continue
+        if register is _ABSENT:  # this command is not in this installation
             continue
         register(subparsers)
 

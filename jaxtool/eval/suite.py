@@ -43,6 +43,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from jaxtool.errors import ConfigError, DataError
+from jaxtool.registry import Registry
 
 SUITES = {"calm": ("multiwoz_e2e", "multiwoz", "apibank_l1", "apibank_l2", "bfcl", "bfcl_multi_turn"),
           "itool": ("bfcl", "bfcl_multi_turn"),
@@ -327,8 +328,7 @@ def run_suite(backend, fmt, fmt_name: str, out_dir: str, *, suite: str = "calm",
               model_label: str = "", label: str | None = None) -> dict:
     """Run every benchmark of `suite`; write the per-benchmark files and return the suite summary
     (also written as `suite_summary.json`)."""
-    if suite not in SUITES:
-        raise ConfigError(f"unknown suite {suite!r}; choose one of {list(SUITES)}")
+    benches = Registry("suite", ConfigError, SUITES).get(suite)  # unknown: ConfigError, closest names first
     data = data or SuiteData()
     limits = limits or SuiteLimits()
     st = settings or SuiteSettings()
@@ -336,7 +336,7 @@ def run_suite(backend, fmt, fmt_name: str, out_dir: str, *, suite: str = "calm",
     limits.check()
     os.makedirs(out_dir, exist_ok=True)
     results: dict[str, dict] = {}
-    for bench in SUITES[suite]:
+    for bench in benches:
         sub = os.path.join(out_dir, bench)
         t0 = time.time()
         if bench == "bfcl_multi_turn":

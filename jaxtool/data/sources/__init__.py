@@ -23,14 +23,13 @@ registry made the report itself, a summary is logged as a warning once the itera
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import logging
 from typing import Iterator
 
 from jaxtool.data.schema import Conversation
 from jaxtool.data.sources.base import LoadReport
 from jaxtool.errors import DataError
+from jaxtool.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +47,19 @@ SOURCES: dict[str, str] = {
 __all__ = ["SOURCES", "load", "parse_spec", "register", "resolve", "LoadReport"]
 
 
+def _table() -> Registry:
+    """The registry over `SOURCES` (read at call time, so a test may swap the dict)."""
+    return Registry("data source", DataError, SOURCES, message=_unknown_text)
+
+
 def register(name: str, target: str) -> None:
     """Make `name:path` specs load with `target`, a `"package.module:function"` string (imported on
     first use). Registering the same target again is a no-op; another target for a taken name is an
     error."""
-    module, sep, func = target.partition(":")
-    if not name or ":" in name or not sep or not module or not func:
+    if not isinstance(target, str):
         raise ValueError(f"register({name!r}, {target!r}): expected a name without ':' and a "
                          "'package.module:function' target")
-    if SOURCES.get(name, target) != target:
-        raise ValueError(f"data source {name!r} is already registered as {SOURCES[name]}; not replacing it "
-                         f"with {target}")
-    SOURCES[name] = target
+    _table().register(name, target)
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -73,25 +73,14 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return name.strip(), (path.strip() or None) if sep else None
 
 
-def _unknown(name: str) -> DataError:
-    ranked = sorted(SOURCES, key=lambda k: (-difflib.SequenceMatcher(None, name.lower(), k).ratio(), k))
-    return DataError(f"unknown data source {name!r} (benchmark sources are registered by `import jaxtool.eval`); "
-                     f"known sources: {', '.join(ranked)}")
+def _unknown_text(name, ranked: list[str]) -> str:
+    return (f"unknown data source {name!r} (benchmark sources are registered by `import jaxtool.eval`); "
+            f"known sources: {', '.join(ranked)}")
 
 
 def resolve(name: str):
     """The loader function registered under `name` (imported on first use)."""
-    if name not in SOURCES:
-        raise _unknown(name)
-    module_name, _, func_name = SOURCES[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name == module_name:
-            raise DataError(f"data source {name!r} is registered but its module {module_name} is not present "
-                            "in this installation") from None
-        raise
-    return getattr(module, func_name)
+    return _table().get(name)
 
 
 def load(spec_or_name: str, path: str | None = None, *, on_bad_row: str = "error",
