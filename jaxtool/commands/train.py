@@ -12,7 +12,7 @@ Examples:
   jaxtool train configs/diatool_dpo/llama3_8b.yaml model.path=/models/llama3.1-8b run_dir=runs/dpo
   jaxtool train runs/dpo/config.yaml --resume           # continue an interrupted run exactly
   jaxtool train runs/dpo/config.yaml --resume max_steps=2000   # ... and train it longer
-  jaxtool train --print-config                          # every key with its default
+  jaxtool train --print-config                          # every key with its default and comment
 
 Keys are dotted paths into the config (model.*, lora.*, data.*, optim.*, loss.*, mesh.*, and
 batch_size, epochs, max_steps, seed, run_dir, save_every, keep, log_every, eval_every, export_hf).
@@ -40,7 +40,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from jaxtool.config import dump_yaml, load_config
+    from jaxtool.config import load_config
     from jaxtool.errors import ConfigError
 
     if args.distributed:
@@ -55,7 +55,9 @@ def run(args) -> int:
         overrides.append(f"data.on_bad_row={args.on_bad_row}")
     cfg = load_config(path, overrides)
     if args.print_config:
-        print(dump_yaml(cfg), end="")
+        from jaxtool.config_doc import commented_yaml
+
+        print(commented_yaml(cfg), end="")  # the YAML of dump_yaml, each key with its source comment
         return 0
     if not path and not overrides:
         raise ConfigError("give a YAML recipe (e.g. configs/sft/smollm2_lora.yaml) or key=value overrides")
