@@ -34,7 +34,7 @@ class Model:
         c = self.config
         return (f"Model({self.source or 'in-memory'}: {c.num_layers} layers, d={c.hidden_size}, "
                 f"{c.num_heads} heads / {c.num_kv_heads} KV, vocab {c.vocab_size}, "
-                f"{c.num_params() / 1e6:.1f}M params, {self.param_dtype} params / {self.run.compute_dtype} compute)")
+                f"{c.num_params() / 1e6:.1f}M params, {self.param_dtype} params / {self.run.resolved_compute_dtype} compute)")
 
     @property
     def param_dtype(self) -> str:
@@ -77,12 +77,13 @@ def load_model(path: str, dtype: str = "float32", compute_dtype: str | None = No
     path  : an HF directory (config.json + safetensors), a `.gguf` file, a jaxtool checkpoint
             directory (latest step unless `step`; a LoRA run's adapters are merged into the base
             model it names), or "smollm2" for the embedded default model.
-    dtype : parameter dtype ("float32", "bfloat16"); compute_dtype defaults to the same.
+    dtype : parameter dtype ("float32", "bfloat16"); compute_dtype defaults to "auto" for float32
+            parameters (bfloat16 compute on GPU/TPU, float32 on CPU) and to `dtype` otherwise.
     run / run_options : how to compute (`RunOptions`, or its fields: remat=, lora_scale=, attention=).
     shardings : optional pytree of NamedShardings to place (jaxtool checkpoints: restore onto) the params.
     """
     path = resolve_model_path(path)
-    run = run or RunOptions(compute_dtype=compute_dtype or dtype, **run_options)
+    run = run or RunOptions(compute_dtype=compute_dtype or ("auto" if dtype == "float32" else dtype), **run_options)
     cfg, params, tok = convert.load(path, dtype, shardings, step)
     if shardings is None:
         params = jax.tree.map(jnp.asarray, params)

@@ -5,17 +5,23 @@ path, in the same process, on the same machine and inputs.
            shape, float32 and bfloat16, for a small batch × length grid: jaxtool's jitted step vs
            transformers' LlamaForCausalLM + torch.optim.AdamW (in a worker process). A/B rounds,
            warm-up excluded, medians reported. MFU = model FLOPs/s ÷ the matmul peak this command
-           measures here for the same framework and dtype.
+           measures for the same framework and dtype on the device that side's step runs on (JAX: the
+           default device; PyTorch: CUDA when its step runs there, else the CPU); on a GPU/TPU the
+           chip's published bf16 peak (`PUBLISHED_PEAKS`) is a second column.
   dpo      DiaTool-DPO and DPO steps relative to the SFT step at equal tokens, with reference
-           log-probs precomputed (carried with the batch) and computed on the fly (frozen params).
+           log-probs precomputed (carried with the batch) and computed on the fly (frozen params);
+           every step of the comparison runs the same `RunOptions` (one example per row, `--remat`,
+           `--attention`, the backend's compute dtype), and each row names the kernel it ran.
   decode   new tokens/s of batched greedy decoding (batch 1, 8, 32; 128 new tokens) vs
-           transformers `generate` on the same prompts.
+           transformers `generate` on the same prompts, in the backend's default compute dtype
+           (bfloat16 on GPU/TPU, float32 on CPU).
   scaling  step time and peak memory (XLA's own accounting) vs sequence length and batch, with and
            without remat; compile time vs number of layers, scanned vs unrolled.
 
 Every comparison prints a table (ours, theirs, ratio) and is written to OUT/bench.json; `all`
-also draws OUT/bench.png. On a GPU/TPU backend the same commands run and MFU is reported against
-the chip's bf16 peak as well (e.g. `--shape llama3.2-1b` on an H100). PyTorch is needed only for
+also draws OUT/bench.png. Each row records its compute dtype, remat and the attention kernel that
+actually ran (`jaxtool.ops.attention.resolutions`). On a GPU/TPU backend the same commands run and
+MFU is reported against the chip's published bf16 peak as well (e.g. `--shape llama3.2-1b` on an H100). PyTorch is needed only for
 the "theirs" columns (pip install "jaxtool[test]"); without it those columns are skipped.
 """
 
@@ -30,9 +36,12 @@ from typing import Any, Callable
 
 SECTIONS = ("sft", "dpo", "decode", "scaling")
 
-# bf16 dense matmul peaks (TFLOP/s) of accelerators, for MFU on GPU/TPU backends
-CHIP_PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
-                  "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6 lite": 918.0, "TPU v6e": 918.0}
+# Published dense bf16 matmul peaks (TFLOP/s, no sparsity) by device kind, the second MFU column on
+# GPU/TPU backends: NVIDIA's H100/H200 (SXM), H100 PCIe, A100 and L4 datasheets; Google Cloud's TPU
+# system-architecture pages. Matched as a substring of `device_kind`, longest key first.
+PUBLISHED_PEAKS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "TPU v4": 275.0,
+                   "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6 lite": 918.0, "TPU v6e": 918.0}
+CHIP_PEAK_BF16 = PUBLISHED_PEAKS  # the old name
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,14 +67,35 @@ def backend_info() -> dict:
 
 
 def chip_peak(device_kind: str) -> float | None:
-    for k, v in CHIP_PEAK_BF16.items():
+    """The published bf16 peak (FLOP/s) of a device kind, None when it is not in `PUBLISHED_PEAKS`."""
+    for k in sorted(PUBLISHED_PEAKS, key=len, reverse=True):
         if k.lower() in device_kind.lower():
-            return v * 1e12
+            return PUBLISHED_PEAKS[k] * 1e12
     return None
 
 
+def bench_run_options(args, compute_dtype: str | None = None):
+    """The one `RunOptions` every step of a comparison runs: random rows hold one full-length
+    example each (`packed=False`: the fused kernels apply), `--remat`, `--attention`, and
+    `compute_dtype` (default: the backend's, bfloat16 on GPU/TPU, float32 on CPU)."""
+    from jaxtool.models.run import RunOptions, default_compute_dtype
+
+    return RunOptions(compute_dtype=compute_dtype or default_compute_dtype(), packed=False,
+                      remat=getattr(args, "remat", "none") or "none", attention=getattr(args, "attention", "auto") or "auto")
+
+
+def _kernel_fields(run) -> dict:
+    """What a row says about how it ran: dtype, remat, packed, the attention kernel requested and the
+    one(s) traced since the last `reset_resolutions`."""
+    from jaxtool.ops import attention
+
+    return {"compute_dtype": run.resolved_compute_dtype, "remat": run.remat, "packed": run.packed,
+            "attention_requested": run.attention, "attention": attention.describe_resolutions()}
+
+
 def measure_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a large square JAX matmul on this machine (the MFU denominator on CPU)."""
+    """FLOP/s of a large square JAX matmul in `dtype` on JAX's default device (8192² off CPU): the MFU
+    denominator of our rows of that dtype."""
     import jax
     import jax.numpy as jnp
 
@@ -82,17 +112,37 @@ def measure_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5)
     return 2 * n ** 3 / min(ts)
 
 
+def torch_device() -> str:
+    """Where the PyTorch side's steps run: "cuda" when torch sees a GPU, else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def measure_torch_matmul_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> float | None:
+    """FLOP/s of a square PyTorch matmul in `dtype` on the device the PyTorch side's steps run on
+    (`torch_device()`: on CUDA its bf16 rows run under bf16 autocast, i.e. bf16 matmuls; 8192²)."""
     try:
         import torch
     except ImportError:
         return None
-    a = torch.ones(n, n, dtype=getattr(torch, dtype))
+    device = torch_device()
+    cuda = device == "cuda"
+    if cuda:
+        n = max(n, 8192)
+    a = torch.ones(n, n, dtype=getattr(torch, dtype), device=device)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     a @ a
+    sync()
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
         a @ a
+        sync()
         ts.append(time.perf_counter() - t)
     return 2 * n ** 3 / min(ts)
 
@@ -188,11 +238,10 @@ def _jax_sft_step(cfg, B: int, L: int, lc=None, reference: str | None = None, ru
                                                     _random_batch(B, L, cfg.vocab_size, 2),
                                                     index=np.arange(B, dtype=np.int32), ref=ref))
     ref_params = jax.tree.map(jnp.copy, params) if reference == "online" else None  # frozen, not donated
-    f = jax.jit(lambda st, b, rp: steps.train_step(st, b, None, rp, cfg=cfg, lc=lc, optimizer=opt, use_lora=False,
-                                                   max_turns=max_turns, grad_accum=1, run=run), donate_argnums=(0,))
+    f = steps.make_train_step(cfg, lc, opt, run=run, max_turns=max_turns)
 
     def call():
-        state["s"], m = f(state["s"], batch, ref_params)
+        state["s"], m = f(state["s"], batch, None, ref_params)
         _sync(m["loss"])
 
     tokens = B * L * (1 if lc.objective.kind == "sft" else 2)
@@ -278,6 +327,8 @@ def _torch_worker_main(conn) -> None:
                 return
             if op == "peak":
                 conn.send(("ok", measure_torch_matmul_peak(dtype=a[0] if a else "float32")))
+            elif op == "device":
+                conn.send(("ok", torch_device()))
             elif op == "sft":
                 name, cfg, B, L, dtype, *rest = a
                 calls[name] = _torch_sft_step(cfg, B, L, dtype, *rest)[0]
@@ -320,7 +371,14 @@ class TorchSide:
         return value
 
     def peak(self, dtype: str = "float32") -> float | None:
+        """The worker's matmul peak in `dtype` on the device its steps run on."""
         return self._ask("peak", dtype)
+
+    def device(self) -> str:
+        """"cuda" or "cpu": where the worker's steps (and its peak) run."""
+        if not hasattr(self, "_device"):
+            self._device = self._ask("device")
+        return self._device
 
     def build_sft(self, name: str, cfg, B: int, L: int, dtype: str, compile: bool = False) -> None:
         self._ask("sft", name, cfg, B, L, dtype, compile)
@@ -361,30 +419,35 @@ def _have_torch(args) -> bool:
 
 def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "TorchSide | None" = None
               ) -> list[dict]:
-    """MFU of each dtype's rows is against that dtype's own matmul peak, measured here for each
-    framework (on CPUs with AMX, PyTorch's bf16 matmul is several times its float32 one)."""
-    from jaxtool.models.run import RunOptions
+    """MFU of each dtype's rows is against that dtype's own matmul peak, measured for each framework
+    on the device its step runs on (on CPUs with AMX, PyTorch's bf16 matmul is several times its
+    float32 one; on a GPU the bf16 peak is several times the float32/TF32 one)."""
     import jax
+
+    from jaxtool.ops import attention
 
     accel = jax.devices()[0].platform != "cpu"
     rows = []
     peaks = {"float32": (peak, torch_peak)}  # measured by `run`; other dtypes here, once each
     for di, dtype in enumerate(args.dtypes.split(",")):
-        if dtype not in peaks and not accel:
+        if dtype not in peaks:
             peaks[dtype] = (measure_matmul_peak(dtype), torch_side.peak(dtype) if torch_side is not None else None)
             tp = f"{peaks[dtype][1] / 1e9:.0f}" if peaks[dtype][1] else "n/a"
-            print(f"  measured matmul peak (2048² {dtype}): JAX {peaks[dtype][0] / 1e9:.0f} GFLOP/s, PyTorch {tp} "
-                  "GFLOP/s", flush=True)
-        peak, torch_peak = peaks.get(dtype, peaks["float32"])
+            print(f"  measured matmul peak ({dtype}): JAX {peaks[dtype][0] / 1e9:.0f} GFLOP/s on "
+                  f"{jax.devices()[0].platform}, PyTorch {tp} GFLOP/s", flush=True)
+        peak, torch_peak = peaks[dtype]
         grid = _grid(args.grid, accel)
         if di > 0 and not accel and not getattr(args, "full_grid", False):
             grid = grid[:1]
         for B, L in grid:
             cfg = cfg0
             # random rows are one full-length example each: no packed segments (fused kernels apply)
-            run = RunOptions(compute_dtype=dtype, remat=getattr(args, "remat", "none"), packed=False,
-                             attention=getattr(args, "attention", "auto"))
-            ours, tokens = _jax_sft_step(cfg, B, L, run=run)
+            run = bench_run_options(args, dtype)
+            attention.reset_resolutions()
+            if getattr(args, "torch_only", False):  # the PyTorch side alone (launch/gpu_session.sh runs it after ours)
+                ours, tokens = None, B * L
+            else:
+                ours, tokens = _jax_sft_step(cfg, B, L, run=run)
             timer = _Timer()
             theirs = None
             if torch_side is not None:
@@ -398,7 +461,8 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
             # step after the other framework ran is a switch step: on the 2-core CPU ours took
             # 18.5 s there instead of 12.6 s (and its next step 12.7 s), whether torch ran in this
             # process or in its worker, so timing it would measure the switch, not the step.
-            timer.run("ours", ours)  # warm-up round (compilation)
+            if ours:
+                timer.run("ours", ours)  # warm-up round (compilation)
             if theirs:
                 timer.run("theirs", theirs)
             for _ in range(args.repeats):
@@ -406,20 +470,23 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
                     if fn:
                         timer.switch(side, fn)
                         timer.run(side, fn)
-            t_ours, t_theirs = timer.median("ours"), timer.median("theirs") if theirs else float("nan")
+            t_ours = timer.median("ours") if ours else float("nan")
+            t_theirs = timer.median("theirs") if theirs else float("nan")
             flops = cfg.flops_per_token(L) * tokens
             row = {"section": "sft", "dtype": dtype, "batch": B, "length": L, "tokens": tokens,
-                   "remat": run.remat, "torch_compile": bool(getattr(args, "torch_compile", False)),
+                   **_kernel_fields(run), "torch_compile": bool(getattr(args, "torch_compile", False)),
                    "ours_s": t_ours, "theirs_s": t_theirs, "ours_tok_s": tokens / t_ours,
                    "theirs_tok_s": tokens / t_theirs if theirs else float("nan"),
                    "speedup": t_theirs / t_ours if theirs else float("nan"),
                    "ours_mfu": flops / t_ours / peak, "theirs_mfu": (flops / t_theirs / torch_peak) if theirs and torch_peak else float("nan"),
-                   "compile_s": timer.first["ours"] - t_ours, "ours_peak_flops": peak,
-                   "theirs_peak_flops": torch_peak,
+                   "compile_s": timer.first["ours"] - t_ours if ours else float("nan"), "ours_peak_flops": peak,
+                   "theirs_peak_flops": torch_peak, "ours_peak_device": jax.devices()[0].platform,
+                   "theirs_peak_device": torch_side.device() if torch_side is not None else None,
                    "ours_switch_step_s": _median(timer.switch_times.get("ours", [])),
                    "theirs_switch_step_s": _median(timer.switch_times.get("theirs", []))}
             if accel and chip_peak(backend_info()["device"]):
                 chip = chip_peak(backend_info()["device"])
+                row["chip_published_peak_flops"] = chip
                 row["ours_mfu_vs_chip_bf16"] = flops / t_ours / chip
                 row["theirs_mfu_vs_chip_bf16"] = flops / t_theirs / chip if theirs else float("nan")
             rows.append(row)
@@ -430,41 +497,56 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
 
 
 def bench_dpo(args, cfg0, sft_rows: list[dict] = ()) -> list[dict]:
-    """Preference steps relative to the SFT step at equal tokens. When the sft section already timed
-    the SFT step at this shape and dtype (`sft_rows`), that time is the base and is not re-measured."""
-    from jaxtool.models.run import RunOptions
+    """Preference steps relative to the SFT step at equal tokens, every step with the same
+    `RunOptions` (`bench_run_options`: one example per row, `--remat`, `--attention`, the backend's
+    compute dtype), so the ratio compares the same kernel. When the sft section already timed the SFT
+    step at this shape with the same options (`sft_rows`), that time is the base and is not re-measured."""
     import jax
 
     from jaxtool import objectives
     from jaxtool.config import LossConfig
+    from jaxtool.ops import attention
 
     accel = jax.devices()[0].platform != "cpu"
     rows = []
     B, L = _grid(args.grid, accel)[0]
     pairs = max(1, B // 2)  # equal tokens: `pairs` pairs × 2 sides × L = B × L
-    cfg, run = cfg0, RunOptions(compute_dtype="float32" if not accel else "bfloat16")
+    cfg, run = cfg0, bench_run_options(args)
+    same = {"compute_dtype": run.resolved_compute_dtype, "remat": run.remat, "packed": run.packed,
+            "attention_requested": run.attention}
     variants = [("sft", None, None), ("diatool_dpo", "precomputed", "diatool_dpo (ref precomputed)"),
                 ("diatool_dpo", "online", "diatool_dpo (ref on the fly)"), ("dpo", "precomputed", "dpo (ref precomputed)")]
     done = next((r for r in sft_rows if r.get("section") == "sft" and (r["batch"], r["length"]) == (B, L)
-                 and r["dtype"] == run.compute_dtype), None)
+                 and all(r.get(k) == v for k, v in same.items())), None)
     if done is not None:
         variants = variants[1:]
-    calls = {}
+    calls, kernels = {}, {}
     for loss, ref, label in variants:
         hp = {k: v for k, v in dict(beta=0.5, gamma=0.5, margin=2.0).items() if k in objectives.hparam_fields(loss)}
         lc = LossConfig(type=loss, params=objectives.make_hparams(loss, hp))
-        calls[label or "sft"] = _jax_sft_step(cfg, B if loss == "sft" else pairs, L, lc=lc, reference=ref, run=run)[0]
+        name = label or "sft"
+        calls[name] = _jax_sft_step(cfg, B if loss == "sft" else pairs, L, lc=lc, reference=ref, run=run)[0]
     timer = _Timer()
-    for _ in range(args.repeats + 1):
+    for name, call in calls.items():  # warm-up round: compiles, and the kernel is chosen while tracing
+        attention.reset_resolutions()
+        timer.run(name, call)
+        kernels[name] = _kernel_fields(run)
+    for _ in range(args.repeats):
         for name, call in calls.items():
             timer.run(name, call)
     base = done["ours_s"] if done is not None else timer.median("sft")
+    if done is not None:
+        kernels = {"sft": {k: done.get(k) for k in ("compute_dtype", "remat", "packed", "attention_requested",
+                                                     "attention")}, **kernels}
     times = {"sft": base, **{name: timer.median(name) for name in calls}}
+    print(f"  every step: {run.resolved_compute_dtype} compute, remat {run.remat}, one example per row, "
+          f"attention {run.attention}", flush=True)
     for name, t in times.items():
-        row = {"section": "dpo", "variant": name, "tokens": B * L, "step_s": t, "relative_to_sft": t / base}
+        row = {"section": "dpo", "variant": name, "tokens": B * L, "step_s": t, "relative_to_sft": t / base,
+               **kernels[name]}
         rows.append(row)
-        print(f"  {name:34s} {t:8.2f}s/step  ×{t / base:.2f} of the SFT step at equal tokens ({B * L} tokens)",
-              flush=True)
+        print(f"  {name:34s} {t:8.2f}s/step  ×{t / base:.2f} of the SFT step at equal tokens ({B * L} tokens); "
+              f"attention {row['attention']}", flush=True)
     return rows
 
 
@@ -473,9 +555,14 @@ def bench_decode(args, cfg0, torch_side: "TorchSide | None" = None) -> list[dict
     import numpy as np
 
     from jaxtool.models import family_of
+    from jaxtool.models.run import DEFAULT_RUN
+    from jaxtool.ops import attention
     from jaxtool.sample.generate import Sampling, generate_ids
 
     cfg = cfg0
+    # `generate_ids` without `run`, as eval/MCTS/buffer call it: the backend's default compute dtype
+    print(f"  compute {DEFAULT_RUN.resolved_compute_dtype} (the backend default), attention {DEFAULT_RUN.attention}",
+          flush=True)
     params = family_of(cfg).init_params(cfg, jax.random.key(0))
     N = args.new_tokens
     rng = np.random.RandomState(0)
@@ -500,6 +587,7 @@ def bench_decode(args, cfg0, torch_side: "TorchSide | None" = None) -> list[dict
         def theirs(B=B):
             return torch_side.run(f"decode-{B}")
 
+        attention.reset_resolutions()
         for _ in range(2):  # warm-up + one measured run each (decoding is long and steady)
             timer.run("ours", ours)
             if theirs_on:
@@ -509,7 +597,8 @@ def bench_decode(args, cfg0, torch_side: "TorchSide | None" = None) -> list[dict
         t_o = timer.median("ours")
         t_t = timer.median("theirs") if theirs_on else float("nan")
         row = {"section": "decode", "batch": B, "new_tokens": N, "ours_tok_s": B * N / t_o,
-               "theirs_tok_s": B * N / t_t, "speedup": t_t / t_o, "ours_s": t_o, "theirs_s": t_t}
+               "theirs_tok_s": B * N / t_t, "speedup": t_t / t_o, "ours_s": t_o, "theirs_s": t_t,
+               "compute_dtype": DEFAULT_RUN.resolved_compute_dtype, "attention": attention.describe_resolutions()}
         rows.append(row)
         print(f"  batch {B:3d}: ours {row['ours_tok_s']:8.1f} new tok/s   transformers {row['theirs_tok_s']:8.1f}   "
               f"×{row['speedup']:.2f}", flush=True)
@@ -535,8 +624,7 @@ def bench_scaling(args, cfg0) -> list[dict]:
         params = jax.eval_shape(lambda: family_of(cfg).init_params(cfg, jax.random.key(0)))
         state = jax.eval_shape(lambda p: steps.TrainState(jnp.zeros((), jnp.int32), p, opt.init(p)), params)
         batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _random_batch(B, L, cfg.vocab_size))
-        f = jax.jit(lambda st, b: steps.train_step(st, b, None, None, cfg=cfg, lc=lc, optimizer=opt, use_lora=False,
-                                                   max_turns=0, grad_accum=1, run=run), donate_argnums=(0,))
+        f = steps.make_train_step(cfg, lc, opt, run=run)
         t = time.perf_counter()
         c = f.lower(state, batch).compile()
         return c, time.perf_counter() - t
@@ -570,6 +658,70 @@ def bench_scaling(args, cfg0) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------------------------
+# one GPU, two sides one after the other (launch/gpu_session.sh)
+# --------------------------------------------------------------------------------------------
+
+def memory_fraction(need_gib: float, card_gib: float, headroom_gib: float = 6.0, floor: float = 0.5,
+                    ceiling: float = 0.95) -> tuple[float, bool]:
+    """`XLA_PYTHON_CLIENT_MEM_FRACTION` for a step that needs `need_gib` (XLA's arguments +
+    temporaries, from launch/gpu_memory_check.py) on a card of `card_gib`: need + `headroom_gib`
+    (CUDA context, cuDNN workspaces, allocator fragmentation) of the card, at least `floor`, at most
+    `ceiling`. Returns (fraction, fits): `fits` is False when need + headroom exceeds the ceiling
+    (then run with more remat or a smaller batch). The PyTorch side runs afterwards in its own
+    process, so JAX does not share the card with it."""
+    if card_gib <= 0:
+        raise ValueError(f"card memory must be positive, got {card_gib} GiB")
+    want = (need_gib + headroom_gib) / card_gib
+    return round(min(ceiling, max(floor, want)), 3), want <= ceiling
+
+
+def session_memory_fraction(mem_json: str | None, card_mib: float) -> str:
+    """`FRACTION FITS NEED_GIB CARD_GIB` for launch/gpu_session.sh: the need from the first row of
+    gpu_memory_check.py's JSON (temporaries + arguments + outputs), or 0.75 of the card when that
+    file is missing."""
+    card = float(card_mib) / 1024
+    need = None
+    if mem_json and os.path.isfile(mem_json):
+        with open(mem_json) as fh:
+            r = json.load(fh)[0]
+        need = r["temp_gib"] + r["argument_gib"] + r.get("output_gib", 0.0)
+    if need is None:
+        return f"0.75 unknown nan {card:.1f}"
+    frac, fits = memory_fraction(need, card)
+    return f"{frac} {'yes' if fits else 'no'} {need:.1f} {card:.1f}"
+
+
+def merge_sides(ours_dir: str, theirs_dir: str, out: str) -> list[dict]:
+    """Join the sft rows of a JAX-only run (`--no-torch`) and a PyTorch-only run (`--torch-only`) of
+    the same grid into one bench.json / bench.md in `out` (ratios recomputed)."""
+    with open(os.path.join(ours_dir, "bench.json")) as fh:
+        ours = json.load(fh)
+    with open(os.path.join(theirs_dir, "bench.json")) as fh:
+        theirs = json.load(fh)
+    key = lambda r: (r["dtype"], r["batch"], r["length"])  # noqa: E731
+    their_rows = {key(r): r for r in theirs["rows"] if r["section"] == "sft"}
+    rows = []
+    for r in ours["rows"]:
+        t = their_rows.get(key(r)) if r["section"] == "sft" else None
+        if t is not None:
+            r = {**r, **{k: t[k] for k in ("theirs_s", "theirs_tok_s", "theirs_mfu", "theirs_peak_flops",
+                                             "theirs_peak_device", "torch_compile") if k in t}}
+            if "theirs_mfu_vs_chip_bf16" in t:
+                r["theirs_mfu_vs_chip_bf16"] = t["theirs_mfu_vs_chip_bf16"]
+            r["speedup"] = r["theirs_s"] / r["ours_s"]
+        rows.append(r)
+    table = _table(rows)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "bench.json"), "w") as fh:
+        json.dump({**ours, "rows": rows, "torch_matmul_peak_flops": theirs.get("torch_matmul_peak_flops"),
+                   "sides": {"ours": ours_dir, "theirs": theirs_dir}}, fh, indent=2, default=str)
+    with open(os.path.join(out, "bench.md"), "w") as fh:
+        fh.write(table + "\n")
+    print(table)
+    return rows
+
+
 def _fmt_row(r: dict) -> str:
     theirs = f"{r['theirs_tok_s']:8.1f}" if r["theirs_tok_s"] == r["theirs_tok_s"] else "     n/a"
     chip = (f" (vs chip bf16 peak: ours {r['ours_mfu_vs_chip_bf16']:.3f}, theirs {r['theirs_mfu_vs_chip_bf16']:.3f})"
@@ -587,13 +739,16 @@ def _table(rows: list[dict]) -> str:
     sft = [r for r in rows if r["section"] == "sft"]
     if sft:
         out.append(markdown_table(
-            ["SFT step", "ours tok/s", "transformers tok/s", "ratio", "ours MFU (own peak)", "transformers MFU (own peak)"],
-            [[f"{r['dtype']} {r['batch']}×{r['length']}", r["ours_tok_s"], r["theirs_tok_s"], r["speedup"],
-              r["ours_mfu"], r["theirs_mfu"]] for r in sft]))
+            ["SFT step", "attention", "ours tok/s", "transformers tok/s", "ratio", "ours MFU (own peak)",
+             "transformers MFU (own peak)", "ours MFU (chip bf16 peak)"],
+            [[f"{r['dtype']} {r['batch']}×{r['length']}", r.get("attention", ""), r["ours_tok_s"], r["theirs_tok_s"],
+              r["speedup"], r["ours_mfu"], r["theirs_mfu"], r.get("ours_mfu_vs_chip_bf16", float("nan"))]
+             for r in sft]))
     dpo = [r for r in rows if r["section"] == "dpo"]
     if dpo:
-        out.append(markdown_table(["preference step (equal tokens)", "s/step", "× SFT step"],
-                                  [[r["variant"], r["step_s"], r["relative_to_sft"]] for r in dpo]))
+        out.append(markdown_table(["preference step (equal tokens)", "s/step", "× SFT step", "attention"],
+                                  [[r["variant"], r["step_s"], r["relative_to_sft"], r.get("attention", "")]
+                                   for r in dpo]))
     dec = [r for r in rows if r["section"] == "decode"]
     if dec:
         out.append(markdown_table(["greedy decode", "ours new tok/s", "transformers new tok/s", "ratio"],
@@ -660,7 +815,17 @@ def run(args) -> int:
 def _run_sections(args, cfg, sections, info, peak, torch_side, t0) -> int:
     torch_peak = torch_side.peak() if torch_side else None
     tp = f"{torch_peak / 1e9:.0f}" if torch_peak else "n/a"
-    print(f"measured matmul peak (2048² float32): JAX {peak / 1e9:.0f} GFLOP/s, PyTorch {tp} GFLOP/s", flush=True)
+    import jax
+
+    td = f" on {torch_side.device()}" if torch_side else ""
+    print(f"measured matmul peak (float32): JAX {peak / 1e9:.0f} GFLOP/s on {jax.devices()[0].platform}, "
+          f"PyTorch {tp} GFLOP/s{td}", flush=True)
+    chip = chip_peak(info["device"]) if info["platform"] != "cpu" else None
+    if chip:
+        print(f"published bf16 peak of {info['device']}: {chip / 1e12:.0f} TFLOP/s (second MFU column)", flush=True)
+    run0 = bench_run_options(args)
+    print(f"our steps: remat {run0.remat}, attention {run0.attention} (the kernel that ran is in each row), "
+          f"one example per row; default compute dtype here {run0.resolved_compute_dtype}", flush=True)
     rows: list[dict] = []
     if "sft" in sections:
         print("\n[sft] one training step (forward + backward + AdamW); A/B rounds, median of "
@@ -689,4 +854,5 @@ def _run_sections(args, cfg, sections, info, peak, torch_side, t0) -> int:
     return 0
 
 
-__all__ = ["run", "measure_matmul_peak", "SECTIONS"]
+__all__ = ["run", "measure_matmul_peak", "measure_torch_matmul_peak", "bench_run_options", "chip_peak",
+           "PUBLISHED_PEAKS", "SECTIONS"]

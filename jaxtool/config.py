@@ -171,7 +171,7 @@ CHOICES = {
     "model.attention": ("auto", "xla", "cudnn", "splash"),
     "lora.base_quant": ("none", "int8", "nf4"),
     "model.param_dtype": ("float32", "bfloat16"),
-    "model.compute_dtype": ("float32", "bfloat16"),
+    "model.compute_dtype": ("float32", "bfloat16", "auto"),   # auto: bfloat16 on GPU/TPU, float32 on CPU
     "data.kind": ("sft", "preference"),
     "data.truncation": ("drop", "drop_oldest_turns"),
     "data.on_bad_row": ("error", "skip"),

@@ -40,12 +40,16 @@ def register(sub) -> argparse.ArgumentParser:
                    help="batch×length points of the scaling section")
     p.add_argument("--scaling-layers", default="2,4,8,16", help="depths for the compile-time comparison")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch/transformers columns")
+    p.add_argument("--torch-only", action="store_true",
+                   help="sft: time only the PyTorch side (launch/gpu_session.sh runs it after the JAX side, "
+                        "so the two never share the GPU's memory)")
     p.add_argument("--torch-compile", action="store_true",
                    help="sft: the PyTorch side under torch.compile (on CUDA: fp32 weights + bf16 autocast + SDPA + fused AdamW)")
     p.add_argument("--remat", default="none", choices=("none", "full", "dots", "dots_no_batch"),
-                   help="sft: our activation checkpointing policy (default none)")
+                   help="sft, dpo: our activation checkpointing policy (default none)")
     p.add_argument("--attention", default="auto", choices=("auto", "xla", "cudnn", "splash"),
-                   help="sft: our attention kernel (auto: cuDNN flash on GPU, splash on TPU, XLA on CPU)")
+                   help="sft, dpo: our attention kernel (auto: cuDNN flash on GPU, splash on TPU, XLA on CPU); "
+                        "the kernel that actually ran is in each row")
     _mcts_args(p)
     p.set_defaults(func=run)
     return p

@@ -35,9 +35,16 @@ Masks: `causal` (query i sees keys ≤ i, self-attention) AND `segment_ids` [B, 
 packed example, 0 = padding; a query sees keys of its own non-zero segment) AND an optional
 explicit `mask` [B, S, T] bool (True = may attend; "xla" only). Outputs at padding positions
 (segment 0) are unspecified and differ between implementations; they are never used.
+
+The kernel actually used is reported: the first time each (requested, chosen, reason) occurs in a
+process, `attention` logs it (logger `jaxtool.ops.attention`; a WARNING when `auto` on a GPU/TPU
+falls back to "xla", naming why, e.g. packed segment ids; INFO otherwise), and `resolutions()` lists
+them for run headers and `jaxtool bench` rows.
 """
 
 from __future__ import annotations
+
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +52,41 @@ import jax.numpy as jnp
 from jaxtool.errors import ConfigError
 
 IMPLS = ("auto", "xla", "cudnn", "splash")
+
+log = logging.getLogger(__name__)
+
+# (requested, chosen, reason) -> number of traces, in first-seen order (`resolutions()`)
+_RESOLVED: dict[tuple[str, str, str], int] = {}
+
+
+def _report(requested: str, chosen: str, why: str, backend: str) -> None:
+    key = (requested, chosen, why)
+    first = key not in _RESOLVED
+    _RESOLVED[key] = _RESOLVED.get(key, 0) + 1
+    if not first:
+        return
+    if requested == "auto" and chosen == "xla" and backend in ("gpu", "tpu"):
+        log.warning("attention: auto resolved to xla, not the fused kernel of this %s (%s)", backend.upper(),
+                    why.split(": ", 1)[-1])
+    else:
+        log.info("attention: %s resolved to %s (%s)", requested, chosen, why)
+
+
+def resolutions() -> list[dict]:
+    """The attention kernels this process has traced: `[{"requested", "kernel", "reason", "traces"}]`
+    in first-seen order."""
+    return [{"requested": r, "kernel": c, "reason": w, "traces": n} for (r, c, w), n in _RESOLVED.items()]
+
+
+def reset_resolutions() -> None:
+    """Forget the kernels seen so far (a benchmark does this before each configuration)."""
+    _RESOLVED.clear()
+
+
+def describe_resolutions(items: list[dict] | None = None) -> str:
+    """One line: e.g. "xla (auto on cpu)" or "cudnn (auto on GPU); xla (auto on GPU: packed ...)"."""
+    items = resolutions() if items is None else items
+    return "; ".join(f"{r['kernel']} ({r['reason']})" for r in items) or "none traced"
 
 
 def attention_chunk(seq_len: int) -> int:
@@ -74,7 +116,10 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, segment_ids: jax.Arra
     if heads_first:
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
     _check_shapes(q, k, v, segment_ids, mask, causal)
-    chosen, why = resolve_impl(impl, q, k, segment_ids=segment_ids, causal=causal, packed=packed, mask=mask)
+    backend = jax.default_backend()
+    chosen, why = resolve_impl(impl, q, k, segment_ids=segment_ids, causal=causal, packed=packed, mask=mask,
+                               backend=backend)
+    _report(impl, chosen, why, backend)
     if chosen == "xla":
         return xla_attention(q, k, v, segment_ids=segment_ids, causal=causal, mask=mask, chunk=chunk)
     if chosen == "cudnn":
@@ -329,4 +374,4 @@ def flops(B: int, S: int, H: int, Dh: int, causal: bool = True) -> float:
 
 
 __all__ = ["IMPLS", "attention", "attention_chunk", "resolve_impl", "xla_attention", "cudnn_attention",
-           "splash_attention", "flops"]
+           "splash_attention", "flops", "resolutions", "reset_resolutions", "describe_resolutions"]
