@@ -101,7 +101,8 @@ class Registry(Generic[T]):
         """Add `entry` (an object or a `"module:attr"` string) under `name`; returns the entry, so
         `OBJ = table.register("x", Obj(...))` reads naturally."""
         if not isinstance(name, str) or not name or ":" in name:
-            raise ValueError(f"register({name!r}, {entry!r}): a {self.what} name is a non-empty string without ':'")
+            raise ValueError(f"register({name!r}, {entry!r}): expected a name without ':' (a {self.what} name is a "
+                             "non-empty string)")
         if isinstance(entry, str):
             try:
                 split_target(entry)

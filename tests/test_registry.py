@@ -118,7 +118,7 @@ def test_an_objective_registered_from_another_module(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="already registered"):
             objectives.register(objectives.Objective("h2_lazy", lazy.hparams, "sft", lambda *a: None))
         with pytest.raises(ValueError, match="kind must be"):
-            objectives.register(objectives.Objective("h2_bad", lazy.hparams, "rl", lambda *a: None))
+            objectives.register(objectives.Objective("h2_bad", lazy.hparams, "bogus", lambda *a: None))
     finally:
         for n in ("h2_lazy", "h2_eager"):
             objectives.TABLE.unregister(n)

@@ -67,7 +67,7 @@ from jaxtool.data.formats.chatml import IM_END, IM_START
 from jaxtool.data.formats.plain import DEFAULT_PLAIN_EOS
 from jaxtool.data.formats.typescript import typescript_schema
 from jaxtool.errors import ConfigError
-from jaxtool.registry import Registry
+from jaxtool.registry import Registry, import_target
 
 FORMATS: Registry = Registry("chat format", ConfigError)
 FORMATS.register("llama3_json", "jaxtool.data.formats.llama3_json:Llama3JsonFormat")
@@ -89,17 +89,15 @@ _CLASSES = {"Llama3JsonFormat": "llama3_json", "FunctionaryV3Llama3Format": "fun
             "AlpacaFormat": "alpaca", "ChatTemplateFormat": "chat_template", "TextFormat": "text"}
 
 
+_ALSO = {"message_to_openai": "chat_template", "KNOWN_END_MARKERS": "chat_template", "BOT": "llama3_json",
+         "EOT": "llama3_json", "EOM": "llama3_json", "EOTEXT": "llama3_json", "PYTHON_TAG": "llama3_json"}
+
+
 def __getattr__(name: str):
     if name in _CLASSES:
         return FORMATS.get(_CLASSES[name])
-    if name in ("message_to_openai", "KNOWN_END_MARKERS"):
-        from jaxtool.data.formats import chat_template
-
-        return getattr(chat_template, name)
-    if name in ("BOT", "EOT", "EOM", "EOTEXT", "PYTHON_TAG"):
-        from jaxtool.data.formats import llama3_json
-
-        return getattr(llama3_json, name)
+    if name in _ALSO:
+        return import_target(f"jaxtool.data.formats.{_ALSO[name]}:{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

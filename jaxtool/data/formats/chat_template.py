@@ -66,6 +66,8 @@ class ChatTemplateFormat(ChatFormat):
         if tokenizer is None:
             raise ConfigError("format 'chat_template' needs a tokenizer (pass tokenizer=...)")
         if not getattr(tokenizer, "chat_template", None):
+            from jaxtool.data.formats import FORMAT_NAMES
+
             raise ConfigError("format 'chat_template': this tokenizer has no chat template; "
                               f"pick one of {[n for n in FORMAT_NAMES if n != 'chat_template']}")
         self.tokenizer = tokenizer
