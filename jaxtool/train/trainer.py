@@ -322,12 +322,19 @@ class Trainer:
                 self.save(it)
 
         self._last_total = None
+        said = []
 
         def step_fn(state, batch):
             self._last_index = [int(i) for i in batch.index] if index_log is not None else None
             self._last_total = _real_tokens(batch) if jax.process_count() == 1 else None
             self.state, m = self.setup_.train_step(state, sharding.shard_batch(batch, self.mesh),
                                                    n_logits=self._n_logits(batch))
+            if not said:  # once per run, after the first step traced the model: the kernel that runs
+                from jaxtool.ops import attention
+
+                said.append(True)
+                self.print(f"compute {self.run_options.resolved_compute_dtype}; attention "
+                           f"{attention.describe_resolutions()}")
             return self.state, m
 
         t_start, ev = time.time(), None
