@@ -10,8 +10,8 @@ How: `XLA_FLAGS=--xla_force_host_platform_device_count=N` is set before JAX star
 in its own process for that reason); the train state — parameters or LoRA adapters plus the frozen
 (possibly quantised) base, the optimizer state — and one global batch are `ShapeDtypeStruct`s that
 carry the shardings `jaxtool.train.state.build_state` gives the real arrays (`abstract_setup` below
-mirrors it; tests/test_launch.py checks the two agree on a tiny model); the jitted
-`steps.train_step` closure, built as `build_state` builds it (state donated), is lowered and
+mirrors it; tests/test_launch.py checks the two agree on a tiny model); the train step
+`steps.make_train_step(...)` builds for `build_state` (state donated), is lowered and
 compiled; `compiled.memory_analysis()` gives the per-device bytes of arguments, outputs, aliased
 (donated) buffers and temporaries. Peak per chip ≈ arguments + outputs − aliased + temporaries.
 

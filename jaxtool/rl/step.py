@@ -7,7 +7,7 @@ attended to but not trained). Per-token advantages and the aggregation weights
 (`losses.grpo_token_weights`) are computed on the host over the whole rollout batch.
 
 The update reuses the train-state code (`jaxtool.train.state.build_state`: mesh, LoRA split,
-optimizer and its sharding) and the model seam through `jaxtool.train.steps.token_logps`
+optimizer and its sharding) and the model seam through `jaxtool.train.steps.model_logps`
 (`family_of(cfg)`); the objective's pure `compute` comes from the loss registry (kind "rl").
 """
 
@@ -70,12 +70,12 @@ def token_advantages(batch: Batch, adv_seq: np.ndarray | None = None, adv_turn: 
 def policy_logps(trainable, frozen, batch: Batch, *, cfg, run, use_lora: bool):
     """Per-token log-probs [B, L] of the batch's targets under the policy (no gradient)."""
     params = lora.attach(frozen, trainable) if use_lora else trainable
-    return jax.lax.stop_gradient(steps.token_logps(params, batch, cfg, run))
+    return jax.lax.stop_gradient(steps.model_logps(params, batch, cfg, run))
 
 
 def _loss(trainable, frozen, batch, old_lp, ref_lp, adv, weights, *, cfg, run, use_lora, obj, hp):
     params = lora.attach(frozen, trainable) if use_lora else trainable
-    lp = steps.token_logps(params, batch, cfg, run)
+    lp = steps.model_logps(params, batch, cfg, run)
     pol = {"token_logps": lp, "old_logps": old_lp, "advantages": adv, "weights": weights,
            "loss_mask": batch.loss_mask}
     per_tok, m = obj.compute(pol, None if ref_lp is None else {"token_logps": ref_lp}, hp)
