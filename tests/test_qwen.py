@@ -195,8 +195,8 @@ def test_lora_sft_and_diatool_dpo_steps_train(family, objective, tmp_path_factor
     dpo = load_config(None, ["loss.type=diatool_dpo", "loss.beta=0.5", "loss.gamma=0.5"]).loss
     runs = {"sft": (LossConfig(type="sft"), sft, 0), "diatool_dpo": (dpo, pairs, T)}
     for lc, batch, turns in (runs[objective],):
-        step = jax.jit(lambda st, b, lc=lc, turns=turns: steps.train_step(
-            st, b, m.params, None, cfg=cfg, lc=lc, optimizer=opt, use_lora=True, max_turns=turns, grad_accum=1))
+        train = steps.make_train_step(cfg, lc, opt, use_lora=True, max_turns=turns, donate=False)
+        step = lambda st, b, train=train: train(st, b, m.params)  # noqa: E731
         state = steps.TrainState(jnp.zeros((), jnp.int32), adapters, opt.init(adapters))
         losses = []
         for _ in range(3):

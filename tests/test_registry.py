@@ -71,12 +71,15 @@ def test_every_table_answers_a_typo_with_its_error_class():
     from jaxtool.data import sources
     from jaxtool.data.formats import get_format
     from jaxtool.eval import suite
+    from jaxtool.models.family import get_family
 
     cases = [(lambda: objectives.get("dpp"), ConfigError, "did you mean 'dpo'"),
              (lambda: get_format("hermse"), ConfigError, "did you mean 'hermes'"),
              (lambda: sources.resolve("glaiv"), DataError, "known sources: glaive"),
              (lambda: suite.run_suite(None, None, "hermes", "/nonexistent", suite="clam"), ConfigError,
-              "did you mean 'calm'")]
+              "did you mean 'calm'"),
+             (lambda: get_family("lama", "m/config.json"), ConfigError,
+              r"m/config.json: model_type='lama' is not supported \(did you mean 'llama'\?\)")]
     for call, cls, text in cases:
         with pytest.raises(cls, match=text) as e:
             call()

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 from jaxtool.errors import ConfigError
 from jaxtool.models.base import ModelFamily
+from jaxtool.registry import Registry
 
 
 FAMILIES: dict[str, ModelFamily] = {}
@@ -43,14 +44,20 @@ def register(family: ModelFamily) -> ModelFamily:
     return family
 
 
+def _unknown(model_type, ranked: list[str]) -> str:
+    close = difflib.get_close_matches(str(model_type), ranked, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"model_type={model_type!r} is not supported{hint}; jaxtool reads "
+            f"{', '.join(f'{n} ({FAMILIES[n].about})' for n in sorted(FAMILIES))} models")
+
+
+# the lookup (closest-name errors) through the shared helper; FAMILIES stays the public table
+TABLE: Registry = Registry("model family", ConfigError, FAMILIES, message=_unknown)
+
+
 def get_family(model_type: str, source: str = "model") -> ModelFamily:
     _load_builtin()
-    if not isinstance(model_type, str) or model_type not in FAMILIES:
-        close = difflib.get_close_matches(str(model_type), FAMILIES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{source}: model_type={model_type!r} is not supported{hint}; jaxtool reads "
-                          f"{', '.join(f'{n} ({FAMILIES[n].about})' for n in sorted(FAMILIES))} models")
-    return FAMILIES[model_type]
+    return TABLE.get(model_type, source=source)
 
 
 def family_of(cfg) -> ModelFamily:
