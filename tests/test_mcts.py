@@ -284,6 +284,7 @@ def test_llama_env_equals_decoding_from_scratch_and_hand_self_eval(tiny):
     assert (res2.O == 0).all()
 
 
+@pytest.mark.slow   # its own compiled search program: ~45 s on the loaded 2-core machine
 def test_simulation_is_the_number_of_simulated_steps(tiny):
     """Table 5's "simulation" is, by the text above Table 5, the maximum number of simulation steps in
     the Expand phase (the default, simulation_mode="steps"): O of a non-terminal node is the outcome
