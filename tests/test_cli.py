@@ -142,6 +142,7 @@ def test_quickstart_takes_its_settings_positionally_and_as_config(tmp_path):
         assert recipe_and_overrides(args.config_flag, None, args.overrides) == (str(p), ["sft_dialogues=3"])
 
 
+@pytest.mark.slow  # a child process that imports transformers (~15-30 s here)
 def test_pytorch_not_found_advisory_is_silenced(tmp_path):
     """Without PyTorch (jaxtool's own install), transformers' import prints an advisory about models
     that a jaxtool user never needs; the command line silences it. torch is hidden from the child."""

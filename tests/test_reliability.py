@@ -568,7 +568,7 @@ def test_duplicate_yaml_key_is_refused_naming_the_key_and_both_lines(tmp_path): 
     ("optim: " + "[" * 5000 + "]" * 5000 + "\n", "nesting is too deep"),            # RecursionError
     ("optim: " + "{a: " * 200 + "1" + "}" * 200 + "\n", "nesting is too deep"),
     ("seed: " + "9" * 5000 + "\n", "4300 digits"),                                   # ValueError
-])
+], ids=["5000-deep list", "200-deep mapping", "5000-digit integer"])
 def test_deep_yaml_and_huge_integers_are_config_errors(tmp_path, capsys, text, words):  # 26.4
     p = tmp_path / "r.yaml"
     p.write_text(text)
