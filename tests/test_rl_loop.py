@@ -42,7 +42,7 @@ def _cfg(tiny_model_dir, run_dir, *extra):
     return load_config(None, [f"model.path={tiny_model_dir}", "optim.lr=1e-2", "optim.schedule=constant",
                               "loss.type=grpo", "rollout.prompts=4", "rollout.group_size=4",
                               "rollout.max_turn_tokens=2", "rollout.max_response_tokens=8", "rollout.top_k=2",
-                              "reward.functions=[test_first_token]", f"run_dir={run_dir}", "progress=false",
+                              "reward.functions=[test_first_token]", f"run_dir={run_dir}", "progress=false", "model.logits_chunk=0",
                               *extra], cls=RLConfig)
 
 

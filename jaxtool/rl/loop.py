@@ -279,7 +279,8 @@ class RLTrainer:
             dev = sharding.shard_batch(batch, self.mesh)
             adv_d, w_d = sharding.shard_batch((adv, weights), self.mesh)
             kw = dict(cfg=self.model_cfg, run=self.run_options, use_lora=self.use_lora)
-            old = policy_logps(self.state.trainable, self.frozen, dev, **kw)
+            # K = 1: old = current inside the step (no extra forward); K > 1: frozen before update 1
+            old = policy_logps(self.state.trainable, self.frozen, dev, **kw) if c.updates_per_rollout > 1 else None
             ref = None
             if hp.beta:  # frozen reference: the LoRA base itself, or build_state's frozen copy
                 rp = self.setup_.ref_params

@@ -76,6 +76,8 @@ def policy_logps(trainable, frozen, batch: Batch, *, cfg, run, use_lora: bool):
 def _loss(trainable, frozen, batch, old_lp, ref_lp, adv, weights, *, cfg, run, use_lora, obj, hp):
     params = lora.attach(frozen, trainable) if use_lora else trainable
     lp = steps.model_logps(params, batch, cfg, run)
+    if old_lp is None:  # one update per rollout: the sampling policy is the current one (ratio 1)
+        old_lp = jax.lax.stop_gradient(lp)
     pol = {"token_logps": lp, "old_logps": old_lp, "advantages": adv, "weights": weights,
            "loss_mask": batch.loss_mask}
     per_tok, m = obj.compute(pol, None if ref_lp is None else {"token_logps": ref_lp}, hp)
