@@ -39,6 +39,7 @@ def test_module_is_the_pure_functions(family):
     assert specs["layers"]["wq"].get_value() == jax.sharding.PartitionSpec(*fam.param_axes(cfg)["layers"]["wq"])
 
 
+@pytest.mark.slow   # a grad compile (~30 s here under load); the module's forward is checked in the fast set
 def test_user_written_nnx_training_loop_trains():
     """`nnx.Optimizer` + optax AdamW + `nnx.value_and_grad` on the module: the loss goes down, and the
     first loss equals the same loss computed with the pure forward."""
