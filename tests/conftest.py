@@ -26,6 +26,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest
 
 
+def pytest_configure(config):
+    # `slow`: tests over ~30 s on this 2-core machine; the fast loop is `pytest -m "not slow"`.
+    config.addinivalue_line("markers", "slow: a test over ~30 s on 2 CPU cores (deselect with -m 'not slow')")
+
+
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
     """The embedded SmolLM2-135M-Instruct tokenizer, rebuilt from the GGUF file (no download)."""
