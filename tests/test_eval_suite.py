@@ -73,8 +73,14 @@ def test_suite_calm_multiwoz_e2e_and_not_run_rows(monkeypatch, tmp_path, capsys)
     # one BFCL category of four: BFCL counts the others 0 inside Non-Live, and the table says so
     assert "partial: 5 categories not run count 0" in rows["BFCL Non-live"][0]
     assert rows["API-Bank L1 call accuracy"][0] == "n/a (no items)"  # a response-only file
-    # no paper number is claimed for CALM here (not verified): the paper column is empty
-    assert all(r[1] == "" for r in rows.values())
+    # the paper column: CoALM 8B's numbers as read from CoALM Tables 2-4 (copied here by hand, not from
+    # the code); rows the paper has no number for stay empty, never 0
+    paper = {"MultiWOZ 2.4 Success": 51.6, "MultiWOZ 2.4 Inform": "", "MultiWOZ 2.4 JGA (DST prompts)": 30.4,
+             "API-Bank L1 ROUGE-L": 92.8, "API-Bank L1 call accuracy": "", "API-Bank L2 ROUGE-L": 81.9,
+             "API-Bank L2 call accuracy": "", "BFCL Overall (V3)": 54.11, "BFCL Non-live": 85.17,
+             "BFCL Live": 72.59, "BFCL Multi-turn": 7.0}
+    assert {k: (float(r[1]) if r[1] else "") for k, r in rows.items()} == paper
+    assert "Table 2" in rows["MultiWOZ 2.4 Success"][2] and "Table 4" in rows["BFCL Live"][2]
     assert "MultiWOZ 2.4 Success" in capsys.readouterr().out
 
 
@@ -93,6 +99,8 @@ def test_suite_itool_bfcl_layout_with_multi_turn(monkeypatch, tmp_path):
     assert float(rows["BFCL Non-live"][0]) == 0 and float(rows["BFCL Live"][0]) == 0
     assert float(rows["BFCL Irrelevance"][0]) == 100 and float(rows["BFCL Relevance"][0]) == 0
     assert float(rows["BFCL Multi-turn"][0]) == 0 and float(rows["BFCL Overall (V3)"][0]) == 0
+    # iTool's BFCL table could not be read here: every paper cell is empty (not 0) and says why
+    assert all(r[1] == "" and "not verified here" in r[2] for r in rows.values())
     mt = json.load(open(os.path.join(out, "bfcl_multi_turn", "bfcl_summary.json")))
     assert sorted(mt["categories"]) == ["multi_turn_base", "multi_turn_long_context", "multi_turn_miss_func",
                                         "multi_turn_miss_param"]
@@ -116,7 +124,10 @@ def test_suite_diatool_functionchat(monkeypatch, tmp_path):
         assert float(rows[t][0]) == pytest.approx(round(v["accuracy"] * 100, 2))
     # a model that never calls fails every call turn
     assert dia["per_type"]["call"]["accuracy"] == 0.0
-    assert float(rows["slot"][1]) == 94.8 and float(rows["relevance"][1]) == 91.0 and rows["call"][1] == ""
+    # DiaTool-DPO Table 3, row "DiaTool-DPO (Ours)" (0-1 in the paper), copied here by hand
+    assert {k: float(r[1]) for k, r in rows.items()} == {
+        "FunctionChat dialog (micro avg)": 90.5, "call": 85.7, "completion": 92.9, "slot": 91.7,
+        "relevance": 91.3, "macro avg": 90.4}
     s = json.load(open(os.path.join(out, "suite_summary.json")))
     assert list(s["benchmarks"]) == ["functionchat"]
 
