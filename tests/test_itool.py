@@ -21,8 +21,8 @@ from jaxtool.errors import ConfigError
 from jaxtool.itool import ItoolConfig, ItoolRun
 from jaxtool.itool.buffer import gold_tokens, initial_buffer, perplexities, select_top
 from jaxtool.itool.difficulty import LEVELS, average_ranks, criteria_of, split_by_difficulty
-from jaxtool.itool.examples import Example, examples_from_conversations, load_examples, make_guard
-from jaxtool.itool.outcome import OutcomeJudge, compare_calls, judge_text
+from jaxtool.eval.tool_tasks import Example, examples_from_conversations, load_examples, make_guard
+from jaxtool.eval.outcome import OutcomeJudge, compare_calls, judge_text
 
 HERE = os.path.dirname(__file__)
 FIX = os.path.join(HERE, "fixtures")
@@ -139,7 +139,7 @@ def test_bad_schema_bad_gold_and_benchmark_queries_are_counted():
         ("ok", conv([("get_time", {"city": "Oslo"})])),
     ]
     guard = make_guard("bfcl", os.path.join(FIX, "bfcl"))
-    from jaxtool.itool.examples import ExampleReport
+    from jaxtool.eval.tool_tasks import ExampleReport
 
     rep = ExampleReport()
     exs = examples_from_conversations(rows, get_format("pythonic"), guard=guard, report=rep)

@@ -29,7 +29,7 @@ from jaxtool.data.formats import get_format
 from jaxtool.data.schema import Conversation
 from jaxtool.errors import ConfigError
 from jaxtool.itool import ItoolConfig, ItoolRun
-from jaxtool.itool.examples import Example
+from jaxtool.eval.tool_tasks import Example
 
 HERE = os.path.dirname(__file__)
 CONFIGS = os.path.join(HERE, "..", "configs", "itool")

@@ -186,7 +186,7 @@ def test_argparse_only_in_the_command_line_home():
 # jaxtool.eval.split_guard). `jaxtool.experiment` is the one layer above them: an experiment reproduces
 # an application's table, so it may run that application (experiment.diatool runs the DiaTool-DPO
 # builder), but no application imports an experiment.
-APPLICATIONS = ("jaxtool.diatool", "jaxtool.calm", "jaxtool.itool", "jaxtool.experiment")
+APPLICATIONS = ("jaxtool.diatool", "jaxtool.calm", "jaxtool.itool", "jaxtool.rl", "jaxtool.experiment")
 EXPERIMENT_MAY_IMPORT = ("jaxtool.diatool", "jaxtool.calm", "jaxtool.itool")
 
 
@@ -210,7 +210,7 @@ def test_applications_do_not_import_each_other():
 def test_application_rule_is_not_vacuous():
     assert _app_of("jaxtool.calm.thoughts") == "jaxtool.calm" and _app_of("jaxtool.sample.llm_writer") is None
     assert "jaxtool.sample.llm_writer" in GRAPH["jaxtool.calm.thoughts"]
-    assert "jaxtool.eval.split_guard" in ALL_IMPORTS["jaxtool.itool.examples"]
+    assert "jaxtool.eval.split_guard" in ALL_IMPORTS["jaxtool.eval.tool_tasks"]
 
 
 def _family_packages() -> list[str]:

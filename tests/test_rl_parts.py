@@ -9,7 +9,7 @@ import pytest
 from jaxtool.data.formats import get_format
 from jaxtool.data.schema import Conversation, Message, Tool, ToolCall
 from jaxtool.errors import DataError
-from jaxtool.itool.examples import Example
+from jaxtool.eval.tool_tasks import Example
 from jaxtool.rl import rewards
 from jaxtool.rl.advantages import compute_advantages
 from jaxtool.rl.rollout import Trajectory

@@ -50,7 +50,7 @@ from jaxtool.itool.buffer import initial_buffer, score_buffer, write_json
 from jaxtool.itool.config import (RESUMABLE_CHANGES, ItoolConfig, stage_train_config, update_loss_overrides,
                                   validate)
 from jaxtool.itool.difficulty import LEVELS, split_by_difficulty
-from jaxtool.itool.examples import Example, load_examples, make_guard, read_examples, write_examples
+from jaxtool.eval.tool_tasks import Example, load_examples, make_guard, read_examples, write_examples
 from jaxtool.itool.pairs import PairRecord, read_jsonl, to_record, training_row, training_row_ids, write_jsonl
 from jaxtool.itool.stages import Stage  # markers checked against their artifacts (issue 26)
 
@@ -276,7 +276,7 @@ class ItoolRun:
 
     def _search(self, it_dir: str, model_path: str, selected: list[str], iteration: int) -> dict:
         from jaxtool.data.tokenize import prompt_ids
-        from jaxtool.itool.outcome import OutcomeJudge
+        from jaxtool.eval.outcome import OutcomeJudge
 
         c = self.cfg
         model = self.model(model_path)

@@ -215,7 +215,7 @@ class RLTrainer:
                 self.counts[f"task: {reason}"] += n
             out += ts
         if c.data.env_tasks:
-            from jaxtool.itool.examples import make_guard
+            from jaxtool.eval.tool_tasks import make_guard
 
             out += T.env_tasks(c.data.env_tasks, c.data.limit, guard=make_guard(c.data.guard, c.data.guard_data),
                                dropped=self.counts)

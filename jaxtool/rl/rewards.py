@@ -8,7 +8,7 @@ list of floats (one per assistant turn: per-turn rewards).
 what the loop reports as `reward/<reason>`). Built in:
 
 * `outcome`   the gold check of a single-turn task on the first assistant turn
-              (`jaxtool.itool.outcome.judge_text`: call equality, BFCL's AST rules for BFCL items);
+              (`jaxtool.eval.outcome.judge_text`: call equality, BFCL's AST rules for BFCL items);
               1 correct, 0 otherwise; a gold answer that cannot be compared is counted
               "gold unusable" (never raised), a turn cut by the budget "call never closed".
 * `format`    1 when every assistant turn ended with the end-of-turn token and parsed with the
@@ -54,7 +54,7 @@ class RewardContext:
 
 @register("outcome")
 def outcome(task, traj, ctx) -> float:
-    from jaxtool.itool.outcome import Outcome, judge_text
+    from jaxtool.eval.outcome import Outcome, judge_text
 
     if task.example is None:
         ctx.counts["outcome: task has no gold answer"] += 1

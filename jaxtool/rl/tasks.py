@@ -3,9 +3,9 @@
     Task(id, prompt, example=None, env="", entry=None)
 
 * **Single-turn tool-call tasks** from any training source (`name:path`, a conversations JSONL, or
-  `bundled`), through iTool's example builder (`jaxtool.itool.examples.load_examples`): the prompt is
+  `bundled`), through iTool's example builder (`jaxtool.eval.tool_tasks.load_examples`): the prompt is
   every message before the gold assistant turn (with its tools), the gold turn is judged by the
-  outcome checker (`jaxtool.itool.outcome.judge_text`: call equality, or BFCL's AST rules for BFCL
+  outcome checker (`jaxtool.eval.outcome.judge_text`: call equality, or BFCL's AST rules for BFCL
   items). Gold answers that do not parse back, bad rows, duplicates and BFCL test queries (the
   split guard, `data.guard=bfcl`) are dropped there and counted by reason (`ExampleReport`).
 * **Multi-turn environment tasks** from a JSONL file (`data.env_tasks`), one object per line:
@@ -63,7 +63,7 @@ class Task:
 def source_tasks(specs, fmt, *, target: str = "first_call", limit: int = 0, guard: str = "bfcl",
                  guard_data: str = ""):
     """Single-turn tasks from training sources; (tasks, ExampleReport)."""
-    from jaxtool.itool.examples import load_examples, make_guard
+    from jaxtool.eval.tool_tasks import load_examples, make_guard
 
     exs, report = load_examples(list(specs), fmt, target=target, limit=limit, guard=make_guard(guard, guard_data))
     return [Task(e.id, e.prompt, example=e) for e in exs], report

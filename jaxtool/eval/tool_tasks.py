@@ -1,4 +1,5 @@
-"""iTool's training examples: a tool-use query (the messages before an assistant turn, plus the
+"""Tool-use tasks with a gold answer, shared by iTool (its training examples) and online RL (its
+single-turn tasks), so neither application imports the other: a tool-use query (the messages before an assistant turn, plus the
 candidate tools) and its gold answer (that assistant turn).
 
 An `Example` is stored as one `Conversation` whose last message is the gold assistant message, so

@@ -1,5 +1,5 @@
 """Outcome correctness O of iTool's reward R = O + C (Zeng et al. 2025, Eq. 6): is the policy's
-response the gold answer?
+response the gold answer? (Also online RL's `outcome` reward; it lives below both applications.)
 
 A response (token ids from the sampler) is decoded to text, cut at the format's stop strings, and
 parsed by the chat format's own parser (`jaxtool.data.formats`; pythonic calls with `ast`, JSON with
