@@ -33,7 +33,7 @@ from jaxtool.errors import ConfigError
 class ModelConfig:
     path: str = "smollm2"          # HF dir, .gguf, jaxtool checkpoint, or "smollm2" (embedded default)
     param_dtype: str = "float32"   # stored parameters
-    compute_dtype: str = "float32"  # matmuls ("bfloat16" for bf16 compute with float32 params)
+    compute_dtype: str = "auto"  # matmuls: "auto" = bfloat16 on GPU/TPU, float32 on CPU; or "float32" / "bfloat16"
     remat: str = "none"            # none | full | dots | dots_no_batch (projections saved, attention recomputed)
     attention: str = "auto"        # auto (cuDNN flash on GPU, splash on TPU, XLA on CPU) | xla | cudnn | splash
     logits_chunk: int = 1024       # tokens per chunk of the output layer + softmax in the loss; 0 = full logits

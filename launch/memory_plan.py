@@ -141,7 +141,9 @@ def plan(recipe: str, model: str, mesh: dict, overrides=(), max_turns: int = 8) 
     c = load_config(recipe, list(overrides))
     model_cfg = preset(model)
     m = sharding.make_mesh(mesh["data"], mesh["fsdp"], mesh["tensor"])
-    run = RunOptions(compute_dtype=c.model.compute_dtype, remat=c.model.remat,
+    # the plan is for an accelerator: "auto" is what it resolves to there (bfloat16), not this CPU's float32
+    compute = "bfloat16" if c.model.compute_dtype == "auto" else c.model.compute_dtype
+    run = RunOptions(compute_dtype=compute, remat=c.model.remat,
                      lora_scale=(c.lora.alpha / c.lora.rank) if c.lora.enabled else 1.0,
                      attention=c.model.attention, logits_chunk=c.model.logits_chunk, packed=c.data.packing)
     turns = steps.step_turns(c.loss, max_turns)

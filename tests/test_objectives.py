@@ -148,7 +148,8 @@ def test_print_config_shows_the_field_comments(capsys):
     lines = out.splitlines()
     assert "  gamma: 0.25  # turn discount of phi (DiaTool-DPO Eq. 1)" in lines
     assert "  use_psi: true  # total-turn normalisation psi (Table 3 ablation: false)" in lines
-    assert "  compute_dtype: float32  # matmuls (\"bfloat16\" for bf16 compute with float32 params)" in lines
+    assert ('  compute_dtype: auto  # matmuls: "auto" = bfloat16 on GPU/TPU, float32 on CPU; or "float32" / '
+            '"bfloat16"') in lines
     # a comment continued on the next source line is joined
     assert any(ln.startswith("  max_prompt_length: 0  # drop (and count) examples whose prompt") and
                ln.endswith("is longer; 0 = no limit") for ln in lines)

@@ -32,8 +32,12 @@ def dataset_fingerprint(ds) -> str:
 
 
 def model_id(model_cfg) -> str:
-    """What identifies the reference model in a cache key: its path and dtypes."""
-    return f"{model_cfg.path}|{model_cfg.param_dtype}|{model_cfg.compute_dtype}"
+    """What identifies the reference model in a cache key: its path and dtypes (compute "auto" as the dtype
+    it resolves to on this backend, so a cache written with an explicit float32 on CPU still serves)."""
+    from jaxtool.models.run import default_compute_dtype
+
+    compute = default_compute_dtype() if model_cfg.compute_dtype == "auto" else model_cfg.compute_dtype
+    return f"{model_cfg.path}|{model_cfg.param_dtype}|{compute}"
 
 
 def cache_serves(stored_key: str, data: str, model_id: str, max_turns: int) -> bool:
