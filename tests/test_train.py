@@ -73,7 +73,7 @@ def test_diatool_dpo_makes_held_out_margin_positive(tiny_model_dir, tmp_path, pa
 
 def test_interrupted_and_resumed_run_is_bit_identical(tiny_model_dir, tmp_path, pairs_dir):
     common = ["data.kind=preference", f"data.train=diatool:{pairs_dir}/train.jsonl", "loss.type=diatool_dpo",
-              "batch_size=4", "max_steps=6", "optim.lr=1e-3", "optim.warmup_steps=2", "data.limit=40",
+              "batch_size=4", "max_steps=6", "optim.lr=1e-3", "optim.warmup_steps=2", "data.limit=64",
               "data.bucket_multiple=512"]  # one padded shape: one compilation per program
     full = Trainer(cfg(tiny_model_dir, tmp_path / "full", *common)).run()
     t1 = Trainer(cfg(tiny_model_dir, tmp_path / "cut", *common))
@@ -177,7 +177,7 @@ def test_dpo_reuses_the_diatool_reference_cache(tiny_model_dir, tmp_path, pairs_
     dpo = Trainer(cfg(tiny_model_dir, tmp_path / "dpo", *common, "loss.type=dpo"))
     dpo.setup()
     assert dpo.max_turns == 0
-    (tmp_path / "dpo").mkdir()
+    (tmp_path / "dpo").mkdir(exist_ok=True)   # setup() now creates (and locks) the run dir
     shutil.copyfile(tmp_path / "dia" / "reference.npz", tmp_path / "dpo" / "reference.npz")
     model_id = reference.model_id(dpo.cfg.model)
     said = []
