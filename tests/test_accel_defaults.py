@@ -108,3 +108,25 @@ def test_gpu_session_sizes_jax_from_nvidia_smi_and_runs_the_sides_in_turn(tmp_pa
     assert len(cmds) == 3 and "--no-torch" in cmds[0] and f"XLA_PYTHON_CLIENT_MEM_FRACTION={frac}" in cmds[0]
     assert "--torch-only" in cmds[1] and "JAX_PLATFORMS=cpu" in cmds[1] and "--shape tiny" in cmds[1]
     assert "merge_sides" in cmds[2] and not any(c.rstrip().endswith("&") for c in cmds)
+
+
+def test_eval_run_header_names_the_dtype_and_the_kernel_used(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """An evaluation's header says which dtype the jax backend computes in, and its end which attention
+    kernel(s) were traced (issue 28, items 3-4); on a faked GPU the same load says bfloat16."""
+    from types import SimpleNamespace
+
+    from jaxtool.commands._model_args import write_and_print
+    from jaxtool.ops import attention as att
+    from jaxtool.sample.jax_backend import JaxBackend
+
+    be = JaxBackend.load(tiny_model_dir, batch_size=1)
+    assert "float32 params / float32 compute); attention auto requested" in capsys.readouterr().err
+    att.reset_resolutions()
+    be.generate([[1, 2, 3]], max_new_tokens=2)
+    result = SimpleNamespace(records=[{"id": 1}], summary={}, table=lambda: "| table |")
+    write_and_print(result, str(tmp_path), "x", summary={}, table_rows=lambda s: (["a"], [["1"]]),
+                    chart_values=lambda s: {}, chart_title="t")
+    assert "attention kernel(s) used: xla (auto on cpu)" in capsys.readouterr().err
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    JaxBackend.load(tiny_model_dir, batch_size=1)
+    assert "float32 params / bfloat16 compute)" in capsys.readouterr().err

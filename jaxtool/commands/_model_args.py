@@ -70,4 +70,16 @@ def write_and_print(result: Any, out: str, name: str, *, summary: dict, table_ro
     print(result.table())
     for kind, p in paths.items():
         print(f"{kind}: {p}")
+    _print_kernels()
     return 0
+
+
+def _print_kernels() -> None:
+    """The attention kernel(s) the jax backend actually traced, with the reason for each (a requested
+    kernel that could not serve the inputs says why); nothing for backends that trace no jaxtool model."""
+    import sys
+
+    from jaxtool.ops import attention
+
+    if attention.resolutions():
+        print(f"attention kernel(s) used: {attention.describe_resolutions()}", file=sys.stderr)

@@ -32,9 +32,15 @@ class JaxBackend:
 
     @classmethod
     def load(cls, path: str, dtype: str = "float32", batch_size: int = 8, **kw) -> "JaxBackend":
+        import sys
+
         from jaxtool.api import load_model
 
-        return cls(load_model(path, dtype=dtype), batch_size=batch_size)
+        model = load_model(path, dtype=dtype)
+        # the run's header: which dtype it computes in (compute "auto": bf16 on GPU/TPU, f32 on CPU) and
+        # which attention kernel was asked for (the one used is printed when the evaluation ends)
+        print(f"jax backend: {model!r}; attention {model.run.attention} requested", file=sys.stderr)
+        return cls(model, batch_size=batch_size)
 
     def generate(self, prompts, *, max_new_tokens: int = 256, stop_strings: Sequence[str] = (),
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> list[Completion]:
