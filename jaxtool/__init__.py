@@ -2,8 +2,8 @@
 
 Public API:
     jaxtool.load_model(path, dtype="float32") -> Model
-        path: a Hugging Face directory (config.json + safetensors), a .gguf file, a jaxtool checkpoint
-        directory, or "smollm2" for the embedded default model.
+        path: a Hugging Face directory (config.json + safetensors; Llama, Qwen2/Qwen2.5 or Qwen3), a .gguf
+        file, a jaxtool checkpoint directory, or "smollm2" for the embedded default model.
 """
 
 __version__ = "0.1.0"

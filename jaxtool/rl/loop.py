@@ -113,7 +113,7 @@ def validate(c: RLConfig) -> None:
     for name in c.reward.functions:
         rew.get(name)
     need(c.reward.advantage in ("sequence", "turn"), "reward.advantage", f"must be sequence or turn, got {c.reward.advantage!r}")
-    need(c.loss.params.aggregation in ("sequence_mean", "token_mean", "constant"), f"loss.aggregation",
+    need(c.loss.params.aggregation in ("sequence_mean", "token_mean", "constant"), "loss.aggregation",
          f"must be sequence_mean, token_mean or constant, got {c.loss.params.aggregation!r}")
 
 
