@@ -122,3 +122,23 @@ def test_java_and_javascript_calls_decode_to_source_text_and_score():
     props = doc["parameters"]["properties"]
     assert {p["type"] for p in props.values()} == {"string"}
     assert props["useShortName"]["description"].endswith("This is Java boolean type parameter in string representation.")
+
+
+def test_one_bracket_scanner_serves_the_java_js_decoder_and_the_toolace_reader():
+    # jaxtool.data.brackets is the single scanner behind decode.decode_source_call and
+    # sources.toolace.split_calls; expectations written by hand
+    from jaxtool.data.brackets import matching_close, split_top_level
+    from jaxtool.data.sources.toolace import split_calls
+
+    assert split_top_level("a=1, b=[1, 2], c='x,y', d=`t,${u}`, e={k: (1, 2)}") == [
+        "a=1", " b=[1, 2]", " c='x,y'", " d=`t,${u}`", " e={k: (1, 2)}"]
+    assert split_top_level(r"s='it\'s, fine', n=2") == [r"s='it\'s, fine'", " n=2"]
+    for bad in ("a=(1, 2", "a=[1, 2)", "a='open, b=2", "a=1)"):
+        assert split_top_level(bad) is None, bad
+    text = "f(a='(', b=[1, (2)], c={\"k\": \")\"}) tail"
+    assert matching_close(text, 1) == text.index(") tail")
+    assert matching_close("f((a])", 1) == -1          # a closer that does not match its opener
+    assert matching_close("f(a='x)", 1) == -1         # quote never closed
+    assert split_calls("[Get Data(q=\"a)b\", n=[1,2]), g()]", ["Get Data"]) == [
+        ("Get Data", "q=\"a)b\", n=[1,2]"), ("g", "")]
+    assert isinstance(split_calls("[f(a=[1, 2)]"), str)

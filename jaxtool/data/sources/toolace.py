@@ -26,6 +26,7 @@ import json
 import re
 from typing import Any, Iterator, Mapping
 
+from jaxtool.data.brackets import PY_QUOTES, matching_close
 from jaxtool.data.calls import parse_pythonic
 from jaxtool.data.schema import Conversation, Message, SchemaError, Tool, ToolCall
 from jaxtool.data.sources import _common
@@ -212,7 +213,7 @@ def split_calls(text: str, tool_names: list[str] = ()) -> list[tuple[str, str]] 
             name = inner[pos:open_at].strip()
             if not name or any(ch in name for ch in "\"'[]{}()"):
                 return f"bad function name {name!r}"
-        close_at = _matching_paren(inner, open_at)
+        close_at = matching_close(inner, open_at, PY_QUOTES)
         if close_at < 0:
             return f"unbalanced parentheses after {name!r}"
         out.append((name, inner[open_at + 1:close_at]))
@@ -220,28 +221,6 @@ def split_calls(text: str, tool_names: list[str] = ()) -> list[tuple[str, str]] 
     if not out:
         return "empty call list"
     return out
-
-
-def _matching_paren(s: str, open_at: int) -> int:
-    depth, i, quote = 0, open_at, None
-    while i < len(s):
-        ch = s[i]
-        if quote:
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth == 0:
-                return i if ch == ")" else -1
-        i += 1
-    return -1
 
 
 def _json_words_to_python(arg_text: str) -> str:

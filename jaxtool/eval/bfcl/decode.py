@@ -30,6 +30,7 @@ import dataclasses
 import operator
 from typing import Any, Iterable, Mapping, Sequence
 
+from jaxtool.data.brackets import JS_QUOTES, split_top_level
 from jaxtool.data.calls import ParseError, call_from_json_obj, scan_json_values
 
 Call = tuple  # (name: str, arguments: dict)
@@ -250,37 +251,8 @@ def _plain(v: Any) -> Any:
 # Java / JavaScript call syntax (simple_java, simple_javascript)
 # ------------------------------------------------------------------------------------------------
 
-_OPEN = {"(": ")", "[": "]", "{": "}"}
-_QUOTES = ("'", '"', "`")
+_QUOTES = JS_QUOTES
 MAX_SOURCE_CHARS = 200_000
-
-
-def _split_top(text: str, sep: str = ",") -> list[str] | None:
-    """`text` split at `sep` outside brackets and quotes; None when brackets/quotes do not balance."""
-    parts, depth, quote, start, i = [], [], None, 0, 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == quote:
-                quote = None
-        elif ch in _QUOTES:
-            quote = ch
-        elif ch in _OPEN:
-            depth.append(_OPEN[ch])
-        elif ch in ")]}":
-            if not depth or depth.pop() != ch:
-                return None
-        elif ch == sep and not depth:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    if quote or depth:
-        return None
-    parts.append(text[start:])
-    return parts
 
 
 def decode_source_call(text: str, language: str) -> list[Call] | DecodeError:
@@ -301,7 +273,7 @@ def decode_source_call(text: str, language: str) -> list[Call] | DecodeError:
     if src.startswith("[") and src.endswith("]"):
         src = src[1:-1]
     src = src.strip()
-    calls = _split_top(src)
+    calls = split_top_level(src)
     if not calls or not calls[0].strip():
         return DecodeError(f"not a {language} call list")
     first = calls[0].strip()
@@ -312,7 +284,7 @@ def decode_source_call(text: str, language: str) -> list[Call] | DecodeError:
     if not all(part.isidentifier() for part in name.split(".")):
         return DecodeError(f"{name[:60]!r} is not a (dotted) method name")
     inner = first[open_at + 1:-1]
-    args_src = _split_top(inner) if inner.strip() else []
+    args_src = split_top_level(inner) if inner.strip() else []
     if args_src is None:
         return DecodeError("unbalanced brackets or quotes in the arguments")
     args: dict[str, Any] = {}
