@@ -337,3 +337,35 @@ def test_bfcl_overall_scores_by_bfcls_rules():
     assert s["v3_overall"]["accuracy"] == pytest.approx((non_live + live + multi) / 3)
     assert s["v4_overall"]["accuracy"] == pytest.approx((10 * non_live + 10 * live + 10 * 0.75 + 30 * multi) / 100)
     assert "web_search_base" in s["v4_overall"]["missing"] and "V4" in s["data"]
+
+
+def test_jax_backend_pads_a_partial_batch_to_a_power_of_two_not_to_batch_size(monkeypatch):
+    # multi-turn's --sequential sends one prompt per call and the last chunk of a round is partial:
+    # neither may pay for batch_size rows (the rows each generate_ids call got are recorded)
+    import types
+
+    from jaxtool.sample import jax_backend
+
+    rows_seen = []
+
+    def fake_generate_ids(params, cfg, batch, **kw):
+        rows_seen.append(len(batch))
+        return types.SimpleNamespace(tokens=[[7]] * len(batch), logprobs=[[0.0]] * len(batch),
+                                     finish_reasons=["length"] * len(batch))
+
+    monkeypatch.setattr(jax_backend, "generate_ids", fake_generate_ids)
+    class Tok(CharTokenizer):
+        eos_token_id = None
+
+        def decode(self, ids, skip_special_tokens=False):
+            return super().decode(ids)
+
+    model = types.SimpleNamespace(tokenizer=Tok(), params=None, run=None,
+                                  config=types.SimpleNamespace(eos_ids=(), pad_token_id=0))
+    backend = jax_backend.JaxBackend(model, batch_size=8)
+    outs = backend.generate([[1, 2, 3]] * 11, max_new_tokens=1)
+    assert rows_seen == [8, 4] and len(outs) == 11          # 8 + a partial 3 -> 4 rows, not 8
+    rows_seen.clear()
+    backend.generate([[1]], max_new_tokens=1)
+    assert rows_seen == [1]
+    assert [jax_backend.rows_for(n, 6) for n in range(1, 7)] == [1, 2, 4, 4, 6, 6]

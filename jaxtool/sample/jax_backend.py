@@ -21,6 +21,14 @@ def stop_token_ids(tokenizer, cfg, stop_strings: Sequence[str] = ()) -> list[int
     return sorted(ids)
 
 
+def rows_for(n: int, batch_size: int) -> int:
+    """Rows a generate batch of `n` prompts is padded to: the next power of two, capped at batch_size."""
+    rows = 1
+    while rows < n:
+        rows *= 2
+    return min(max(rows, n), max(batch_size, n))
+
+
 class JaxBackend:
     name = "jax"
 
@@ -54,14 +62,16 @@ class JaxBackend:
             return bool(multi) and any(s in tok.decode(new_ids) for s in multi)
 
         pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
-        # Longest prompts first, every batch padded to `batch_size` rows: few distinct shapes, so few
-        # compilations, and little padding inside a batch. Results go back in the callers' order.
+        # Longest prompts first; a batch is padded to `rows_for(n, batch_size)` rows (the next power of
+        # two, at most batch_size): few distinct shapes, so few compilations, and a final partial batch
+        # (or a one-prompt call, as BFCL multi-turn's --sequential makes) does not pay for batch_size
+        # rows. Results go back in the callers' order.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[Completion | None] = [None] * len(prompts)
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             batch = [list(prompts[i]) for i in rows]
-            batch += [batch[-1]] * (self.batch_size - len(batch))  # filler rows, discarded
+            batch += [batch[-1]] * (rows_for(len(batch), self.batch_size) - len(batch))  # filler rows, discarded
             res = generate_ids(self.model.params, cfg, batch, max_new_tokens=max_new_tokens, sampling=sampling,
                                stop_ids=stop_ids, stop_check=stop_check if multi else None,
                                seed=seed + start, pad_id=pad, mesh=self.mesh, length_multiple=128,
