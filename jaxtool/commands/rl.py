@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="validate the recipe (keys, objective, rewards, model family when model.path exists) and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host run: call jax.distributed.initialize() first (see launch/); every process "
+                        "decodes the whole rollout on the global mesh and trains its rows of it")
     p.set_defaults(func=run, _overrides="overrides")  # key=value also after the flags (jaxtool.cli.main)
 
 
@@ -49,6 +52,10 @@ def run(args) -> int:
         validate(cfg)
         print(dry_run_summary(cfg))
         return 0
+    if args.distributed:
+        from jaxtool.sharding import initialize_distributed
+
+        initialize_distributed()
     res = RLTrainer(cfg).run(resume=args.resume)
     h = res.history
     if h:

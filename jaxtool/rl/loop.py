@@ -29,7 +29,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxtool import checkpoint, sharding
@@ -125,6 +124,28 @@ def train_config(c: RLConfig) -> TrainConfig:
 
 
 _UPDATES: dict = {}
+
+
+def _process_rows(tree, mesh, rows: int):
+    """This process's block of rows of a whole-batch pytree (`sharding.data_shard`)."""
+    idx, count = sharding.data_shard(mesh, rows)
+    if count == 1:
+        return tree
+    if rows % count:
+        raise ConfigError(f"rollout.prompts x rollout.group_size = {rows} rows do not split over {count} process "
+                          "blocks of the mesh: make it a multiple of the data x fsdp devices")
+    k = rows // count
+    return jax.tree.map(lambda x: np.asarray(x)[idx * k:(idx + 1) * k], tree)
+
+
+class _NoLog:
+    """The metrics log of processes other than 0 (process 0 writes the run's metrics)."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 @dataclasses.dataclass
@@ -276,8 +297,10 @@ class RLTrainer:
         weights = aggregation_weights(batch, hp, r.max_response_tokens)
         t1 = time.time()
         with sharding.use_mesh(self.mesh):
-            dev = sharding.shard_batch(batch, self.mesh)
-            adv_d, w_d = sharding.shard_batch((adv, weights), self.mesh)
+            # every process holds the whole rollout (it ran the same host loop); each contributes the
+            # rows its devices hold (one process: all of them)
+            dev, adv_d, w_d = sharding.shard_batch(_process_rows((batch, adv, weights), self.mesh, len(trajs)),
+                                                   self.mesh)
             kw = dict(cfg=self.model_cfg, run=self.run_options, use_lora=self.use_lora)
             # K = 1: old = current inside the step (no extra forward); K > 1: frozen before update 1
             old = policy_logps(self.state.trainable, self.frozen, dev, **kw) if c.updates_per_rollout > 1 else None
@@ -289,7 +312,7 @@ class RLTrainer:
             ms = []
             for _ in range(c.updates_per_rollout):
                 self.state, m = self.update(self.state, self.frozen, dev, old, ref, adv_d, w_d)
-                ms.append(jax.device_get(m))
+                ms.append(sharding.to_host(m))
         t_upd = time.time() - t1
         totals = np.array([sum(x) for x in turn_rewards])
         groups = totals.reshape(-1, G)
@@ -365,8 +388,8 @@ class RLTrainer:
         start = self._restore() if resume else 0
         if resume:
             self.print(f"resuming from iteration {start}" if start else "no checkpoint to resume: starting at 0")
-        log = MetricsLog(c.run_dir, start)
-        bar = tqdm(total=c.iterations, initial=start, desc="rl", unit="it", disable=not c.progress, dynamic_ncols=True)
+        log = MetricsLog(c.run_dir, start) if jax.process_index() == 0 else _NoLog()  # one writer per run dir
+        bar = tqdm(total=c.iterations, initial=start, desc="rl", unit="it", disable=not c.progress or jax.process_index() != 0, dynamic_ncols=True)
         history, status, it = [], "finished", start
         t_start = time.time()
         try:

@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtool.data.schema import Conversation, Message, ToolCall
+from jaxtool import sharding
+from jaxtool.data.schema import Conversation, Message
 from jaxtool.models.family import family_of
 from jaxtool.models.run import DEFAULT_RUN, RunOptions
 from jaxtool.sample.generate import Sampling, sample_token
@@ -171,8 +172,9 @@ def rollout(params, cfg, prompts: Sequence[Sequence[int]], *, fmt, tokenizer, gr
         offset = np.asarray(st.n)
         st = _decode(params, st, stop_arr, jnp.int32(cap), cfg=cfg, sampling=sampling, run=run)
         cache, last, key = st.cache, st.last_logits, st.key
-        toks, lps, n = np.asarray(st.toks), np.asarray(st.lps), np.asarray(st.n)
-        pos = np.asarray(st.pos).copy()
+        # whole on every process (a multi-process mesh: gathered; every process runs the same host loop)
+        toks, lps, n, pos = sharding.to_host((st.toks, st.lps, st.n, st.pos))
+        pos = pos.copy()
         feeds: dict[int, list[int]] = {}
         for b in np.nonzero(live)[0]:
             t = trajs[b]
