@@ -16,7 +16,8 @@ from jaxtool.models.run import DEFAULT_RUN, RunOptions
 
 class Model:
     """A model in memory: `.config` (the architecture, e.g. LlamaConfig), `.run` (RunOptions: compute
-    dtype, remat, LoRA scale, attention), `.params` (pytree of arrays), `.tokenizer`, `.family`."""
+    dtype, remat, LoRA scale, attention), `.params` (pytree of arrays), `.tokenizer`, `.family`;
+    `.module()` the same model as a Flax NNX module."""
 
     def __init__(self, config, params: dict, tokenizer=None, source: str = "", run: RunOptions = DEFAULT_RUN):
         self.config = config
@@ -55,6 +56,13 @@ class Model:
         if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}), got [{ids.min()}, {ids.max()}]")
         return np.asarray(self._forward(self.params, jnp.asarray(ids, jnp.int32)))
+
+    def module(self):
+        """The model as a Flax NNX module (`jaxtool.models.nnx.CausalLM`) over the same arrays (no copy):
+        `nnx.split`, `nnx.Optimizer`, `nnx.jit`, qwix; `module.save_hf(dir)` writes it back."""
+        from jaxtool.models.nnx import CausalLM
+
+        return CausalLM(self.config, params=self.params, run=self.run, tokenizer=self.tokenizer)
 
     def save(self, out_dir: str, overwrite: bool = False) -> str:
         """Save as a jaxtool (Orbax) checkpoint directory."""

@@ -10,8 +10,11 @@
     nnx.to_pure_dict(state)["params"]                               # the pytree training/checkpoints use
 
 The module holds the parameter pytree as `nnx.Param`s (same tree, same arrays) whose `out_sharding`
-metadata is the parameter's logical axis names (`ModelFamily.param_axes`; jaxtool.sharding's
-`DEFAULT_RULES` map them to mesh axes). `__call__`, `forward_cached` and `init_cache` call the
+metadata is the parameter's logical axis names (`ModelFamily.param_axes`) and whose `sharding_rules`
+metadata maps those names to mesh axes: jaxtool's rules table (`sharding.DEFAULT_RULES`, or `rules=`)
+as is, or — given `mesh=` — resolved for that array on that mesh the way `sharding.logical_to_spec`
+resolves it (a mesh axis that does not divide the dimension is dropped, each mesh axis used once), so
+`nnx.get_partition_spec(nnx.state(model))` is exactly jaxtool's PartitionSpec of every parameter. `__call__`, `forward_cached` and `init_cache` call the
 family's pure functions: there is no second copy of the math. The architecture config and the run
 options are static attributes.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from jaxtool import sharding
 from jaxtool.models.family import family_of
 from jaxtool.models.run import DEFAULT_RUN, RunOptions
 
@@ -33,18 +37,31 @@ class CausalLM(nnx.Module):
     """A decoder LM of any registered family (Llama, Qwen2, Qwen3) as an NNX module."""
 
     def __init__(self, config, *, rngs: nnx.Rngs | None = None, params: dict | None = None,
-                 run: RunOptions = DEFAULT_RUN, tokenizer=None):
+                 run: RunOptions = DEFAULT_RUN, tokenizer=None, mesh: jax.sharding.Mesh | None = None,
+                 rules=sharding.DEFAULT_RULES):
+        """`rngs` (random init, `ModelFamily.init_params`) or `params` (an existing tree, kept as is).
+        With `mesh`, each parameter is constrained to jaxtool's sharding of it on that mesh (under
+        `jax.jit` with `out_shardings`: created sharded, never whole on one device)."""
         fam = family_of(config)
         if params is None:
             if rngs is None:
                 raise ValueError("CausalLM needs rngs= (random init) or params= (an existing parameter tree)")
-            params = fam.init_params(config, rngs.params())
+            # one jitted program (eagerly, each of the init's ops would be compiled on its own)
+            params = jax.jit(fam.init_params, static_argnums=0)(config, rngs.params())
         self.config = nnx.static(config)
         self.run = nnx.static(run)
         self.tokenizer = nnx.static(tokenizer)
-        axes = fam.param_axes(config)
-        self.params = nnx.data(jax.tree.map(
-            lambda ax, a: nnx.Param(a, out_sharding=ax, eager_sharding=False), axes, params, is_leaf=_is_axes))
+        rules = tuple(rules)
+
+        def param(ax, a):
+            if mesh is None:
+                return nnx.Param(a, out_sharding=ax, sharding_rules=rules, eager_sharding=False)
+            spec = sharding.logical_to_spec(ax, mesh, rules, shape=a.shape)
+            a = jax.lax.with_sharding_constraint(a, jax.sharding.NamedSharding(mesh, spec))
+            local = tuple((name, m) for name, m in zip(ax, spec) if name is not None)
+            return nnx.Param(a, out_sharding=ax, sharding_rules=local, eager_sharding=False)
+
+        self.params = nnx.data(jax.tree.map(param, fam.param_axes(config), params, is_leaf=_is_axes))
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: str = "float32", run: RunOptions | None = None) -> "CausalLM":

@@ -47,11 +47,13 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTr
 
 
 def _norm_free_mask(params):
-    """Weight decay on matrices only: not on norm weights (stacked norms are 2-D, hence the name test)."""
+    """Weight decay on matrices only: not on norm weights (stacked norms are 2-D, hence the name test).
 
-    def walk(tree, name=""):
-        if isinstance(tree, dict):
-            return {k: walk(v, k) for k, v in tree.items()}
-        return getattr(tree, "ndim", 0) >= 2 and not name.endswith("norm")
+    Any pytree: a dict of arrays, or an `nnx.State` (whose leaves sit under `nnx.Param` nodes, so
+    the name is the last dict key of the path), as `nnx.Optimizer(model, tx)` passes it."""
 
-    return walk(params)
+    def leaf(path, x):
+        keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+        return getattr(x, "ndim", 0) >= 2 and not (keys and str(keys[-1]).endswith("norm"))
+
+    return jax.tree_util.tree_map_with_path(leaf, params)
