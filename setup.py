@@ -34,6 +34,7 @@ TEST = [
     "accelerate>=1.0",
     "hypothesis>=6.100",
     "rouge==1.0.1",  # differential oracle for jaxtool.eval.rouge (the scorer API-Bank calls)
+    "qwix==0.1.8",   # tests/test_nnx_qwix.py: qwix's NF4 / int8 against jaxtool's quantised base (docs/nnx.md)
 ]
 
 setup(

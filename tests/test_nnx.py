@@ -1,5 +1,7 @@
 """jaxtool.models.nnx: each family as a Flax NNX module over the same pure functions (issue 29, first part)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,3 +114,43 @@ def test_weight_decay_mask_reads_dicts_and_nnx_state():
     state = nnx.state(CausalLM(cfg, params=params), nnx.Param)
     got = _norm_free_mask(state)
     assert nnx.to_pure_dict(got)["params"] == want
+
+
+@pytest.mark.slow   # a grad compile and an HF round trip (~10 s here under load)
+def test_lora_on_the_module_trains_only_the_adapters(tmp_path):
+    """`add_lora`: adapters as `nnx.LoRAParam`; the forward equals the family's forward with the adapters
+    attached (jaxtool.models.lora) at `run.lora_scale`; `nnx.DiffState(0, nnx.LoRAParam)` gives gradients
+    for the adapters alone and `nnx.Optimizer(wrt=nnx.LoRAParam)` moves only them; `save_hf` merges."""
+    from jaxtool.models import lora
+    from jaxtool.models.run import RunOptions
+
+    cfg = dataclasses.replace(_tiny("llama"), num_layers=1)
+    m = CausalLM(cfg, params=_random_params(cfg), run=RunOptions(lora_scale=2.0)).add_lora(2, nnx.Rngs(5), ("wq", "w_up"))
+    m.lora["layers"]["wq_lora_b"][...] = jnp.full_like(m.lora["layers"]["wq_lora_b"][...], 0.1)   # B = 0 at init
+    ids = jnp.asarray(np.random.RandomState(4).randint(0, cfg.vocab_size, (2, 6)))
+    fwd = nnx.jit(lambda mod, x: mod(x))
+    base0 = jax.tree.map(jnp.copy, m.pure_params())
+    want = family_of(cfg).forward(lora.attach(base0, m.adapters()), ids, cfg, run=m.run)
+    got = fwd(m, ids)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert np.max(np.abs(np.asarray(got) - np.asarray(family_of(cfg).forward(base0, ids, cfg)))) > 1e-3
+    assert sorted(m.adapters()["layers"]) == ["w_up_lora_a", "w_up_lora_b", "wq_lora_a", "wq_lora_b"]
+
+    opt = nnx.Optimizer(m, optax.sgd(0.5), wrt=nnx.LoRAParam)
+
+    @nnx.jit
+    def step(model, opt):
+        def loss(mod):
+            return jnp.mean(jax.nn.log_softmax(mod(ids[:, :-1]).astype(jnp.float32))[..., 0])
+        grads = nnx.grad(loss, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+        opt.update(model, grads)
+        return grads
+
+    grads = step(m, opt)
+    names = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(grads))}
+    assert names == {f"['lora']['layers']['{k}']" for k in ("wq_lora_a", "wq_lora_b", "w_up_lora_a", "w_up_lora_b")}
+    for a, b in zip(jax.tree.leaves(m.pure_params()), jax.tree.leaves(base0)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))       # the frozen base did not move
+    # the export merges W + scale * A B: the saved model's logits are the adapted module's
+    again = CausalLM.from_pretrained(m.save_hf(str(tmp_path / "merged"), dtype="float32"))
+    np.testing.assert_allclose(np.asarray(fwd(again, ids)), np.asarray(fwd(m, ids)), atol=1e-5)

@@ -53,6 +53,7 @@ def test_partition_specs_are_jaxtools():
     assert m3.params["layers"]["wk"][...].sharding.spec == P(None, "fsdp", None, None)
 
 
+@pytest.mark.slow   # an 8-device init program and two forwards (~13 s here under load)
 def test_created_sharded_under_jit():
     """`nnx.eval_shape` -> `nnx.get_named_sharding` -> `jax.jit(init, out_shardings=...)`: every parameter
     is born sharded; the init program's per-device memory (outputs + temporaries) is less than the

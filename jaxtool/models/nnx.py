@@ -33,6 +33,10 @@ def _is_axes(x) -> bool:
     return isinstance(x, tuple) and all(isinstance(a, (str, type(None))) for a in x)
 
 
+def _values(tree):
+    return jax.tree.map(lambda v: v[...], tree, is_leaf=lambda v: isinstance(v, nnx.Variable))
+
+
 class CausalLM(nnx.Module):
     """A decoder LM of any registered family (Llama, Qwen2, Qwen3) as an NNX module."""
 
@@ -51,17 +55,34 @@ class CausalLM(nnx.Module):
         self.config = nnx.static(config)
         self.run = nnx.static(run)
         self.tokenizer = nnx.static(tokenizer)
-        rules = tuple(rules)
+        self.mesh = nnx.static(mesh)
+        self.rules = nnx.static(tuple(rules))
+        self.params = nnx.data(self._wrap(nnx.Param, fam.param_axes(config), params))
+        self.lora = nnx.data(None)
 
-        def param(ax, a):
+    def _wrap(self, kind, axes, arrays):
+        """Each array as a `kind` Variable with its logical axes and the rules (see the module doc)."""
+        mesh, rules = self.mesh, self.rules
+
+        def one(ax, a):
             if mesh is None:
-                return nnx.Param(a, out_sharding=ax, sharding_rules=rules, eager_sharding=False)
+                return kind(a, out_sharding=ax, sharding_rules=rules, eager_sharding=False)
             spec = sharding.logical_to_spec(ax, mesh, rules, shape=a.shape)
             a = jax.lax.with_sharding_constraint(a, jax.sharding.NamedSharding(mesh, spec))
             local = tuple((name, m) for name, m in zip(ax, spec) if name is not None)
-            return nnx.Param(a, out_sharding=ax, sharding_rules=local, eager_sharding=False)
+            return kind(a, out_sharding=ax, sharding_rules=local, eager_sharding=False)
 
-        self.params = nnx.data(jax.tree.map(param, fam.param_axes(config), params, is_leaf=_is_axes))
+        return jax.tree.map(one, axes, arrays, is_leaf=_is_axes)
+
+    def add_lora(self, rank: int, rngs: nnx.Rngs, targets=()) -> "CausalLM":
+        """LoRA adapters (jaxtool.models.lora: A uniform, B zero, scale `run.lora_scale`) as
+        `nnx.LoRAParam`s next to the frozen base: train them alone with
+        `nnx.Optimizer(model, tx, wrt=nnx.LoRAParam)` and `nnx.DiffState(0, nnx.LoRAParam)`."""
+        from jaxtool.models import lora
+
+        adapters = lora.init_adapters(self.config, rank, targets, rngs.params())
+        self.lora = nnx.data(self._wrap(nnx.LoRAParam, lora.adapter_axes(adapters, self.config), adapters))
+        return self
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: str = "float32", run: RunOptions | None = None) -> "CausalLM":
@@ -79,23 +100,59 @@ class CausalLM(nnx.Module):
         return family_of(self.config)
 
     def pure_params(self) -> dict:
-        """The parameter pytree of the pure functions (the arrays themselves, no copy)."""
-        return jax.tree.map(lambda v: v[...], self.params, is_leaf=lambda v: isinstance(v, nnx.Variable))
+        """The parameter pytree of the pure functions (the arrays themselves, no copy); the base
+        only (`adapters()` holds the LoRA tree)."""
+        return _values(self.params)
+
+    def adapters(self) -> dict | None:
+        """The LoRA adapter tree (`jaxtool.models.lora`), or None."""
+        return None if self.lora is None else _values(self.lora)
+
+    def _forward_params(self) -> dict:
+        from jaxtool.models import lora
+
+        return lora.attach(self.pure_params(), self.adapters())
 
     def __call__(self, input_ids, positions=None, segment_ids=None):
         """Logits [B, S, V] in the compute dtype (`ModelFamily.forward`)."""
-        return self.family.forward(self.pure_params(), input_ids, self.config, positions, segment_ids, run=self.run)
+        return self.family.forward(self._forward_params(), input_ids, self.config, positions, segment_ids, run=self.run)
 
     def init_cache(self, batch: int, max_len: int, dtype=None):
         return self.family.init_cache(self.config, batch, max_len, dtype=dtype, run=self.run)
 
     def forward_cached(self, input_ids, cache, start, prefill: bool = False, logits_at=None):
         """(logits, cache) for tokens written at cache offsets `start` (`ModelFamily.forward_cached`)."""
-        return self.family.forward_cached(self.pure_params(), input_ids, cache, start, self.config, prefill=prefill,
+        return self.family.forward_cached(self._forward_params(), input_ids, cache, start, self.config, prefill=prefill,
                                           logits_at=logits_at, run=self.run)
 
     def save_hf(self, out_dir: str, dtype: str | None = None, overwrite: bool = False) -> str:
+        """An HF directory (`jaxtool.convert.save_hf`); LoRA adapters are merged into the weights."""
         from jaxtool import convert
+        from jaxtool.models import lora
 
-        return convert.save_hf(out_dir, self.config, jax.device_get(self.pure_params()), self.tokenizer,
+        params = lora.merge(self.pure_params(), self.adapters(), self.run.lora_scale)
+        return convert.save_hf(out_dir, self.config, jax.device_get(params), self.tokenizer,
                                dtype=dtype, overwrite=overwrite)
+
+
+class TunixLM(nnx.Module):
+    """A `CausalLM` under the calling convention of Tunix's trainers (`google-tunix`, e.g. its DPO
+    trainer): `model(tokens, positions=, attention_mask=[B, L, L], cache=None)` -> `(logits, None)`.
+
+    Tunix's mask is causal AND key-not-padding; a token is padding exactly where its mask's diagonal
+    is False, so that diagonal becomes jaxtool's `segment_ids` (1 = token, 0 = padding), whose
+    attention is causal within a segment: the same mask for every non-padding query."""
+
+    def __init__(self, lm: CausalLM):
+        self.lm = lm
+
+    def __call__(self, input_tokens, positions=None, attention_mask=None, cache=None, **_):
+        if cache is not None:
+            raise NotImplementedError("TunixLM: decoding with Tunix's cache is not supported "
+                                      "(use CausalLM.init_cache / forward_cached)")
+        seg = None
+        if attention_mask is not None:
+            import jax.numpy as jnp
+
+            seg = jnp.diagonal(attention_mask, axis1=1, axis2=2).astype(jnp.int32)
+        return self.lm(input_tokens, positions, seg), None
