@@ -206,10 +206,7 @@ def load(path: str, param_dtype: str = "float32", shardings=None, step: int | No
     from jaxtool.models import lora
 
     path = resolve_model_path(path)
-    place = None
-    if shardings is not None:
-        def place(p, a):  # noqa: E306
-            return _device_put(a, _get(shardings, p))
+    place = None if shardings is None else (lambda p, a: _device_put(a, _get(shardings, p)))
     if os.path.isdir(path) and checkpoint.is_checkpoint_dir(path):
         cfg = checkpoint.read_config(path)
         if "lora" in checkpoint.read_meta(path):

@@ -237,6 +237,32 @@ def test_prepare_data_holds_out_whole_services(tmp_path):
     assert len({f["meta"]["seed_id"] for f in flows}) == 10
 
 
+def test_validation_mode_scores_training_services_and_never_touches_heldout(tmp_path):
+    """eval_on=validation (choose lr / beta / epochs here): the scored seeds are of training services, kept
+    out of every training set, and no held-out service appears anywhere."""
+    from jaxtool.experiment.diatool import ExperimentConfig, Size, prepare_data
+
+    sz = Size(sft_seeds=20, pairs=26, heldout_per_service=2, heldout_pairs=4)
+    ec = ExperimentConfig(out=str(tmp_path), cpu=sz, eval_on="validation")
+    info = prepare_data(ec, str(tmp_path / "data"))
+    held = set(ec.heldout_services)
+    p = info["paths"]
+    flows = [json.loads(ln) for ln in open(p["heldout_flows"])]
+    val_ids = {f["meta"]["seed_id"] for f in flows}
+    assert len(val_ids) == 10 and info["eval_on"] == "validation"
+    assert set(info["heldout_sample_by_service"]) <= set(info["train_services"])
+    assert len(info["heldout_sample_by_service"]) == 10        # round-robin: one seed each from 10 services
+    everything = "".join(open(p[k]).read() for k in ("sft", "sft_chosen", "pairs", "heldout_pairs", "heldout_sft"))
+    everything += open(p["heldout_flows"]).read()
+    for svc in held:
+        assert svc not in everything, svc
+    train_ids = {json.loads(ln)["meta"]["id"] for ln in open(p["sft"])}
+    train_ids |= {json.loads(ln)["seed_id"] for ln in open(p["pairs"])}
+    assert not val_ids & train_ids
+    with pytest.raises(ConfigError, match="eval_on"):
+        prepare_data(ExperimentConfig(out=str(tmp_path), cpu=sz, eval_on="test"), str(tmp_path / "d2"))
+
+
 def test_config_errors_name_the_arm(tmp_path):
     from jaxtool.config import load_config
     from jaxtool.experiment.diatool import ExperimentConfig, arm_plan
@@ -315,6 +341,13 @@ def test_tiny_experiment_end_to_end_and_reuse(tiny_model_dir, tmp_path):
         assert os.path.getsize(tmp_path / "exp" / f) > 0
     md = open(tmp_path / "exp" / "results.md").read()
     assert "(d) DiaTool-DPO" in md and "diatool - sft" in md
+    # the first decision on the same turns: P(reply opens a call) per gold turn type and arm
+    assert "First decision" in md
+    fd = res["first_decision"]["arms"]
+    for a in ("sft", "diatool"):
+        assert 0.0 <= fd[a]["call"]["value"] <= 1.0 and fd[a]["call"]["lo"] <= fd[a]["call"]["hi"]
+    recs = json.load(open(tmp_path / "exp" / "arms" / "sft" / "eval" / "eval.json"))["records"]
+    assert all(0.0 <= r["p_call"] <= 1.0 for r in recs)
     # a rerun reuses every arm (nothing retrained or re-evaluated)
     lines2 = []
     res2 = run(ec, progress=False, log=lines2.append)

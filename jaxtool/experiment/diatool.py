@@ -83,6 +83,11 @@ class ExperimentConfig:
     heldout_services: tuple[str, ...] = DEFAULT_HELDOUT
     max_results: int = 3            # SGD service results kept in a seed's tool message
     size: str = "cpu"               # which of `cpu` / `accelerator` to run
+    # what the arms are scored on: "heldout" = seeds of the held-out services (the experiment's result);
+    # "validation" = seeds of the *training* services kept out of every training set (as many as the
+    # held-out sample, round-robin over the training services) — choose learning rate / β / epochs
+    # here, never on the held-out services; the held-out services are then not touched at all
+    eval_on: str = "heldout"
     seed: int = 0
     n_boot: int = 2000
     cpu: Size = dataclasses.field(default_factory=Size)
@@ -158,6 +163,18 @@ def prepare_data(ec: ExperimentConfig, data_dir: str) -> dict:
         held_sample += rng.sample(pool, min(sz.heldout_per_service, len(pool)))
     train_pool = sorted(train_seeds, key=lambda s: s.id)
     rng.shuffle(train_pool)
+    if ec.eval_on == "validation":
+        # validation seeds of the training services, round-robin over them, out of every training set
+        n_val = len(held_sample)
+        by_tsvc: dict[str, list] = collections.defaultdict(list)
+        for s in train_pool:
+            by_tsvc[s.source_meta.get("call_service")].append(s)
+        held_sample = _round_robin(by_tsvc, n_val)
+        val_ids = {s.id for s in held_sample}
+        train_pool = [s for s in train_pool if s.id not in val_ids]
+        held_d = [c for c in train_d if c.meta["id"] in val_ids]
+    elif ec.eval_on != "heldout":
+        raise ConfigError(f"eval_on must be 'heldout' or 'validation', got {ec.eval_on!r}")
     split = {s.id: "train" for s in train_pool}
     split.update({s.id: "valid" for s in held_sample})
     pairs_dir = os.path.join(data_dir, "pairs")
@@ -205,7 +222,8 @@ def prepare_data(ec: ExperimentConfig, data_dir: str) -> dict:
     if leak:
         raise AssertionError(f"held-out service material in training data: {leak}")
     info = {
-        "seed_source": origin, "heldout_services": list(ec.heldout_services), "train_services": train_services,
+        "seed_source": origin, "eval_on": ec.eval_on, "heldout_services": list(ec.heldout_services),
+        "train_services": train_services,
         "seed_dialogues": len(dialogues), "train_dialogues": len(train_d), "heldout_dialogues": len(held_d),
         "mixed_dropped": mixed, "train_seeds": train_rep.kept, "heldout_seeds": held_rep.kept,
         "heldout_sample": len(held_sample),
@@ -293,6 +311,13 @@ def evaluate(model_dir: str, flows_path: str, ec: ExperimentConfig, out_dir: str
     convs = [Conversation.from_dict(r) for r in _read_jsonl(flows_path)]
     res = evaluate_dialogs(convs, backend, fmt, batch_size=sz.eval_batch_size, max_new_tokens=sz.eval_max_new_tokens,
                            progress=progress)
+    # the first decision, teacher-forced: P(the reply opens a tool call) on the same turns
+    from jaxtool.eval.first_decision import first_decisions
+
+    for r, d in zip(res.records, first_decisions(convs, backend.model, fmt, batch_size=4), strict=True):
+        if (r["conv"], r["turn"]) != (d["conv"], d["turn"]):
+            raise AssertionError("first-decision turns out of step with the evaluated turns")
+        r["p_call"] = d["p_call"]
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "turns.jsonl"), "w", encoding="utf-8") as fh:
         for r in res.records:
@@ -459,7 +484,8 @@ def _read_json(path: str):
 def _cached_eval(arm, model_dir, flows, ec, progress, log, timings, key) -> dict:
     sz = ec.run_size
     out_dir = os.path.join(ec.out, "arms", arm, "eval")
-    key = _fingerprint({**key, "flows": os.path.getsize(flows), "tokens": sz.eval_max_new_tokens, "fmt": ec.format})
+    key = _fingerprint({**key, "flows": os.path.getsize(flows), "tokens": sz.eval_max_new_tokens, "fmt": ec.format,
+                        "first_decision": 1})
     prev = _read_json(os.path.join(out_dir, "eval.json"))
     if prev and prev.get("key") == key:
         log(f"== {ARM_LABELS[arm]}: reusing its evaluation ==")
@@ -505,6 +531,7 @@ def report(ec: ExperimentConfig, data: dict, evals: dict, trained: dict, timings
         rows.append([label] + [_fmt(st["arms"][a][m]) for a in evals])
     diff_header = ["difference (paired bootstrap)"] + [ROW_LABELS[m].split(" (")[0] for m in stats.METRICS]
     diff_rows = [[k] + [_fmt(v[m]) for m in stats.METRICS] for k, v in st["differences"].items()]
+    fd_md, fd_st = _first_decision_table(evals, unit_of, units, ec)
     train_header = ["arm", "steps", "train wall s", "eval wall s", "last train loss", "last reward margin",
                     "held-out loss", "held-out pair margin", "held-out pair accuracy"]
     train_rows = []
@@ -524,13 +551,15 @@ def report(ec: ExperimentConfig, data: dict, evals: dict, trained: dict, timings
           "Pass rate per turn type with the 95% cluster-bootstrap interval over held-out dialogues "
           f"({st['n_units']} dialogues, {st['n_boot']} draws):", "", markdown_table(header, rows), "",
           "Paired differences (same bootstrap draws for both arms; an interval that excludes 0 is a difference "
-          "at the 95% level):", "", markdown_table(diff_header, diff_rows), "", markdown_table(train_header, train_rows),
+          "at the 95% level):", "", markdown_table(diff_header, diff_rows), "", *fd_md,
+          markdown_table(train_header, train_rows),
           "", "Held-out loss: SFT arms, the NLL of the held-out services' Type 1 seed dialogues; preference arms, "
           "their own loss on held-out pairs (plain DPO and DiaTool-DPO losses are not on one scale).", "",
           ("time of this invocation (arms reused from an earlier one are not in it): "
            + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {total_s:.0f}s") if timings
           else "(written from the saved arms: nothing trained or evaluated in this invocation)", ""]
     results = {"config": to_dict(ec), "data": data, "stats": st, "n_turns_by_type": n_by_type,
+               "first_decision": fd_st,
                "summaries": {a: e["summary"] for a, e in evals.items()},
                "training": trained, "timings_s": timings, "total_s": total_s}
     with open(os.path.join(ec.out, "results.md"), "w") as fh:
@@ -540,6 +569,28 @@ def report(ec: ExperimentConfig, data: dict, evals: dict, trained: dict, timings
     chart(st, list(evals), os.path.join(ec.out, "results.png"), n_by_type)
     print("\n".join(md))
     return results
+
+
+def _first_decision_table(evals: dict, unit_of: dict, units: list, ec: ExperimentConfig) -> tuple[list[str], dict]:
+    """(markdown lines, stats): mean P(reply opens a tool call) per gold turn type and arm, 95% cluster-bootstrap
+    intervals (the turns' `p_call`, `jaxtool.eval.first_decision`); ([], {}) if an arm was saved without it."""
+    from jaxtool.eval.report import markdown_table
+    from jaxtool.experiment import stats
+
+    if not evals or any(any("p_call" not in r for r in e["records"]) for e in evals.values()):
+        return [], {}
+    sums = {a: stats.counts(e["records"], unit_of, units, value="p_call") for a, e in evals.items()}
+    st = stats.summarize_arms(sums, n_boot=ec.n_boot, seed=ec.seed)
+    first = next(iter(sums.values()))
+    rows = []
+    for i, t in enumerate(stats.TYPES):
+        n = int(first[:, i, 1].sum())
+        if n:
+            rows.append([f"{ROW_LABELS[t]} (n={n})"] + [_fmt(st["arms"][a][t]) for a in evals])
+    want = "high on call turns, low on the others"
+    return ["First decision, teacher-forced: mean P(the reply opens a tool call) on the same turns, by gold turn "
+            f"type ({want}; 95% cluster-bootstrap intervals):", "",
+            markdown_table(["held-out turns"] + [ARM_LABELS[a] for a in evals], rows), ""], st
 
 
 def chart(st: dict, arms: list[str], path: str, n_by_type: dict) -> None:

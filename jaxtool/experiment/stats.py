@@ -25,15 +25,18 @@ TYPES = ("call", "slot", "relevance", "completion")
 METRICS = TYPES + ("micro", "macro")
 
 
-def counts(records: Sequence[Mapping], unit_of: Mapping[int, str], units: Sequence[str]) -> np.ndarray:
+def counts(records: Sequence[Mapping], unit_of: Mapping[int, str], units: Sequence[str],
+           value: str = "passed") -> np.ndarray:
     """``[n_units, n_types, 2]``: passed and total turns of each turn type per dialogue.
-    `unit_of` maps a record's ``conv`` index to its dialogue id; `units` fixes the order."""
+    `unit_of` maps a record's ``conv`` index to its dialogue id; `units` fixes the order.
+    `value`: the record field summed in the first column (``passed``, or a per-turn number such as
+    ``p_call``: then the "rate" of a type is the mean of that number over its turns, float sums)."""
     pos = {u: i for i, u in enumerate(units)}
-    out = np.zeros((len(units), len(TYPES), 2), np.int64)
+    out = np.zeros((len(units), len(TYPES), 2), np.int64 if value == "passed" else np.float64)
     for r in records:
         t = TYPES.index(r["turn_type"])
         u = pos[unit_of[r["conv"]]]
-        out[u, t, 0] += bool(r["passed"])
+        out[u, t, 0] += bool(r["passed"]) if value == "passed" else float(r[value])
         out[u, t, 1] += 1
     return out
 
