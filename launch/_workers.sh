@@ -61,6 +61,38 @@ print(f"# mesh data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]} spans {ndev} de
 PY
 }
 
+jt_tpu_topology() {  # jt_tpu_topology TYPE -> "DEVICES WORKERS" of a Cloud TPU slice type (v5p-16 -> "8 2")
+  # v2/v3: the number is TensorCores, one JAX device per core, 8 per worker. v4/v5p: the number is
+  # TensorCores, 2 per chip, one JAX device per chip (megacore), 4 chips per worker. v5e
+  # (v5litepod-N) / v6e: the number is chips, one device each, 1, 4 or 8 chips on one worker, else 4
+  # per worker.
+  local t=$1 gen n dev hosts
+  gen=${t%-*} n=${t##*-}
+  case "$n" in "" | *[!0-9]*) n="" ;; esac
+  case "$gen" in
+    v2 | v3) [ -z "$n" ] || { dev=$n; hosts=$(( n / 8 )); } ;;
+    v4 | v5p) [ -z "$n" ] || { dev=$(( n / 2 )); hosts=$(( n / 8 )); } ;;
+    v5litepod | v5e | v6e) [ -z "$n" ] || { dev=$n; if [ "$n" -le 8 ]; then hosts=1; else hosts=$(( n / 4 )); fi; } ;;
+    *) n="" ;;
+  esac
+  if [ -z "$n" ] || [ "${dev:-0}" -lt 1 ]; then
+    echo "--accelerator-type $t: expected a Cloud TPU type such as v4-32, v5p-16, v5litepod-256 or v6e-64" >&2
+    return 2
+  fi
+  [ "$hosts" -ge 1 ] || hosts=1
+  echo "$dev $hosts"
+}
+
+jt_local_devices() {  # devices of N local processes: N (one GPU each); on CPU (JAX_PLATFORMS=cpu) N times K
+  local k=1 f                    # of XLA_FLAGS=--xla_force_host_platform_device_count=K (emulated hosts)
+  [ "${JAX_PLATFORMS:-}" = cpu ] || { echo "$1"; return; }
+  for f in ${XLA_FLAGS:-}; do
+    case "$f" in --xla_force_host_platform_device_count=*) k=${f#*=} ;; esac
+  done
+  case "$k" in "" | *[!0-9]*) k=1 ;; esac
+  echo $(( $1 * k ))
+}
+
 jt_port_free() {  # exit 0 when nothing listens on 127.0.0.1:$1
   "${PYTHON:-python3}" -c 'import socket, sys
 s = socket.socket()

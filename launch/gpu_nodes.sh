@@ -88,8 +88,8 @@ fi
 [ "$mode" != nodes ] || [ "$rank" -lt "$nodes" ] || { echo "gpu_nodes.sh: NODE_RANK=$rank is not below NUM_NODES=$nodes" >&2; exit 2; }
 
 echo "# gpu_nodes.sh: mode $mode, $nodes node(s) x $gpn process(es), logs in $log_dir"
-if [ "$dry" = 1 ]; then  # one GPU per process: the recipe's mesh must fit nodes × GPUs
-  jt_check_mesh $((nodes * gpn)) $((nodes * gpn)) "$@" || { echo "gpu_nodes.sh: the recipe's mesh does not fit this launch (above)" >&2; exit 2; }
+if [ "$dry" = 1 ]; then  # one GPU per process (CPU emulation: XLA_FLAGS' device count): the mesh must fit
+  jt_check_mesh "$(jt_local_devices $((nodes * gpn)))" $((nodes * gpn)) "$@" || { echo "gpu_nodes.sh: the recipe's mesh does not fit this launch (above)" >&2; exit 2; }
 fi
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
 [ "$dry" = 1 ] && echo "export XLA_PYTHON_CLIENT_MEM_FRACTION=$XLA_PYTHON_CLIENT_MEM_FRACTION"

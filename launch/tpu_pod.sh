@@ -18,6 +18,9 @@
 #   --env KEY=VALUE    extra environment for every worker (repeatable), e.g. LIBTPU_INIT_ARGS=...
 #   --max-restarts K   after a failure (not a preemption), rerun on every worker with --resume, up to K times
 #   --local N          emulate the slice with N processes here (coordinator 127.0.0.1; tests run this)
+#   --accelerator-type TYPE  the slice's type as in `gcloud ... create --accelerator-type` (v4-32, v5p-16,
+#                      v5litepod-256, v6e-64, ...): with --dry-run, check that the recipe's mesh spans the
+#                      slice's chips and workers (with --local N: N processes of one device each)
 #
 # Preemption: a maintenance event or a spot/preemptible reclaim sends SIGTERM to the workers' jaxtool
 # processes: they agree on one step, save one checkpoint and exit 3. SIGTERM/SIGINT to this script are
@@ -29,7 +32,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/_workers.sh"
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
-dry=0 install=0 repo=jaxtool log_dir="" restarts=0 local_n="" project=() envs=()
+dry=0 install=0 repo=jaxtool log_dir="" restarts=0 local_n="" project=() envs=() acc_type=""
 pos=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -41,6 +44,7 @@ while [ $# -gt 0 ]; do
     --max-restarts) restarts=${2:?--max-restarts K}; shift 2 ;;
     --local) local_n=${2:?--local N}; shift 2 ;;
     --project) project=(--project "${2:?--project P}"); shift 2 ;;
+    --accelerator-type) acc_type=${2:?--accelerator-type TYPE}; shift 2 ;;
     -h|--help) usage ;;
     --) shift; break ;;
     -*) echo "tpu_pod.sh: unknown option $1" >&2; exit 2 ;;
@@ -66,6 +70,21 @@ if [ -z "$log_dir" ]; then
 fi
 export JT_DRY_RUN=$dry
 run() { if [ "$dry" = 1 ]; then jt_print "$@"; else "$@"; fi; }
+
+if [ -n "$acc_type" ]; then
+  topo=$(jt_tpu_topology "$acc_type") || exit 2   # "DEVICES WORKERS"
+  read -r tpu_devices tpu_workers <<< "$topo"
+fi
+if [ "$dry" = 1 ]; then  # the recipe's mesh must span every chip of every worker
+  if [ -n "$local_n" ]; then
+    jt_check_mesh "$(jt_local_devices "$local_n")" "$local_n" "$@" || { echo "tpu_pod.sh: the recipe's mesh does not fit this launch (above)" >&2; exit 2; }
+  elif [ -n "$acc_type" ]; then
+    echo "# $acc_type: $tpu_devices JAX devices (chips) on $tpu_workers worker(s)"
+    jt_check_mesh "$tpu_devices" "$tpu_workers" "$@" || { echo "tpu_pod.sh: the recipe's mesh does not fit $acc_type (above)" >&2; exit 2; }
+  else
+    echo "# mesh not checked: add --accelerator-type TYPE (the slice's type, e.g. v5p-16) to check it against the slice" >&2
+  fi
+fi
 
 if [ -n "$local_n" ]; then
   [ "$local_n" -ge 1 ] || { echo "tpu_pod.sh: --local N needs N >= 1" >&2; exit 2; }

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -94,6 +95,43 @@ def test_tpu_pod_local_dry_run_and_bad_arguments():
     assert _dry("tpu_pod.sh", "--env", "novalue", "n", "z", "--", "c.yaml")[0] == 2
     rc, _, err = _dry("tpu_pod.sh", "--bogus")
     assert rc == 2 and "unknown option --bogus" in err
+
+
+def test_tpu_slice_types_map_to_devices_and_workers():
+    """`--accelerator-type` as gcloud spells it -> JAX devices and workers (Cloud TPU docs: v4/v5p count
+    TensorCores, 2 per chip, 4 chips per worker; v5e/v6e count chips, up to 8 on one worker, else 4
+    per worker; v2/v3 count cores, 8 per worker)."""
+    want = {"v4-8": "4 1", "v4-32": "16 4", "v5p-16": "8 2", "v5p-128": "64 16", "v5litepod-8": "8 1",
+            "v5litepod-16": "16 4", "v5litepod-256": "256 64", "v6e-4": "4 1", "v6e-64": "64 16", "v3-32": "32 4"}
+    script = "; ".join(f"jt_tpu_topology {t}" for t in want)
+    out = subprocess.run(["bash", "-c", f"source {ROOT}/launch/_workers.sh; {script}"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:-1] == list(want.values())
+    for bad in ("v5p", "v5p-x", "tpu-8", "v5p-1"):
+        rc, _, err = _dry("tpu_pod.sh", "--dry-run", "--accelerator-type", bad, "n", "z", "--", "c.yaml")
+        assert rc == 2 and f"--accelerator-type {bad}: expected a Cloud TPU type" in err, (bad, err)
+    rc, _, err = _dry("tpu_pod.sh", "--dry-run", "n", "z", "--", "c.yaml")   # no type: said, not guessed
+    assert rc == 0 and "mesh not checked: add --accelerator-type" in err
+
+
+@pytest.mark.slow  # two launcher runs, each importing jaxtool to resolve the recipe (~5 s each here)
+def test_tpu_pod_dry_run_checks_the_mesh_against_the_slice():  # issue 26 CLI: dry-runs check mesh × processes
+    recipe = os.path.join(ROOT, "configs", "diatool_dpo", "llama3_8b.yaml")
+    env = {"PYTHON": sys.executable, "PYTHONPATH": ROOT}
+    # v5p-32: 16 chips on 4 workers; fsdp=8 would leave half of them idle
+    rc, out, err = _dry("tpu_pod.sh", "--dry-run", "--accelerator-type", "v5p-32", "my-v5p", "us-east5-a", "--",
+                        recipe, "mesh.fsdp=8", env=env)
+    assert rc == 2 and "leaves devices idle: a multi-process mesh must span all 16 devices (4 processes)" in err, (out, err)
+    assert "gcloud" not in out   # refused before printing a command to run
+    # the command of docs/llama3-8b-diatool.md: v5p-16 = 8 chips on 2 workers, fsdp=8
+    rc, out, err = _dry("tpu_pod.sh", "--dry-run", "--accelerator-type", "v5p-16", "my-v5p", "us-east5-a", "--",
+                        recipe, "mesh.fsdp=8", env=env)
+    assert rc == 0 and "mesh data=1 fsdp=8 tensor=1 spans 8 devices of 2 processes" in out, (out, err)
+    # --local N emulating hosts on a CPU: N processes of K devices each (here fsdp=2 leaves 2 of 4 idle)
+    cpu = {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    rc, out, err = _dry("tpu_pod.sh", "--local", "2", "--dry-run", "--", recipe, "mesh.fsdp=2", env=cpu)
+    assert rc == 2 and "must span all 4 devices (2 processes)" in err, (out, err)
 
 
 def test_gpu_nodes_dry_run_plain_multi_node_one_process_per_gpu():

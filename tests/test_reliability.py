@@ -703,8 +703,9 @@ def test_gpu_nodes_dry_run_checks_the_mesh_against_the_processes(tmp_path):  # 2
     import subprocess
 
     def dry(*args):
-        env = {**os.environ, **env_python}
-        env = {k: v for k, v in env.items() if not k.startswith(("SLURM_", "COORDINATOR", "NUM_NODES", "NODE_RANK"))}
+        env = {**os.environ, **env_python}   # without XLA_FLAGS' host device count: one device per process
+        env = {k: v for k, v in env.items()
+               if not k.startswith(("SLURM_", "COORDINATOR", "NUM_NODES", "NODE_RANK", "XLA_FLAGS"))}
         r = subprocess.run(["bash", os.path.join(REPO, "launch", "gpu_nodes.sh"), "--dry-run", *args], env=env,
                            capture_output=True, text=True, timeout=120)
         return r.returncode, r.stdout, r.stderr
