@@ -249,3 +249,102 @@ def test_rules_build_gives_every_pair_kind(tmp_path):
     assert len(train) + len(valid) == 572
     assert not {r["seed_id"] for r in train} & {r["seed_id"] for r in valid}
     assert len({r["seed_id"] for r in valid}) == 3
+
+
+# ------------------------------------------------------------------------------------------
+# `jaxtool quickstart`: its settings file, the validation split that chose them, the intervals
+# ------------------------------------------------------------------------------------------
+
+REPO = __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+
+
+def test_quickstart_yaml_is_the_commands_built_in_defaults():
+    """`jaxtool quickstart` reads configs/quickstart.yaml from a checkout and its built-in defaults
+    when installed elsewhere: they must be the same recipe."""
+    import os
+
+    from jaxtool.commands.quickstart import QuickstartConfig, default_config_path
+    from jaxtool.config import load_config, to_dict
+
+    path = os.path.join(REPO, "configs", "quickstart.yaml")
+    assert default_config_path() == path
+    assert to_dict(load_config(path, [], cls=QuickstartConfig)) == to_dict(load_config(None, [], cls=QuickstartConfig))
+
+
+def _ids_in(path) -> set:
+    text = path.read_text(encoding="utf-8")
+    return {i for i in IDS if f'"{i}' in text}
+
+
+def test_select_validation_never_reads_the_heldout_dialogues(tmp_path):
+    """`--select` carves its validation dialogues out of the training dialogues; the held-out ones of
+    the quickstart's table (3 of 64, fixed by the hashed split, seed 0) appear in no file it trains
+    or evaluates on."""
+    from jaxtool.commands.quickstart import QuickstartConfig, prepare_data
+    from jaxtool.config import load_config
+
+    qc = load_config(None, [], cls=QuickstartConfig)
+    plain = prepare_data(qc, str(tmp_path / "plain"))
+    heldout = {"flights-01", "flights-03", "movies-04"}   # docs/results/quickstart.md names them
+    assert set(plain["heldout_ids"]) == heldout
+    val = prepare_data(qc, str(tmp_path / "val"), validation_fraction=0.07)
+    assert set(val["set_aside_ids"]) == heldout
+    assert len(val["heldout_ids"]) == round(0.07 * 61) == 4      # validation: 4 of the 61 training dialogues
+    assert not set(val["heldout_ids"]) & heldout and set(val["heldout_ids"]) <= set(plain["train_ids"])
+    files = [p for p in (tmp_path / "val").rglob("*.jsonl")]
+    assert len(files) >= 5
+    for p in files:
+        assert not _ids_in(p) & heldout, p
+    flows = [json.loads(ln) for ln in (tmp_path / "val" / "pairs" / "valid_flows.jsonl").read_text().splitlines()]
+    assert {f["meta"]["seed_id"] for f in flows} == set(val["heldout_ids"])
+    assert {f["meta"]["type"] for f in flows} == {1, 2, 3}      # call, ask and decline flows to select on
+    train_side = _ids_in(tmp_path / "val" / "sft.jsonl") | _ids_in(tmp_path / "val" / "dpo_train.jsonl")
+    assert not train_side & set(val["heldout_ids"])
+
+
+def test_select_spec_is_checked_before_any_model_loads(tmp_path):
+    from jaxtool.commands.quickstart import read_select_spec
+    from jaxtool.errors import ConfigError
+
+    spec = read_select_spec(f"{REPO}/configs/quickstart_select.yaml")
+    assert spec.criterion in ("macro", "micro") and len(spec.candidates) >= 2
+    bad = {"unknown key": "candidates: {a: [sft.bogus=1]}",
+           "sets 'heldout_fraction'": "candidates: {a: [heldout_fraction=0.5]}",
+           "criterion must be one of": "criterion: best\ncandidates: {a: []}",
+           "validation_fraction must be": "validation_fraction: 0.9\ncandidates: {a: []}",
+           "expected the keys": "candidate: {a: []}"}
+    for i, (msg, text) in enumerate(bad.items()):
+        p = tmp_path / f"s{i}.yaml"
+        p.write_text(text)
+        with pytest.raises(ConfigError, match=msg):
+            read_select_spec(str(p))
+
+
+def test_eval_batches_are_equal_and_intervals_resample_dialogues():
+    from jaxtool.commands.quickstart import balanced_batch, table, with_intervals
+
+    assert [balanced_batch(n, 13) for n in (22, 26, 27, 42, 5)] == [11, 13, 9, 11, 5]
+    import tempfile
+    import os
+
+    # two dialogues: d1 has 2 call turns (both passed by "a", none by "b"), d2 one slot turn passed by both
+    flows = [{"meta": {"seed_id": "d1"}}, {"meta": {"seed_id": "d2"}}]
+    rec = lambda conv, t, ok: {"conv": conv, "turn_type": t, "passed": ok}  # noqa: E731
+    evals = {"a": {"records": [rec(0, "call", True), rec(0, "call", True), rec(1, "slot", True)],
+                   "summary": {"call_exact_match": 1.0}},
+             "b": {"records": [rec(0, "call", False), rec(0, "call", False), rec(1, "slot", True)],
+                   "summary": {"call_exact_match": 0.0}}}
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "flows.jsonl")
+        with open(path, "w") as fh:
+            fh.write("\n".join(json.dumps(f) for f in flows) + "\n")
+        st = with_intervals(evals, path, seed=0, baselines=("a",), n_boot=400)
+    assert st["n_units"] == 2 and st["n_by_type"]["call"] == 2 and st["n_by_type"]["slot"] == 1
+    b = st["arms"]["b"]
+    assert b["micro"]["value"] == pytest.approx(1 / 3)
+    # resampling dialogues, b's micro is 0 (d1 twice), 1/3 (both) or 1 (d2 twice): never 0.5 or 2/3
+    assert (b["micro"]["lo"], b["micro"]["hi"]) == (0.0, 1.0)
+    assert st["differences"]["b - a"]["micro"]["value"] == pytest.approx(-2 / 3)
+    header, rows = table(evals, st)
+    assert header == ["held-out assistant turns", "a", "b"]
+    assert rows[0] == ["call the tool (n=2)", "1.000 [1.00, 1.00]", "0.000 [0.00, 0.00]"]
