@@ -248,6 +248,47 @@ def _jax_sft_step(cfg, B: int, L: int, lc=None, reference: str | None = None, ru
     return call, tokens
 
 
+def _nnx_sft_step(cfg, B: int, L: int, run=None):
+    """The same step as `_jax_sft_step` written the Flax NNX way on the module (`--nnx`):
+    `jaxtool.models.nnx.CausalLM` over the same initial parameters, `nnx.Optimizer` with the
+    trainer's optimizer, `nnx.value_and_grad` of the same SFT loss (`steps._micro_loss`: the
+    objective registry's token-mean NLL over chunked log-probs), `nnx.jit` with the model and
+    optimizer donated. Only the NNX machinery differs; returns (call, tokens per call)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxtool.config import LossConfig, OptimConfig
+    from jaxtool.models import family_of
+    from jaxtool.models.nnx import CausalLM
+    from jaxtool.models.run import DEFAULT_RUN
+    from jaxtool.train import steps
+    from jaxtool.train.optim import make_optimizer
+
+    run = run or DEFAULT_RUN
+    lc = LossConfig(type="sft")
+    model = CausalLM(cfg, params=family_of(cfg).init_params(cfg, jax.random.key(0)), run=run)
+    opt, _ = make_optimizer(OptimConfig(lr=1e-5), 1000)
+    optimizer = nnx.Optimizer(model, opt, wrt=nnx.Param)
+    batch = jax.tree.map(jnp.asarray, _random_batch(B, L, cfg.vocab_size))
+
+    def loss_fn(m, b):
+        total, (count, _) = steps._micro_loss(m.pure_params(), None, None, b, cfg=cfg, lc=lc, use_lora=False,
+                                              max_turns=0, run=m.run)
+        return total / jnp.maximum(count, 1.0)
+
+    @nnx.jit(donate_argnums=(0, 1))
+    def step(m, o, b):
+        loss, grads = nnx.value_and_grad(loss_fn)(m, b)
+        o.update(m, grads)
+        return loss
+
+    def call():
+        _sync(step(model, optimizer, batch))
+
+    return call, B * L
+
+
 def _torch_sft_step(cfg, B: int, L: int, dtype: str, compile: bool = False):
     """The same step in transformers + torch.optim.AdamW.
 
@@ -448,6 +489,8 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
                 ours, tokens = None, B * L
             else:
                 ours, tokens = _jax_sft_step(cfg, B, L, run=run)
+            # --nnx: the same step through the Flax NNX module, a third side of the same A/B rounds
+            module = _nnx_sft_step(cfg, B, L, run=run)[0] if getattr(args, "nnx", False) and ours else None
             timer = _Timer()
             theirs = None
             if torch_side is not None:
@@ -463,10 +506,12 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
             # process or in its worker, so timing it would measure the switch, not the step.
             if ours:
                 timer.run("ours", ours)  # warm-up round (compilation)
+            if module:
+                timer.run("nnx", module)
             if theirs:
                 timer.run("theirs", theirs)
             for _ in range(args.repeats):
-                for side, fn in (("ours", ours), ("theirs", theirs)):
+                for side, fn in (("ours", ours), ("nnx", module), ("theirs", theirs)):
                     if fn:
                         timer.switch(side, fn)
                         timer.run(side, fn)
@@ -484,6 +529,10 @@ def bench_sft(args, cfg0, peak: float, torch_peak: float | None, torch_side: "To
                    "theirs_peak_device": torch_side.device() if torch_side is not None else None,
                    "ours_switch_step_s": _median(timer.switch_times.get("ours", [])),
                    "theirs_switch_step_s": _median(timer.switch_times.get("theirs", []))}
+            if module:
+                row["nnx_s"] = timer.median("nnx")
+                row["nnx_over_ours"] = row["nnx_s"] / t_ours
+                row["nnx_switch_step_s"] = _median(timer.switch_times.get("nnx", []))
             if accel and chip_peak(backend_info()["device"]):
                 chip = chip_peak(backend_info()["device"])
                 row["chip_published_peak_flops"] = chip
@@ -726,10 +775,12 @@ def _fmt_row(r: dict) -> str:
     theirs = f"{r['theirs_tok_s']:8.1f}" if r["theirs_tok_s"] == r["theirs_tok_s"] else "     n/a"
     chip = (f" (vs chip bf16 peak: ours {r['ours_mfu_vs_chip_bf16']:.3f}, theirs {r['theirs_mfu_vs_chip_bf16']:.3f})"
             if "ours_mfu_vs_chip_bf16" in r else "")
+    nnx = (f"\n           nnx module step {r['nnx_s']:.3f}s vs ours {r['ours_s']:.3f}s: module/pure = "
+           f"{r['nnx_over_ours']:.3f}" if "nnx_s" in r else "")
     return (f"  {r['dtype']:8s} {r['batch']}×{r['length']:<5d} ours {r['ours_tok_s']:8.1f} tok/s  transformers {theirs} "
             f"tok/s  ×{r['speedup']:.2f}   MFU ours {r['ours_mfu']:.2f}{chip}"
             f"   (switch step: ours {r.get('ours_switch_step_s', float('nan')):.1f}s, "
-            f"theirs {r.get('theirs_switch_step_s', float('nan')):.1f}s)")
+            f"theirs {r.get('theirs_switch_step_s', float('nan')):.1f}s){nnx}")
 
 
 def _table(rows: list[dict]) -> str:
@@ -744,6 +795,12 @@ def _table(rows: list[dict]) -> str:
             [[f"{r['dtype']} {r['batch']}×{r['length']}", r.get("attention", ""), r["ours_tok_s"], r["theirs_tok_s"],
               r["speedup"], r["ours_mfu"], r["theirs_mfu"], r.get("ours_mfu_vs_chip_bf16", float("nan"))]
              for r in sft]))
+        nnx = [r for r in sft if "nnx_s" in r]
+        if nnx:
+            out.append(markdown_table(
+                ["SFT step (--nnx)", "pure step s", "NNX module step s", "module / pure"],
+                [[f"{r['dtype']} {r['batch']}×{r['length']}", r["ours_s"], r["nnx_s"], r["nnx_over_ours"]]
+                 for r in nnx]))
     dpo = [r for r in rows if r["section"] == "dpo"]
     if dpo:
         out.append(markdown_table(["preference step (equal tokens)", "s/step", "× SFT step", "attention"],

@@ -9,6 +9,7 @@ EXAMPLES = """
 Examples:
   jaxtool bench all                                        # every section; <= 15 minutes on a 2-core CPU
   jaxtool bench sft --dtypes float32 --grid 4x512
+  jaxtool bench sft --nnx --no-torch --dtypes float32 --grid 4x512   # the NNX module's step vs the pure step
   jaxtool bench decode --decode-batches 1,8 --new-tokens 64
   jaxtool bench sft --shape llama3.2-1b --dtypes bfloat16   # on a GPU/TPU: MFU vs the chip's bf16 peak
   jaxtool bench mcts --mcts-queries 4                      # iTool's jitted MCTS vs a Python loop over generate"""
@@ -45,6 +46,9 @@ def register(sub) -> argparse.ArgumentParser:
                         "so the two never share the GPU's memory)")
     p.add_argument("--torch-compile", action="store_true",
                    help="sft: the PyTorch side under torch.compile (on CUDA: fp32 weights + bf16 autocast + SDPA + fused AdamW)")
+    p.add_argument("--nnx", action="store_true",
+                   help="sft: also time the same step written the Flax NNX way on the module (jaxtool.models.nnx: "
+                        "nnx.Optimizer, nnx.value_and_grad, nnx.jit), in the same A/B rounds; prints module/pure")
     p.add_argument("--remat", default="none", choices=("none", "full", "dots", "dots_no_batch"),
                    help="sft, dpo: our activation checkpointing policy (default none)")
     p.add_argument("--attention", default="auto", choices=("auto", "xla", "cudnn", "splash"),

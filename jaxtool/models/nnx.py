@@ -1,4 +1,7 @@
-"""Each model family as a Flax NNX module over the same pure functions (issue 29, first part).
+"""Each model family as a Flax NNX module over the same pure functions (issue 29; docs/nnx.md).
+
+The module is the model API for users; the family's pure functions (`family_of(cfg).forward`, ...)
+are the internal core it calls.
 
     from flax import nnx
     from jaxtool.models.nnx import CausalLM
@@ -14,19 +17,29 @@ metadata is the parameter's logical axis names (`ModelFamily.param_axes`) and wh
 metadata maps those names to mesh axes: jaxtool's rules table (`sharding.DEFAULT_RULES`, or `rules=`)
 as is, or — given `mesh=` — resolved for that array on that mesh the way `sharding.logical_to_spec`
 resolves it (a mesh axis that does not divide the dimension is dropped, each mesh axis used once), so
-`nnx.get_partition_spec(nnx.state(model))` is exactly jaxtool's PartitionSpec of every parameter. `__call__`, `forward_cached` and `init_cache` call the
-family's pure functions: there is no second copy of the math. The architecture config and the run
-options are static attributes.
+`nnx.get_partition_spec(nnx.state(model))` is exactly jaxtool's PartitionSpec of every parameter.
+`__call__`, `forward_cached` and `init_cache` call the family's pure functions: there is no second
+copy of the math. The architecture config and the run options are static attributes. `add_lora`
+adds jaxtool's LoRA adapters as `nnx.LoRAParam`s; `TunixLM` adapts the module to Tunix's trainers.
 """
 
 from __future__ import annotations
 
+import flax
 import jax
 from flax import nnx
 
 from jaxtool import sharding
+from jaxtool.errors import ConfigError, JaxtoolError
 from jaxtool.models.family import family_of
 from jaxtool.models.run import DEFAULT_RUN, RunOptions
+
+
+if tuple(int(p) for p in flax.__version__.split(".")[:2]) < (0, 12):
+    # nnx.data / nnx.static and the Variable metadata `out_sharding` / `sharding_rules` are Flax 0.12's
+    # API (jaxtool's install floor stays at 0.11 for Python 3.10, which Flax 0.12 does not support)
+    raise JaxtoolError(f"jaxtool.models.nnx needs flax>=0.12 (tested with 0.12.8), found {flax.__version__}: "
+                       "pip install 'flax>=0.12,<0.13' (Python >= 3.11); the rest of jaxtool works without it")
 
 
 def _is_axes(x) -> bool:
@@ -49,7 +62,7 @@ class CausalLM(nnx.Module):
         fam = family_of(config)
         if params is None:
             if rngs is None:
-                raise ValueError("CausalLM needs rngs= (random init) or params= (an existing parameter tree)")
+                raise ConfigError("CausalLM needs rngs= (random init) or params= (an existing parameter tree)")
             # one jitted program (eagerly, each of the init's ops would be compiled on its own)
             params = jax.jit(fam.init_params, static_argnums=0)(config, rngs.params())
         self.config = nnx.static(config)
