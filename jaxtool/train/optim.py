@@ -3,6 +3,7 @@ global-norm clipping, linear warmup, then linear decay / cosine decay / constant
 
 from __future__ import annotations
 
+import jax
 import optax
 
 from jaxtool.config import OptimConfig
