@@ -2,7 +2,6 @@
 answer with one fixed first token) — mean reward rises; and resume is bit-identical."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -87,3 +86,57 @@ def test_config_errors_name_the_key(tiny_model_dir, tmp_path):
         RLTrainer(_cfg(tiny_model_dir, tmp_path, "rollout.group_size=1"))
     with pytest.raises(ConfigError, match="reward"):
         RLTrainer(_cfg(tiny_model_dir, tmp_path, "reward.functions=[nope]"))
+
+
+class _BrokenEnv:
+    """An environment whose every step raises (a simulator bug)."""
+
+    def reset(self, entry):
+        pass
+
+    def tool_names(self):
+        return ["kv_list"]
+
+    def step(self, calls):
+        raise RuntimeError("simulator crashed")
+
+
+@pytest.mark.slow
+def test_bad_input_is_counted_by_reason_in_one_iteration(tiny_model_dir, tmp_path, monkeypatch):
+    """One iteration over: a task whose gold answer the checker cannot use, environment tasks whose
+    environment raises, turns too short to close, and groups where every sample scores the same —
+    each counted under its reason in the iteration's counts and RUN/counts.json; nothing raises."""
+    from jaxtool.data.formats import HermesFormat, Reply
+    from jaxtool.data.schema import Tool, ToolCall
+    from jaxtool.eval.tool_tasks import Example
+    from jaxtool.rl import tasks as T
+
+    class AlwaysListFormat(HermesFormat):   # a random tiny model never writes a call: parse one anyway
+        def parse(self, text):
+            return Reply(content=None, tool_calls=(ToolCall("kv_list", {}),))
+
+    monkeypatch.setitem(T.ENVS, "test_broken", _BrokenEnv)
+    tool = Tool("f", "", {"type": "object", "properties": {}})
+    conv = Conversation((Message("user", "call f"), Message("assistant", None, tool_calls=(ToolCall("f", {}),))),
+                        tools=(tool,), meta={"functions": [], "category": "simple", "ground_truth": 5})
+    bad_gold = Task("bad_gold", conv.replace(messages=conv.messages[:1]), example=Example("bad_gold", conv))
+    broken = [Task(f"env{i}", Conversation((Message("user", q),)), env="test_broken", entry={})
+              for i, q in enumerate(["list", "list the keys"])]
+    cfg = _cfg(tiny_model_dir, tmp_path / "bad", "iterations=1", "rollout.prompts=3", "rollout.group_size=2",
+               "rollout.max_turns=2", "rollout.max_turn_tokens=3", "rollout.max_response_tokens=64",
+               "rollout.top_k=0", "reward.functions=[outcome]", "loss.beta=0", "seed=1")
+    tr = RLTrainer(cfg, tasks=[bad_gold, *broken], printer=lambda *a: None)
+    tr.setup()
+    tr.fmt = AlwaysListFormat()                                    # every closed turn calls kv_list()
+    tr.stop_ids = list(range(0, len(tr.tokenizer), 4))             # a quarter of the vocabulary closes a turn
+    res = tr.run()
+    c = res.history[0]["counts"]
+    assert c["bad: gold answer does not parse"] >= 1, c
+    assert c["bad: environment error"] >= 1, c
+    assert c["bad: rollout never closed its turn"] >= 1, c
+    assert c["bad: zero-variance group"] >= 1, c               # outcome is 0 for every sample here
+    assert sum(v for k, v in c.items() if k.startswith("finish: ")) == 6    # every trajectory accounted for
+    saved = json.load(open(tmp_path / "bad" / "counts.json"))
+    assert all(saved[k] == c[k] for k in c if k.startswith("bad: "))
+    row = json.loads(open(tmp_path / "bad" / "metrics.jsonl").read().splitlines()[-1])
+    assert row["count/bad: environment error"] == c["bad: environment error"]

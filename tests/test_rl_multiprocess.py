@@ -1,4 +1,5 @@
-"""`jaxtool rl` in 2 processes equals `jaxtool rl` in 1 process.
+"""`jaxtool rl` as separate processes: 2 processes equal 1 process; killed with SIGKILL and resumed,
+equal to the uninterrupted run.
 
 Two processes × 2 host devices each, joined by `jax.distributed` on localhost (tests/multiproc.py,
 the harness of tests/test_multiprocess.py), run `jaxtool rl ... --distributed` on one global mesh
@@ -23,7 +24,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from multiproc import ROOT, free_port, process_env  # noqa: E402
+from multiproc import ROOT, base_env, free_port, process_env  # noqa: E402
 
 REWARD = "test_even_tokens"
 ITERATIONS = 2
@@ -119,6 +120,62 @@ def test_two_processes_run_rl_like_one_process(tiny_model_dir, tmp_path):
     # Adam divides by sqrt(v): a rounding difference in a near-zero gradient entry moves that entry by
     # a visible fraction of lr, so the bound is relative to how far training moved the parameters
     assert moved > 1e-3 and diff < 1e-2 * moved
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_identical(tiny_model_dir, tmp_path):
+    """`jaxtool rl` in a subprocess, checkpointing every iteration, is killed with SIGKILL as soon as
+    iteration 1's checkpoint is committed (it is then inside iteration 2); `--resume` continues from
+    the newest good checkpoint and ends bit-identical to an uninterrupted run: the same rewards,
+    losses and KL per iteration and the same final parameters."""
+    import signal
+    import subprocess
+    import time
+
+    import jax
+
+    from jaxtool import checkpoint
+    from jaxtool.config import load_config
+    from jaxtool.rl.loop import RLConfig, RLTrainer
+    from jaxtool.train.metrics import read_metrics
+
+    _register()
+    tasks = _tasks(tmp_path / "tasks.jsonl")
+    its = ["iterations=3", "save_every=1", "keep=5", "mesh.fsdp=1", "mesh.data=-1"]
+    ov = lambda run: [x for x in overrides(tiny_model_dir, tmp_path / run, tasks)  # noqa: E731
+                      if not x.startswith(("mesh.", "iterations="))] + its
+    # the uninterrupted run first, in this process: the subprocess then finds its programs in the
+    # session's persistent compilation cache (the same 8 host devices) and spends its time running
+    full = RLTrainer(load_config(None, ov("full"), cls=RLConfig), printer=lambda *a, **k: None)
+    want = full.run()
+    log = open(tmp_path / "killed.log", "w")
+    proc = subprocess.Popen([sys.executable, __file__, "rl", *ov("killed")], cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=base_env(devices=8, cache_dir=os.environ.get("JAX_COMPILATION_CACHE_DIR")))
+    log.close()
+    ck = str(tmp_path / "killed" / "checkpoints")
+    end = time.monotonic() + 240
+    while time.monotonic() < end and proc.poll() is None:
+        if os.path.isdir(ck) and 1 in checkpoint.Checkpointer(ck, create=False).steps():
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed:\n" + (tmp_path / "killed.log").read_text()[-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps = checkpoint.Checkpointer(ck, create=False).steps()
+    assert 1 in steps and max(steps) < 3, steps
+    rest = RLTrainer(load_config(None, ov("killed"), cls=RLConfig), printer=lambda *a, **k: None)
+    got = rest.run(resume=True)
+    assert got.status == "finished" and got.iterations == 3
+    start = 3 - len(got.history)
+    assert start == max(steps)
+    for a, b in zip(want.history[start:], got.history):
+        assert (a["reward_mean"], a["loss"], a["kl"], a["response_len"]) == \
+            (b["reward_mean"], b["loss"], b["kl"], b["response_len"])
+    rows = [r for r in read_metrics(str(tmp_path / "killed" / "metrics.jsonl")) if r.get("split") == "train"]
+    assert [r["step"] for r in rows] == [1, 2, 3]       # no duplicate row from the killed iteration
+    la, lb = jax.tree.leaves(full.state.trainable), jax.tree.leaves(rest.state.trainable)
+    assert len(la) == len(lb) > 0 and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
 if __name__ == "__main__":   # a subprocess of the test above: the scripted reward, then `jaxtool ...`

@@ -112,3 +112,44 @@ def test_bfcl_simulator_env_tasks_and_the_split_guard(tmp_path):
     (res,) = env.step([ToolCall("add", {"a": 2, "b": 3})])
     assert not res.error and "5" in res.content
     assert "add" in [x.name for x in t.prompt.tools]
+
+
+def test_partial_reward_by_hand():
+    fmt = get_format("pythonic")
+    tool = Tool("f", "", {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string"}}})
+    conv = Conversation((Message("user", "q"), Message("assistant", None, tool_calls=(ToolCall("f", {"a": 1, "b": "x"}),))),
+                        tools=(tool,))
+    task = Task("p", conv.replace(messages=conv.messages[:1]), example=Example("p", conv))
+    ctx = rewards.RewardContext(fmt)
+    r = lambda text, closed=True: rewards.get("partial")(task, _traj(text, closed), ctx)  # noqa: E731
+    assert r('[f(a=1, b="x")]') == 1.0
+    assert r('[f(a=1, b="y")]') == 0.5 + 0.5 * 1 / 2       # name + one of two arguments
+    assert r('[f(a=1.0, b="x", c=3)]') == 1.0             # 1 == 1.0 as JSON numbers; extra argument not counted
+    assert r('[g(a=1, b="x")]') == 0.0                     # wrong name: nothing
+    assert r('[f(a=1, b="x"), f(a=2)]') == (1.0 + 0.0) / 2  # an extra call halves it
+    assert r('[f(a=2), f(a=1, b="x")]') == 1.0 / 2          # the best-matching call is credited
+    assert r('[f(a=1, b="x"', closed=False) == 0.0
+    assert r("not a call") == 0.0
+
+
+def test_bootstrap_interval_of_the_mean():
+    from jaxtool.rl.evaluate import bootstrap_ci
+
+    assert bootstrap_ci([1.0] * 7) == (1.0, 1.0)
+    lo, hi = bootstrap_ci([0.0, 1.0] * 50)
+    # the mean of 100 fair coin flips: standard error 0.05, so the 95% interval is about 0.5 +- 0.098
+    assert 0.38 < lo < 0.43 and 0.57 < hi < 0.62
+    assert bootstrap_ci([0.0, 1.0] * 50) == (lo, hi)   # seeded: reproducible
+
+
+def test_split_source_is_disjoint_and_complete(tmp_path):
+    from jaxtool import cli
+
+    assert cli.main(["rl", "--split", "bundled", "--out", str(tmp_path), "--valid", "0.2", "--heldout", "0.3"]) == 0
+    parts = {p: [json.loads(x)["meta"]["id"] for x in open(tmp_path / f"{p}.jsonl")] for p in ("train", "valid", "heldout")}
+    assert [len(parts[p]) for p in ("train", "valid", "heldout")] == [50, 20, 30]
+    ids = parts["train"] + parts["valid"] + parts["heldout"]
+    assert len(set(ids)) == 100
+    again = tmp_path / "again"
+    cli.main(["rl", "--split", "bundled", "--out", str(again), "--valid", "0.2", "--heldout", "0.3"])
+    assert (again / "heldout.jsonl").read_text() == (tmp_path / "heldout.jsonl").read_text()

@@ -12,7 +12,8 @@ Examples:
   jaxtool bench sft --nnx --no-torch --dtypes float32 --grid 4x512   # the NNX module's step vs the pure step
   jaxtool bench decode --decode-batches 1,8 --new-tokens 64
   jaxtool bench sft --shape llama3.2-1b --dtypes bfloat16   # on a GPU/TPU: MFU vs the chip's bf16 peak
-  jaxtool bench mcts --mcts-queries 4                      # iTool's jitted MCTS vs a Python loop over generate"""
+  jaxtool bench mcts --mcts-queries 4                      # iTool's jitted MCTS vs a Python loop over generate
+  jaxtool bench rl --repeats 2                             # RL iteration: rollout vs update, rollout vs transformers"""
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -21,8 +22,8 @@ def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed and memory, side by side with PyTorch/transformers",
                        description=bench.__doc__.rstrip() + "\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("section", choices=bench.SECTIONS + ("mcts", "all"),
-                   help="what to measure (all = sft, dpo, decode, scaling; mcts runs alone)")
+    p.add_argument("section", choices=bench.SECTIONS + ("mcts", "rl", "all"),
+                   help="what to measure (all = sft, dpo, decode, scaling; mcts and rl run alone)")
     p.add_argument("--out", default="runs/bench", help="directory for bench.json / bench.md / bench.png")
     p.add_argument("--shape", default="smollm2-135m", help="model preset whose shape is benchmarked "
                    "(random weights; e.g. llama3.2-1b on a GPU)")
@@ -55,6 +56,7 @@ def register(sub) -> argparse.ArgumentParser:
                    help="sft, dpo: our attention kernel (auto: cuDNN flash on GPU, splash on TPU, XLA on CPU); "
                         "the kernel that actually ran is in each row")
     _mcts_args(p)
+    _rl_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -80,7 +82,24 @@ def _mcts_args(parser) -> None:
 
 
 
+def _rl_args(parser) -> None:
+    g = parser.add_argument_group("rl section (jaxtool.rl.bench)")
+    g.add_argument("--rl-model", default="smollm2", help="model for the rl section (jaxtool.load_model path)")
+    g.add_argument("--rl-data", default="bundled", help="task source of the rl section's prompts")
+    g.add_argument("--rl-prompts", type=int, default=2, help="prompts per iteration (default 2)")
+    g.add_argument("--rl-group", type=int, default=4, help="samples per prompt (default 4)")
+    g.add_argument("--rl-new-tokens", type=int, default=48, help="new tokens per sample, exactly (default 48)")
+    g.add_argument("--rl-temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    g.add_argument("--rl-beta", type=float, default=0.04, help="KL weight (> 0: the update includes the reference "
+                   "forward; default 0.04, GRPO's)")
+    g.add_argument("--rl-torch-threads", type=int, default=None, help="torch.set_num_threads for transformers' side")
+
+
 def run(args) -> int:
+    if args.section == "rl":
+        from jaxtool.rl import bench as rl_bench
+
+        return rl_bench.run(args)
     if args.section == "mcts":
         from jaxtool.itool import mcts_bench
 

@@ -31,6 +31,21 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="validate the recipe (keys, objective, rewards, model family when model.path exists) and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("measuring (no training)")
+    g.add_argument("--split", metavar="SPEC", help="write RUN/{train,valid,heldout}.jsonl from one task source "
+                   "(e.g. bundled) by a seeded permutation and exit; RUN is --out")
+    g.add_argument("--valid", type=float, default=0.15, help="--split: share for choosing hyperparameters")
+    g.add_argument("--heldout", type=float, default=0.25, help="--split: share held out for the final measure")
+    g.add_argument("--evaluate", metavar="MODEL", help="rewards of MODEL (checkpoint, HF dir, smollm2) on --eval-data "
+                   "with a bootstrap interval, then exit")
+    g.add_argument("--eval-data", action="append", default=[], metavar="SPEC", help="task source(s) for --evaluate")
+    g.add_argument("--samples", type=int, default=1, help="--evaluate: samples per task (1 + temperature 0: greedy)")
+    g.add_argument("--temperature", type=float, default=0.0, help="--evaluate: sampling temperature")
+    g.add_argument("--max-tokens", type=int, default=64, help="--evaluate: response budget")
+    g.add_argument("--format", default="pythonic", help="--evaluate: chat format")
+    g.add_argument("--limit", type=int, default=0, help="--evaluate: first N tasks of each source (0 = all)")
+    g.add_argument("--seed", type=int, default=0, help="--split / --evaluate: seed")
+    g.add_argument("--out", help="--split: output directory; --evaluate: JSON file of per-task rewards")
     p.add_argument("--distributed", action="store_true",
                    help="multi-host run: call jax.distributed.initialize() first (see launch/); every process "
                         "decodes the whole rollout on the global mesh and trains its rows of it")
@@ -42,6 +57,10 @@ def run(args) -> int:
     from jaxtool.config import dump_yaml, load_config
     from jaxtool.rl.loop import RLConfig, RLTrainer, validate
 
+    if args.split:
+        return _split(args)
+    if args.evaluate:
+        return _evaluate(args)
     path, overrides = recipe_and_overrides(args.config_flag, None, args.overrides)
     overrides += ["progress=false"] if args.no_progress else []
     cfg = load_config(path, overrides, cls=RLConfig)
@@ -86,3 +105,37 @@ def dry_run_summary(cfg) -> str:
     else:
         lines.append(f"model: {cfg.model.path} (not present here: its family is checked when the run loads it)")
     return "\n".join(lines)
+
+
+def _split(args) -> int:
+    from jaxtool.errors import ConfigError
+    from jaxtool.rl.evaluate import split_source
+
+    if not args.out:
+        raise ConfigError("--split needs --out DIR")
+    info = split_source(args.split, args.out, valid=args.valid, heldout=args.heldout, seed=args.seed)
+    print(f"{args.split}: {info['rows']} rows -> train {info['train']}, valid {info['valid']}, heldout "
+          f"{info['heldout']} in {args.out} (skipped by the loader: {info['skipped'] or 'none'})")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import json
+
+    from jaxtool.errors import ConfigError
+    from jaxtool.rl.evaluate import evaluate_rewards
+
+    if not args.eval_data:
+        raise ConfigError("--evaluate needs --eval-data SPEC (e.g. conversations:runs/rl_split/heldout.jsonl)")
+    res = evaluate_rewards(args.evaluate, args.eval_data, fmt=args.format, samples=args.samples,
+                           temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
+                           limit=args.limit)
+    for name, s in res.summary().items():
+        print(f"{name}: {s['mean']:.3f} [95% bootstrap {s['lo']:.3f}, {s['hi']:.3f}] over {s['n']} tasks"
+              + (f"; samples disagree on {s['varied']:.0%} of the tasks" if args.samples > 1 else ""))
+    print(f"counts: {dict(sorted(res.counts.items()))}; {res.wall_s:.0f}s")
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(res.to_dict(), fh, indent=1)
+        print(f"per-task rewards: {args.out}")
+    return 0

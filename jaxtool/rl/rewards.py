@@ -99,6 +99,56 @@ def tool_ok(task, traj, ctx) -> list[float]:
     return out
 
 
+@register("partial")
+def partial_call_credit(task, traj, ctx) -> float:
+    """Dense partial credit for single-turn call tasks (a shaping reward of ours, not from a paper):
+    each gold call is matched to the best response call — 0.5 for its name, 0.5 x the share of its
+    gold arguments given with an equal value (numbers compared as numbers, so 1 == 1.0; strings exactly) — and
+    the sum is divided by max(#gold calls, #response calls), so extra calls cost. 0 when the turn
+    never closed or does not parse; 1 exactly when names and every gold argument match and there is
+    no extra call (an extra, non-gold argument is not penalised here; `outcome` judges it)."""
+    import json
+
+    if task.example is None or not traj.replies:
+        ctx.counts["partial: no gold or no reply"] += 1
+        return 0.0
+    reply = traj.replies[0]
+    if not traj.finished_turn or reply.error is not None:
+        return 0.0
+    gold, got = list(task.example.gold.tool_calls), list(reply.tool_calls)
+    if not gold:
+        return 1.0 if not got else 0.0
+
+    def canon(v):   # numbers as floats (1 == 1.0), bools kept apart from numbers
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, dict):
+            return {str(k): canon(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [canon(x) for x in v]
+        return str(v)
+
+    def norm(v):
+        return json.dumps(canon(v), sort_keys=True)
+
+    def score(g, r):
+        if g.name != r.name:
+            return 0.0
+        ga, ra = dict(g.arguments or {}), dict(r.arguments or {})
+        return 0.5 + 0.5 * (sum(k in ra and norm(ra[k]) == norm(v) for k, v in ga.items()) / len(ga) if ga else 1.0)
+
+    total, free = 0.0, list(range(len(got)))
+    for g in gold:
+        if not free:
+            break
+        best = max(free, key=lambda j: score(g, got[j]))
+        total += score(g, got[best])
+        free.remove(best)
+    return total / max(len(gold), len(got))
+
+
 def rewards_to_turns(task, traj, names: Sequence[str], weights: Sequence[float], ctx: RewardContext) -> list[float]:
     """Per-turn rewards of one trajectory: sum_k w_k r_k, scalars credited to the last turn."""
     n = max(traj.num_turns, 1)
