@@ -140,3 +140,37 @@ def test_bad_input_is_counted_by_reason_in_one_iteration(tiny_model_dir, tmp_pat
     assert all(saved[k] == c[k] for k in c if k.startswith("bad: "))
     row = json.loads(open(tmp_path / "bad" / "metrics.jsonl").read().splitlines()[-1])
     assert row["count/bad: environment error"] == c["bad: environment error"]
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_equals_one_batch_and_dynamic_sampling_replaces_flat_groups(setup, tiny_model_dir,
+                                                                                          tmp_path):
+    m, tasks = setup
+    target_reward = rewards.get("test_first_token")
+    # task t0 always scores 1 (a zero-variance group whatever is sampled); the others as before
+    rewards.register("test_t0_flat")(lambda task, traj, ctx: 1.0 if task.id == "t0" else target_reward(task, traj, ctx))
+    base = ["iterations=1", "loss.beta=0.04", "reward.functions=[test_t0_flat]"]
+
+    def one(name, *extra):
+        tr = RLTrainer(_cfg(tiny_model_dir, tmp_path / name, *base, *extra), tasks=tasks, printer=lambda *a: None)
+        return tr, tr.run().history[0]
+
+    a, ra = one("whole")
+    b, rb = one("accum", "optim.grad_accum=4")   # 16 rows in 4 micro-batches of 4, one optimizer step
+    assert ra["reward_mean"] == rb["reward_mean"]                 # the same rollout
+    for k in ("loss", "kl", "grad_norm", "clip_fraction"):
+        np.testing.assert_allclose(rb[k], ra[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    # Adam's first step moves each entry by about lr x g / |g|: a summation-order difference in a
+    # near-zero gradient entry shows there, so the bound is 1% of lr (1e-2) on any entry
+    for x, y in zip(jax.tree.leaves(a.state.trainable), jax.tree.leaves(b.state.trainable)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-4)
+
+    # every iteration's 4 tasks include t0 (4 tasks, 4 prompts): without dynamic sampling its group is flat
+    assert ra["counts"]["bad: zero-variance group"] >= 1
+    _, rd = one("dynamic", "rollout.dynamic_sampling=true", "rollout.max_resample_rounds=3")
+    c = rd["counts"]
+    assert c["dynamic sampling: extra rollouts"] >= 1 and c["dynamic sampling: groups replaced"] >= 1, c
+    assert c.get("bad: zero-variance group", 0) < ra["counts"]["bad: zero-variance group"]
+    assert c.get("bad: zero-variance group", 0) == c.get(
+        "dynamic sampling: zero-variance groups kept (rounds exhausted)", 0)
+    assert sum(v for k, v in c.items() if k.startswith("finish: ")) == 16   # the batch keeps its size

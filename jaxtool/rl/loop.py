@@ -65,6 +65,8 @@ class RolloutConfig:
     max_response_tokens: int = 256  # all response tokens (sampled + tool results)
     max_turns: int = 1             # assistant turns per trajectory (multi-turn env tasks: > 1)
     length_multiple: int = 32      # shape buckets (fewer compiles)
+    dynamic_sampling: bool = False  # DAPO: replace zero-variance groups by resampled groups with variance
+    max_resample_rounds: int = 3   # extra rollouts per iteration at most (dynamic_sampling)
 
 
 @dataclasses.dataclass
@@ -112,6 +114,9 @@ def validate(c: RLConfig) -> None:
     for name in c.reward.functions:
         rew.get(name)
     need(c.reward.advantage in ("sequence", "turn"), "reward.advantage", f"must be sequence or turn, got {c.reward.advantage!r}")
+    rows = c.rollout.prompts * c.rollout.group_size
+    need(c.optim.grad_accum >= 1 and rows % c.optim.grad_accum == 0, "optim.grad_accum",
+         f"must be >= 1 and divide rollout.prompts x rollout.group_size = {rows}, got {c.optim.grad_accum}")
     need(c.loss.params.aggregation in ("sequence_mean", "token_mean", "constant"), "loss.aggregation",
          f"must be sequence_mean, token_mean or constant, got {c.loss.params.aggregation!r}")
 
@@ -210,7 +215,8 @@ class RLTrainer:
         if key not in _UPDATES:
             _UPDATES[key] = make_update(self.setup_.optimizer, cfg=self.model_cfg, run=self.run_options,
                                         use_lora=self.use_lora, obj=c.loss.objective, hp=hp,
-                                        state_shardings=self.setup_.state_shardings)
+                                        state_shardings=self.setup_.state_shardings,
+                                        micro_batches=c.optim.grad_accum)
         self.update = _UPDATES[key]
         tok = self.tokenizer
         stops = {tok.eos_token_id} | {tok.convert_tokens_to_ids(s) for s in self.fmt.stop_strings
@@ -259,25 +265,68 @@ class RLTrainer:
         """The parameters the rollout decodes with: the very arrays being trained (no copy, no sync)."""
         return lora.attach(self.frozen, self.state.trainable) if self.use_lora else self.state.trainable
 
+    def _roll(self, idx: list[int], seed: int, counts) -> tuple[list, list, list]:
+        """Rollout of tasks `idx` (G samples each) and their per-turn rewards: (tasks, trajs, rewards)."""
+        c, r = self.cfg, self.cfg.rollout
+        tasks = [self.tasks[i] for i in idx]
+        sampling = Sampling(temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
+        t0 = time.time()
+        trajs = rollout(self.policy_params(), self.model_cfg, [self.prompt_ids[i] for i in idx], fmt=self.fmt,
+                        tokenizer=self.tokenizer, group_size=r.group_size,
+                        make_env=lambda p: tasks[p].make_env(), sampling=sampling, stop_ids=self.stop_ids,
+                        max_turn_tokens=r.max_turn_tokens, max_response_tokens=r.max_response_tokens,
+                        max_turns=r.max_turns, seed=seed, run=self.run_options, pad_id=self.pad_id,
+                        length_multiple=r.length_multiple)
+        self._t_rollout += time.time() - t0   # decoding (and tool calls) only; rewards are timed apart
+        ctx = rew.RewardContext(self.fmt, counts)
+        rewards = [rew.rewards_to_turns(tasks[t.prompt_index], t, c.reward.functions, c.reward.weights, ctx)
+                   for t in trajs]
+        return tasks, trajs, rewards
+
     def iteration(self, it: int) -> dict:
         c, r = self.cfg, self.cfg.rollout
         hp = c.loss.params
         idx = self._task_indices(it)
-        tasks = [self.tasks[i] for i in idx]
         G = r.group_size
-        t0 = time.time()
-        sampling = Sampling(temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
-        trajs = rollout(self.policy_params(), self.model_cfg, [self.prompt_ids[i] for i in idx], fmt=self.fmt,
-                        tokenizer=self.tokenizer, group_size=G,
-                        make_env=lambda p: tasks[p].make_env(), sampling=sampling, stop_ids=self.stop_ids,
-                        max_turn_tokens=r.max_turn_tokens, max_response_tokens=r.max_response_tokens,
-                        max_turns=r.max_turns, seed=int(np.random.default_rng([c.seed, it, 7]).integers(2**31)),
-                        run=self.run_options, pad_id=self.pad_id, length_multiple=r.length_multiple)
-        t_roll = time.time() - t0
+        self._t_rollout = 0.0
         counts = collections.Counter()
-        ctx = rew.RewardContext(self.fmt, counts)
-        turn_rewards = [rew.rewards_to_turns(tasks[t.prompt_index], t, c.reward.functions, c.reward.weights, ctx)
-                        for t in trajs]
+        seed = int(np.random.default_rng([c.seed, it, 7]).integers(2**31))
+        tasks, trajs, turn_rewards = self._roll(idx, seed, counts)
+        if r.dynamic_sampling:
+            # DAPO §3.2 (Yu et al. 2025, Eq. 11's constraint 0 < |{correct}| < G): a group whose samples
+            # all got the same reward has advantage 0 and no policy gradient; over-sample fresh batches
+            # of tasks and put their groups with reward variance in those slots, at most
+            # `max_resample_rounds` extra rollouts. Tasks and keys of round k are functions of
+            # (seed, iteration, k): a resumed run resamples the same way.
+            def flat(g):
+                return [x for grp in g for x in grp]
+
+            def varied(rw):
+                return len({round(sum(x), 9) for x in rw}) > 1
+
+            g_tasks = list(tasks)
+            g_trajs = [trajs[p * G:(p + 1) * G] for p in range(len(idx))]
+            g_rew = [turn_rewards[p * G:(p + 1) * G] for p in range(len(idx))]
+            for k in range(r.max_resample_rounds):
+                empty = [p for p in range(len(idx)) if not varied(g_rew[p])]
+                if not empty:
+                    break
+                rng = np.random.default_rng([c.seed, it, 11, k])
+                extra_idx = rng.integers(0, len(self.tasks), size=len(idx)).tolist()
+                scratch = collections.Counter()   # verdicts of groups not kept are not counted as trained
+                e_tasks, e_trajs, e_rew = self._roll(extra_idx, int(rng.integers(2**31)), scratch)
+                counts["dynamic sampling: extra rollouts"] += 1
+                for q in range(len(extra_idx)):
+                    grp = e_rew[q * G:(q + 1) * G]
+                    if empty and varied(grp):
+                        p = empty.pop(0)
+                        g_tasks[p], g_trajs[p], g_rew[p] = e_tasks[q], e_trajs[q * G:(q + 1) * G], grp
+                        counts["dynamic sampling: groups replaced"] += 1
+            tasks, trajs, turn_rewards = g_tasks, flat(g_trajs), flat(g_rew)
+            if any(not varied(g) for g in g_rew):
+                counts["dynamic sampling: zero-variance groups kept (rounds exhausted)"] += sum(
+                    not varied(g) for g in g_rew)
+        t_roll = self._t_rollout
         for t in trajs:
             counts[f"finish: {t.finish}"] += 1
             if t.finish == "length":

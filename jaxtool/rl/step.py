@@ -82,19 +82,48 @@ def _loss(trainable, frozen, batch, old_lp, ref_lp, adv, weights, *, cfg, run, u
            "loss_mask": batch.loss_mask}
     per_tok, m = obj.compute(pol, None if ref_lp is None else {"token_logps": ref_lp}, hp)
     tok = (batch.loss_mask > 0).astype(jnp.float32)
-    n = jnp.maximum(jnp.sum(tok), 1.0)
-    metrics = {k: jnp.sum(v * tok) / n for k, v in m.items()}
-    return jnp.sum(weights * per_tok), metrics
+    sums = {k: jnp.sum(v * tok) for k, v in m.items()}   # metric sums and the token count: micro-batches add up
+    sums["_tokens"] = jnp.sum(tok)
+    return jnp.sum(weights * per_tok), sums
 
 
-def make_update(optimizer: optax.GradientTransformation, *, cfg, run, use_lora: bool, obj, hp, state_shardings=None):
+def _interleave(tree, n: int):
+    """[B, ...] -> [n, B/n, ...], micro-batch m holding rows m, m + n, m + 2n, ... (a batch sharded in
+    contiguous row blocks over devices gives every micro-batch rows on every device)."""
+    return jax.tree.map(lambda x: jnp.swapaxes(x.reshape((x.shape[0] // n, n) + x.shape[1:]), 0, 1), tree)
+
+
+def make_update(optimizer: optax.GradientTransformation, *, cfg, run, use_lora: bool, obj, hp, state_shardings=None,
+                micro_batches: int = 1):
     """A jitted `(state, frozen, batch, old_lp, ref_lp, adv, weights) -> (state, metrics)`: one
-    optimizer step on one rollout batch (state donated)."""
+    optimizer step on one rollout batch (state donated).
+
+    micro_batches > 1 (`optim.grad_accum`): the rows are split into that many micro-batches whose
+    gradients are summed in a `lax.scan` before the one optimizer step. The aggregation weights are
+    computed over the whole rollout batch beforehand (`aggregation_weights`), so the summed loss is
+    exactly the whole-batch loss and the step equals the unsplit one up to float summation order."""
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
+    kw = dict(cfg=cfg, run=run, use_lora=use_lora, obj=obj, hp=hp)
+
+    def grads(trainable, frozen, batch, old_lp, ref_lp, adv, weights):
+        if micro_batches == 1:
+            return grad_fn(trainable, frozen, batch, old_lp, ref_lp, adv, weights, **kw)
+        xs = _interleave((batch, old_lp, ref_lp, adv, weights), micro_batches)
+
+        def body(carry, x):
+            (l, s), g = grad_fn(trainable, frozen, *x, **kw)
+            acc_l, acc_s, acc_g = carry
+            return (acc_l + l, jax.tree.map(jnp.add, acc_s, s), jax.tree.map(jnp.add, acc_g, g)), None
+
+        (l0, s0), _ = jax.eval_shape(lambda: grad_fn(trainable, frozen, *jax.tree.map(lambda x: x[0], xs), **kw))
+        zeros = lambda t: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), t)  # noqa: E731
+        (loss, sums, g), _ = jax.lax.scan(body, (jnp.zeros((), l0.dtype), zeros(s0), zeros(trainable)), xs)
+        return (loss, sums), g
 
     def update(state: steps.TrainState, frozen, batch, old_lp, ref_lp, adv, weights):
-        (loss, m), g = grad_fn(state.trainable, frozen, batch, old_lp, ref_lp, adv, weights, cfg=cfg, run=run,
-                               use_lora=use_lora, obj=obj, hp=hp)
+        (loss, sums), g = grads(state.trainable, frozen, batch, old_lp, ref_lp, adv, weights)
+        n = jnp.maximum(sums.pop("_tokens"), 1.0)
+        m = {k: v / n for k, v in sums.items()}
         updates, opt_state = optimizer.update(g, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
         m = {**m, "loss": loss, "grad_norm": optax.tree.norm(g)}
