@@ -37,3 +37,19 @@ def test_bench_rl_runs_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "transformers generate" in printed and "rollout tokens/s" in printed
     assert (out / "bench_rl.md").read_text().count("|") > 10
+
+
+def test_evaluate_rewards_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
+    """`jaxtool rl --evaluate`: per-task rewards over samples, the bootstrap summary and the counts."""
+    out = tmp_path / "ev.json"
+    rc = main(["rl", "--evaluate", tiny_model_dir, "--eval-data", _tasks(tmp_path / "t.jsonl"), "--samples", "2",
+               "--temperature", "1.0", "--max-tokens", "4", "--format", "hermes", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["tasks"] == ["w0", "w1", "w2"] and res["samples"] == 2
+    for name in ("outcome", "partial"):
+        s = res["summary"][name]
+        assert s["n"] == 3 and s["lo"] <= s["mean"] <= s["hi"]
+        assert all(0.0 <= v <= 1.0 for v in res["per_task"][name])
+    assert sum(v for k, v in res["counts"].items() if k.startswith("finish: ")) == 6
+    assert "outcome:" in capsys.readouterr().out

@@ -176,6 +176,11 @@ def test_resume_after_sigkill_is_bit_identical(tiny_model_dir, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]       # no duplicate row from the killed iteration
     la, lb = jax.tree.leaves(full.state.trainable), jax.tree.leaves(rest.state.trainable)
     assert len(la) == len(lb) > 0 and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+    # the run's checkpoint directory is a model `jaxtool eval --model` / `jaxtool rl --evaluate` load
+    from jaxtool.api import load_model
+
+    lm = jax.tree.leaves(load_model(ck).params)
+    assert len(lm) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(lm, lb))
 
 
 if __name__ == "__main__":   # a subprocess of the test above: the scripted reward, then `jaxtool ...`
