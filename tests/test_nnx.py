@@ -154,3 +154,17 @@ def test_lora_on_the_module_trains_only_the_adapters(tmp_path):
     # the export merges W + scale * A B: the saved model's logits are the adapted module's
     again = CausalLM.from_pretrained(m.save_hf(str(tmp_path / "merged"), dtype="float32"))
     np.testing.assert_allclose(np.asarray(fwd(again, ids)), np.asarray(fwd(m, ids)), atol=1e-5)
+
+
+@pytest.mark.slow   # three eager programs (~6-10 s here under load)
+def test_kv_cache_decoding_from_the_module():
+    """`init_cache` + `forward_cached` (a prefill, then one more token) give the full forward's logits."""
+    cfg = dataclasses.replace(_tiny("qwen3"), num_layers=1)
+    m = CausalLM(cfg, params=_random_params(cfg, seed=7))
+    ids = jnp.asarray(np.random.RandomState(8).randint(0, cfg.vocab_size, (2, 6)))
+    full = np.asarray(m(ids))
+    cache = m.init_cache(2, 16)
+    logits, cache = m.forward_cached(ids[:, :5], cache, jnp.zeros((2,), jnp.int32), prefill=True)
+    np.testing.assert_allclose(np.asarray(logits), full[:, :5], atol=1e-5)
+    logits, cache = m.forward_cached(ids[:, 5:], cache, jnp.full((2,), 5, jnp.int32))
+    np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, 5], atol=1e-5)
