@@ -1,4 +1,7 @@
-"""jaxtool.models.nnx: each family as a Flax NNX module over the same pure functions (issue 29, first part)."""
+"""jaxtool.models.nnx: each family as a Flax NNX module over the same pure functions (issue 29; docs/nnx.md).
+
+The training loop against jaxtool's train step: tests/test_nnx_train.py; sharding: tests/test_nnx_sharding.py;
+qwix: tests/test_nnx_qwix.py; `bench --nnx`: tests/test_nnx_bench.py."""
 
 import dataclasses
 
@@ -49,32 +52,6 @@ def test_module_is_the_pure_functions(family):
     # the rules table travels with each parameter: `get_partition_spec` needs no context (meshes: test_nnx_sharding)
     specs = nnx.get_partition_spec(state)["params"]
     assert specs["layers"]["wq"].get_value() == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
-
-
-@pytest.mark.slow   # a grad compile (~30 s here under load); the module's forward is checked in the fast set
-def test_user_written_nnx_training_loop_trains():
-    """`nnx.Optimizer` + optax AdamW + `nnx.value_and_grad` on the module: the loss goes down, and the
-    first loss equals the same loss computed with the pure forward."""
-    cfg = _tiny("qwen3")
-    m = CausalLM(cfg, rngs=nnx.Rngs(0))
-    ids = jnp.asarray(np.random.RandomState(1).randint(0, cfg.vocab_size, (2, 10)))
-
-    def nll(logits):
-        lp = jax.nn.log_softmax(logits.astype(jnp.float32))
-        return -jnp.mean(jnp.take_along_axis(lp, ids[:, 1:, None], -1))
-
-    want0 = float(nll(family_of(cfg).forward(m.pure_params(), ids[:, :-1], cfg)))
-    opt = nnx.Optimizer(m, optax.adamw(1e-3), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model, opt):
-        loss, grads = nnx.value_and_grad(lambda mm: nll(mm(ids[:, :-1])))(model)
-        opt.update(model, grads)
-        return loss
-
-    losses = [float(step(m, opt)) for _ in range(2)]
-    assert losses[0] == pytest.approx(want0, rel=1e-6)
-    assert losses[-1] < losses[0]
 
 
 def test_load_model_module_and_save_hf_round_trip(tmp_path):
