@@ -69,12 +69,19 @@ MULTI_TURN_REASON = "--no-bfcl-multi-turn was given (drop it to run BFCL's multi
 # - DiaTool-DPO (arXiv 2504.02882): the ai-paper-reviewer.com page for 2504.02882 (dated 2025-04-08,
 #   so arXiv v1), which embeds the arXiv HTML of Table 3 (LaTeXML ids S5.T3) verbatim; the paper's
 #   numbers are on a 0-1 scale, written here in percent.
-# - iTool (arXiv 2501.09766): versions v2, v4, v5 are stored but only their openings were returned;
-#   the BFCL table was not read, so every iTool cell stays empty.
+# - iTool (arXiv 2501.09766; v1 "Boosting Tool Use of Large Language Models via Iterative Reinforced
+#   Fine-Tuning", v4+ and EMNLP 2025 main 701 "iTool: Reinforced Fine-Tuning with Dynamic Deficiency
+#   Calibration for Advanced Tool Use"): searched again on 2026-12-06 (pages, docs, code; 9 queries).
+#   Stored: arxiv.org/html v1, v2, v4, v5, a markdown mirror of the arXiv HTML, the ACL Anthology
+#   page, two blog summaries, and the authors' repository zeng-yirong/iTool (README / README_iTool_EN:
+#   no results table). Every page came back as its opening (title, abstract, introduction) only; the
+#   only numbers seen are the abstract's "+13.11% over the same-size base model" and "+6.5% in
+#   complex scenarios". The BFCL table was not read, so every iTool cell stays empty.
 _COALM = "CoALM (arXiv 2502.08820; table copy at ai-paper-reviewer.com/2502.08820, arXiv version not stated)"
 _DIATOOL = "DiaTool-DPO (arXiv 2504.02882 v1; Table 3 HTML copy at ai-paper-reviewer.com/2504.02882)"
 _ITOOL_MISSING = ("iTool (arXiv 2501.09766), BFCL results table, row iTool-8B: not verified here (the stored "
-                  "v2/v4/v5 pages returned only their openings; the table was not read)")
+                  "arXiv v1/v2/v4/v5 pages, a mirror, the ACL Anthology page and the authors' README returned "
+                  "no BFCL table; the table was not read)")
 PAPER_ROWS: dict[str, list[tuple[str, str, str, float, float | None, str]]] = {
     "itool": [
         ("BFCL Overall (V3)", "bfcl_overall", "V3 Overall", 100, None, _ITOOL_MISSING),
