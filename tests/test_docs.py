@@ -120,3 +120,33 @@ def test_no_huggingface_cli_in_docs_messages_or_recipes():
             if os.path.isfile(p) and "huggingface-cli" in open(p, encoding="utf-8", errors="replace").read():
                 hits.append(os.path.relpath(p, ROOT))
     assert not hits, f"`huggingface-cli` is gone from current huggingface_hub (use `hf download`): {hits}"
+
+
+def _launch_dry_runs() -> list[tuple[str, str]]:
+    out = []
+    for page in PAGES:
+        with open(page, encoding="utf-8") as fh:
+            text = fh.read()
+        blocks = [re.sub(r"\\\n\s*", " ", b) for b in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)]
+        for line in "\n".join(blocks).splitlines() + re.findall(r"`(launch/[^`]+)`", text):
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if re.match(r"launch/(gpu_nodes|tpu_pod)\.sh\s", line) and " --dry-run" in line:
+                out.append((os.path.relpath(page, ROOT), line))
+    return out
+
+
+@pytest.mark.slow  # each launcher run imports jaxtool to check the recipe's mesh (~5 s)
+def test_documented_launch_dry_runs_pass_their_mesh_check():
+    """The 8B GPU / TPU launches the docs show as `--dry-run` run, and their mesh check passes."""
+    import subprocess
+    import sys
+
+    runs = _launch_dry_runs()
+    assert any("tpu_pod.sh" in c for _, c in runs) and any("gpu_nodes.sh" in c for _, c in runs), runs
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "COORDINATOR", "NUM_NODES", "NODE_RANK", "XLA_FLAGS"))}
+    env.update(PYTHON=sys.executable, PYTHONPATH=ROOT)
+    for page, cmd in runs:
+        r = subprocess.run(["bash", "-c", cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (page, cmd, r.stderr[-2000:])
+        assert "# mesh data=" in r.stdout and " spans " in r.stdout, (page, cmd, r.stdout[-2000:], r.stderr[-1000:])
