@@ -41,7 +41,7 @@ class QuickstartConfig:
     dpo_pairs: int = 8                # trajectory pairs used for DiaTool-DPO (stratified over pair kinds)
     max_length: int = 768
     eval_max_new_tokens: int = 96     # the longest bundled call is 87 tokens (SmolLM2 tokenizer)
-    eval_batch_size: int = 13         # the 25 held-out turns in two full batches
+    eval_batch_size: int = 13         # at most; turns go in equal batches (22 held-out turns: 2 of 11)
     seed: int = 0
     sft: TrainConfig = dataclasses.field(default_factory=lambda: train_config(
         lora=dict(enabled=True, rank=16, alpha=32.0), optim=dict(lr=2e-3, schedule="linear", warmup_steps=2),
