@@ -158,3 +158,20 @@ def test_pytorch_not_found_advisory_is_silenced(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "PyTorch was not found" not in r.stdout + r.stderr
+
+
+def test_eval_batch_size_reaches_the_backend(monkeypatch):
+    """`--batch-size` is the backend's batch too (it used to stay at the backend default of 8, so
+    `eval bfcl --batch-size 16` decoded two batches of 8)."""
+    import argparse
+
+    from jaxtool.commands import _model_args
+    from jaxtool.sample import backend
+
+    seen = {}
+    monkeypatch.setattr(backend, "load_backend", lambda kind, model, **kw: seen.update(kind=kind, model=model, **kw))
+    _model_args.load_backend_from_args(argparse.Namespace(backend="jax", model="m", batch_size=16))
+    assert seen == {"kind": "jax", "model": "m", "batch_size": 16}
+    seen.clear()
+    _model_args.load_backend_from_args(argparse.Namespace(backend="jax", model="m"))
+    assert seen == {"kind": "jax", "model": "m"}

@@ -52,10 +52,13 @@ def out_dir(args: argparse.Namespace, name: str) -> str:
 
 
 def load_backend_from_args(args: argparse.Namespace) -> Any:
-    """`jaxtool.sample.backend.load_backend(args.backend, args.model)`."""
+    """`jaxtool.sample.backend.load_backend(args.backend, args.model)`, with the command's `--batch-size`
+    (when it has one) as the backend's own batch: the rows of one generate call are decoded together, not
+    split again at the backend's default of 8."""
     from jaxtool.sample import backend
 
-    return backend.load_backend(args.backend, args.model)
+    bs = getattr(args, "batch_size", None)
+    return backend.load_backend(args.backend, args.model, **({"batch_size": bs} if bs else {}))
 
 
 def write_and_print(result: Any, out: str, name: str, *, summary: dict, table_rows: Callable,
