@@ -19,7 +19,7 @@ FIX = os.path.join(HERE, "fixtures")
 def _run(monkeypatch, argv, respond):
     created = []
 
-    def load_backend(name, model):
+    def load_backend(name, model, **kw):
         created.append(ScriptedBackend(respond))
         return created[-1]
 

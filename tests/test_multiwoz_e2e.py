@@ -318,7 +318,7 @@ def test_multiwoz_e2e_command(monkeypatch, tmp_path, capsys):
 
     created = []
 
-    def load_backend(name, model):
+    def load_backend(name, model, **kw):
         created.append(ScriptedBackend(_respond))
         return created[-1]
 
