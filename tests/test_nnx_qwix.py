@@ -1,38 +1,44 @@
 """qwix (Google's JAX quantisation library, PyPI `qwix`, a test dependency) on the NNX module (issue 29).
 
-What works: qwix's array API quantises the module's frozen base weights; NF4 with jaxtool's blocking
-(64 consecutive values of the row-major flattened per-layer weight, absmax scale) gives exactly
-jaxtool's NF4 weights, and logits equal to jaxtool's own NF4 base; int8 per output channel differs
-from jaxtool's int8 only by qwix's scale (absmax / 127.5, values in [-128, 127]; jaxtool: absmax / 127,
-[-127, 127]), and the logits differ by less than quantisation itself moves them.
+qwix's array API (`qwix.quantize` / `dequantize`) quantises the module's frozen base weights: NF4 with
+jaxtool's blocking (64 consecutive values of the row-major flattened per-layer weight, absmax scale)
+gives exactly jaxtool's NF4 weights, and logits equal to jaxtool's own NF4 base; int8 per output
+channel differs from jaxtool's int8 only by qwix's scale (absmax / 127.5, values in [-128, 127];
+jaxtool: absmax / 127, [-127, 127]), and the logits differ by less than quantisation itself moves them.
 
-What does not: qwix's model-level API (`qwix.quantize_model` with `PtqProvider`, and
-`qwix.apply_lora_to_model` with `LoraProvider`) intercepts `einsum` / `dot_general` inside a module
-and looks the weight operand up among that module's own `nnx.Param` attributes. The module's
-weights are stacked over layers in one parameter tree and sliced inside `lax.scan` by the family's
-pure functions, so qwix finds no weight: it returns the model unchanged (no quantised arrays, no LoRA
-parameters, the same logits). The last test pins that, so docs/nnx.md is told when a qwix release
-changes it. (LoRA on the module is jaxtool's own: `CausalLM.add_lora`, tests/test_nnx.py.)"""
+qwix's model-level API (`qwix.quantize_model` with `PtqProvider`, `qwix.apply_lora_to_model` with
+`LoraProvider`) intercepts `dot_general` / `einsum` inside a module's `__call__` and looks the weight
+operand up among the `nnx.Param` attributes of the module whose call runs the matmul (qwix 0.1.8,
+`_src/utils/flax_util.py` `get_current_module` / `find_param`). On `CausalLM` the layers are stacked in
+one tree and sliced inside `lax.scan`: qwix finds no weight (pinned below). The per-layer view
+`CausalLM.per_layer()` (`LayeredLM`: one submodule per layer, each projection its own Param, the block
+run inside the layer's call by the same pure functions) is what it needs: PTQ (nf4, int8) quantises
+every projection and the logits agree with jaxtool's quantised base; LoRA adds adapters that train
+alone and compute what jaxtool's own LoRA computes."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import qwix   # a test dependency (setup.py extra "test"): a missing qwix fails here, never skips
 from flax import nnx
 
+from jaxtool.errors import JaxtoolError
 from jaxtool.models import family_of, preset, quant
 from jaxtool.models.nnx import CausalLM
+from jaxtool.models.run import DEFAULT_RUN, RunOptions
 
 CFG = dataclasses.replace(preset("tiny"), num_layers=1)
 
 
-def _params(seed=0):
+def _params(seed=0, cfg=CFG):
     rng = np.random.RandomState(seed)
     return jax.tree.map(lambda s: jnp.asarray((0.2 * rng.standard_normal(s)).astype(np.float32)),
-                        family_of(CFG).param_shapes(CFG), is_leaf=lambda s: isinstance(s, tuple))
+                        family_of(cfg).param_shapes(cfg), is_leaf=lambda s: isinstance(s, tuple))
 
 
 def qwix_base(params, kind):
@@ -82,18 +88,189 @@ def test_qwix_base_matches_jaxtools_quantised_base(kind):
     assert np.max(np.abs(want - plain)) > 1e-3        # quantisation did something
 
 
-def test_qwix_model_api_finds_no_weight_in_the_module():
-    """qwix.quantize_model / apply_lora_to_model: nothing quantised, no LoRA parameter, same logits."""
+# ============================================================================================
+# the model-level API on the per-layer view (`CausalLM.per_layer()`, jaxtool.models.nnx.LayeredLM)
+# ============================================================================================
+
+CFG2 = dataclasses.replace(preset("tiny"), num_layers=2)
+PROJ = tuple(family_of(CFG2).projections)          # wq wk wv wo w_gate w_up w_down
+
+
+def _ids(shape=(2, 8)):
+    return jnp.asarray(np.random.RandomState(1).randint(0, CFG2.vocab_size, shape))
+
+
+_forward = jax.jit(lambda p, x, run: family_of(CFG2).forward(p, x, CFG2, run=run), static_argnums=2)
+
+
+def _pure_logits(params, ids, run=DEFAULT_RUN):
+    return np.asarray(_forward(params, ids, run))
+
+
+def _quantised(m) -> dict:
+    """{(layer, weight) path: dtype of its codes} for every qwix QArray in the module's state."""
+    out = {}
+    for path, x in jax.tree_util.tree_leaves_with_path(nnx.state(m)):
+        keys = re.findall(r"\[([^\]]+)\]", jax.tree_util.keystr(path))
+        if "'qvalue'" in keys:
+            out[tuple(k.strip("'") for k in keys[:keys.index("'array'")])] = x.dtype
+    return out
+
+
+def test_per_layer_view_is_the_parameter_tree_and_the_same_logits():
+    """`nnx.split` of the view maps 1:1 onto the family's parameter tree (each projection as its 2-D
+    kernel: a reshape; layers stacked), both ways; the logits are the pure functions' bit for bit."""
+    params = _params(seed=3, cfg=CFG2)
+    fam = family_of(CFG2)
+    view = CausalLM(CFG2, params=params).per_layer()
+    ids = _ids()
+    np.testing.assert_array_equal(np.asarray(view(ids)), _pure_logits(params, ids))
+    graph, state = nnx.split(view)
+    pure = nnx.to_pure_dict(state)
+    assert sorted(pure) == ["embed", "final_norm", "layers", "lm_head"] and sorted(pure["layers"]) == [0, 1]
+    for i in range(2):
+        assert sorted(pure["layers"][i]) == sorted(params["layers"])
+        for name, a in params["layers"].items():   # the i-th slice, projections as [in, out]
+            n_in = fam.projections[name][0] if name in fam.projections else None
+            want = np.asarray(a[i]) if n_in is None else np.asarray(a[i]).reshape(
+                int(np.prod(a.shape[1:1 + n_in])), -1)
+            np.testing.assert_array_equal(np.asarray(pure["layers"][i][name]), want)
+    back = view.pure_params()                       # and back: the family's tree
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(view.stacked().pure_params()),
+                                                      jax.tree.leaves(params)))
+    again = nnx.merge(graph, state)
+    np.testing.assert_array_equal(np.asarray(again(ids)), _pure_logits(params, ids))
+    # the pure functions' per-layer path also takes plain per-layer dicts (as `forward_cached` does)
+    unstacked = {**params, "layers": tuple(jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(2))}
+    np.testing.assert_array_equal(_pure_logits(unstacked, ids), _pure_logits(params, ids))
+    meta = view.layers[0].wq.get_metadata()        # logical axes, (heads, head_dim) merged into heads
+    assert meta["out_sharding"] == ("embed", "heads")
+    assert view.layers[0].wo.get_metadata()["out_sharding"] == ("heads", "embed")
+    assert view.layers[1].attn_norm.get_metadata()["out_sharding"] == ("norm",)
+    specs = nnx.get_partition_spec(state)
+    assert specs["layers"][0]["wk"].get_value() == jax.sharding.PartitionSpec("fsdp", "tensor")
+
+
+@pytest.mark.parametrize("kind", ["nf4", "int8"])
+def test_qwix_quantize_model_on_the_per_layer_view(kind):
+    """`qwix.quantize_model(view, PtqProvider(...), ids)` replaces every projection of every layer by a
+    QArray (norms and embeddings stay float), and its logits agree with jaxtool's own quantised base.
+
+    Tolerance: the two are different roundings (int8: qwix's scale is absmax/127.5 with codes in
+    [-128, 127], jaxtool's absmax/127 in [-127, 127], both per output channel; nf4: both use QLoRA's 16
+    levels, jaxtool over blocks of 64 consecutive values along a row of the kernel — its output axis —
+    qwix over tiles of 64 along the contracting axis, `tile_size=64`), so their logits differ by the
+    order of quantisation's own error: we require |qwix - jaxtool| <= 2 x |jaxtool - float32| and
+    qwix's error <= 1.5 x jaxtool's. Seen: int8 0.0175 apart, errors 0.0151 (qwix) / 0.0137 (jaxtool);
+    nf4 0.308 apart, 0.257 / 0.235 (random weights of std 0.2, logits of range ~1.5)."""
+    params = _params(seed=0, cfg=CFG2)
+    fam = family_of(CFG2)
+    view = CausalLM(CFG2, params=params).per_layer()
+    ids = _ids()
+    rule = qwix.QuantizationRule(module_path="layers/.*", weight_qtype=kind, tile_size=64 if kind == "nf4" else None)
+    q = qwix.quantize_model(view, qwix.PtqProvider([rule]), ids)
+    codes = {"nf4": jnp.uint4, "int8": jnp.int8}[kind]
+    assert _quantised(q) == {("layers", str(i), n): codes for i in range(2) for n in PROJ}
+    for layer in q.layers:
+        assert isinstance(layer.wq.array, qwix.QArray) and isinstance(layer.attn_norm, nnx.Param)
+    assert isinstance(q.lm_head, nnx.Param) and isinstance(q.embed, nnx.Param)
+    assert not _quantised(view)                                 # the input model is left as it was
+    got = np.asarray(q(ids))
+    plain = _pure_logits(params, ids)
+    ours = jax.jit(lambda p: quant.quantize_params(p, kind, fam.projections))(params)   # jaxtool's quantised base
+    want = _pure_logits(ours, ids)
+    err = np.max(np.abs(want - plain))
+    assert err > 1e-3                                           # quantisation did something
+    assert np.max(np.abs(got - want)) <= 2 * err
+    assert np.max(np.abs(got - plain)) <= 1.5 * err
+
+
+def test_qwix_lora_on_the_per_layer_view_trains_only_the_adapters():
+    """`qwix.apply_lora_to_model(view, LoraProvider(...), ids, rngs=)` adds an (A, B) pair of
+    `nnx.LoRAParam`s next to every projection of every layer; B = 0 at init gives the base logits bit
+    for bit; one `nnx.Optimizer(wrt=nnx.LoRAParam)` step with `nnx.DiffState(0, nnx.LoRAParam)` moves
+    adapters only, and the adapted logits equal jaxtool's own LoRA (the pure functions with the same
+    A, B attached, `lora_scale` = alpha / rank) — an independent formula for the same model."""
+    from jaxtool.models import lora
+
+    params = _params(seed=0, cfg=CFG2)
+    view = CausalLM(CFG2, params=params).per_layer()
+    ids = _ids()
+    rank, alpha = 2, 4.0
+    m = qwix.apply_lora_to_model(view, qwix.LoraProvider([qwix.LoraRule(module_path="layers/.*", rank=rank, alpha=alpha)]),
+                                 ids, rngs=nnx.Rngs(1))
+    adapters = nnx.to_pure_dict(nnx.state(m, nnx.LoRAParam))
+    assert sorted(adapters) == ["layers"] and sorted(adapters["layers"]) == [0, 1]
+    assert sorted(adapters["layers"][0]) == sorted(f"{n}_lora_{p}" for n in PROJ for p in "ab")
+    assert adapters["layers"][1]["wq_lora_a"].shape == (64, rank) and adapters["layers"][1]["wq_lora_b"].shape == (rank, 64)
+    np.testing.assert_array_equal(np.asarray(m(ids)), _pure_logits(params, ids))   # B = 0: the base model
+    base_before = nnx.to_pure_dict(nnx.state(m, nnx.Not(nnx.LoRAParam)))
+    opt = nnx.Optimizer(m, optax.adam(1e-2), wrt=nnx.LoRAParam)
+    targets = jnp.roll(ids, -1, axis=1)
+
+    @nnx.jit
+    def step(model, opt):
+        def loss(model):
+            logp = jax.nn.log_softmax(model(ids).astype(jnp.float32))
+            return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
+        grads = nnx.grad(loss, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+        opt.update(model, grads)
+        return grads
+
+    grads = step(m, opt)
+    assert sorted(nnx.to_pure_dict(grads)["layers"][0]) == sorted(adapters["layers"][0])   # adapters only
+    base_after = nnx.to_pure_dict(nnx.state(m, nnx.Not(nnx.LoRAParam)))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(base_before), jax.tree.leaves(base_after)))
+    new = nnx.to_pure_dict(nnx.state(m, nnx.LoRAParam))
+    for i in (0, 1):
+        for k, b in new["layers"][i].items():   # every B left zero; A's gradient is 0 while B = 0, Adam keeps it
+            assert np.array_equal(b, adapters["layers"][i][k]) == k.endswith("_a"), (i, k)
+
+    # jaxtool's LoRA with the same adapters: A [in.., r], B [r, out..] stacked over layers
+    shapes = family_of(CFG2).param_shapes(CFG2)["layers"]
+    n_in = {n: family_of(CFG2).projections[n][0] for n in PROJ}
+    ours = {"layers": {}}
+    for n in PROJ:
+        ins, outs = shapes[n][1:1 + n_in[n]], shapes[n][1 + n_in[n]:]
+        ours["layers"][f"{n}_lora_a"] = jnp.stack([new["layers"][i][f"{n}_lora_a"].reshape(ins + (rank,)) for i in (0, 1)])
+        ours["layers"][f"{n}_lora_b"] = jnp.stack([new["layers"][i][f"{n}_lora_b"].reshape((rank,) + outs) for i in (0, 1)])
+    want = _pure_logits(lora.attach(params, ours), ids, RunOptions(lora_scale=alpha / rank))
+    got = np.asarray(m(ids))
+    assert np.max(np.abs(got - _pure_logits(params, ids))) > 1e-3   # the step changed the model
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+
+
+def test_qwix_model_api_finds_no_weight_in_the_stacked_module():
+    """On `CausalLM` itself (layers stacked, sliced inside `lax.scan`) qwix finds no weight: nothing is
+    quantised, the logits are unchanged — use `per_layer()` (above)."""
     model = CausalLM(CFG, params=_params())
     ids = jnp.asarray(np.random.RandomState(1).randint(0, CFG.vocab_size, (1, 6)))
-    base = np.asarray(model(ids))
     ptq = qwix.quantize_model(model, qwix.PtqProvider([qwix.QuantizationRule(module_path=".*", weight_qtype="nf4")]),
                               ids)
-    lora = qwix.apply_lora_to_model(model, qwix.LoraProvider([qwix.LoraRule(module_path=".*", rank=2, alpha=4.0)]),
-                                    ids, rngs=nnx.Rngs(1))
-    for m in (ptq, lora):
-        leaves = jax.tree.leaves(nnx.state(m), is_leaf=lambda x: isinstance(x, qwix.QArray))
-        assert not any(isinstance(x, qwix.QArray) for x in leaves)
-        assert not [p for p, _ in jax.tree_util.tree_leaves_with_path(nnx.state(m, nnx.LoRAParam))]
-        assert len(jax.tree.leaves(nnx.state(m))) == len(jax.tree.leaves(nnx.state(model)))
-        np.testing.assert_array_equal(np.asarray(m(ids)), base)
+    assert not _quantised(ptq)
+    assert len(jax.tree.leaves(nnx.state(ptq))) == len(jax.tree.leaves(nnx.state(model)))
+    np.testing.assert_array_equal(np.asarray(ptq(ids)), np.asarray(model(ids)))
+
+
+@pytest.mark.slow   # two more quantised programs (~5 s here)
+def test_qwix_rule_matching_the_root_quantises_the_output_layer():
+    """`module_path=".*"` matches the root module too: qwix quantises the output layer's weight (untied
+    `lm_head`), which the view hands to `unembed` as qwix left it; with tied embeddings it would
+    quantise the embedding table, which the lookup cannot read: a clear error on the next call."""
+    params = _params(seed=0, cfg=CFG2)
+    ids = _ids()
+    rules = [qwix.QuantizationRule(module_path=".*", weight_qtype="int8")]
+    q = qwix.quantize_model(CausalLM(CFG2, params=params).per_layer(), qwix.PtqProvider(rules), ids)
+    assert ("lm_head",) in _quantised(q) and len(_quantised(q)) == 2 * len(PROJ) + 1
+    plain = _pure_logits(params, ids)
+    ours = jax.jit(lambda p: quant.quantize_params(p, "int8", family_of(CFG2).projections))(params)
+    err = np.max(np.abs(_pure_logits(ours, ids) - plain))      # jaxtool's int8 (projections only)
+    assert 1e-3 < np.max(np.abs(np.asarray(q(ids)) - plain)) <= 2 * err
+
+    tied = dataclasses.replace(CFG2, tie_embeddings=True)
+    tq = qwix.quantize_model(CausalLM(tied, params=_params(seed=0, cfg=tied)).per_layer(), qwix.PtqProvider(rules), ids)
+    assert ("embed",) in _quantised(tq)
+    with pytest.raises(JaxtoolError, match="module_path='layers/"):
+        tq(ids)

@@ -45,6 +45,8 @@ class RunOptions:
                                     # then padding — lets fused kernels use a plain causal mask)
     logits_chunk: int = 1024        # training log-probs: tokens per chunk of the output layer + softmax
                                     # (jaxtool.ops.xent, never [tokens x vocab] logits); 0 = full logits
+    swiglu_checkpoint: bool = True  # recompute silu(gate)*up for W_down's gradient (llama._mlp); False: plain
+                                    # (more saved activations; what qwix's model-level API needs, models.nnx.LayeredLM)
 
     def __post_init__(self):
         if self.compute_dtype not in COMPUTE_DTYPES:

@@ -204,7 +204,11 @@ def _matmul(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
     """Contract the last n_in dims of x with the first n_in dims of w, as one 2-D matmul."""
     lead, inner = x.shape[:-n_in], x.shape[-n_in:]
     out = w.shape[n_in:]
-    y = x.reshape(-1, math.prod(inner)) @ w.reshape(math.prod(inner), math.prod(out))
+    # lax.dot_general, the op `@` lowers to (the same HLO), called here rather than inside jnp.matmul's
+    # own jit: qwix's model-level API intercepts it and must see the weight operand as the caller's
+    # array (jaxtool.models.nnx.LayeredLM)
+    y = jax.lax.dot_general(x.reshape(-1, math.prod(inner)), w.reshape(math.prod(inner), math.prod(out)),
+                            (((1,), (0,)), ((), ())))
     return y.reshape(lead + out)
 
 
@@ -233,7 +237,9 @@ def _mlp(x: jax.Array, p: Mapping[str, jax.Array], run: RunOptions) -> jax.Array
     gate = proj(x, p, "w_gate", run)
     up = proj(x, p, "w_up", run)
     down = {k: v for k, v in p.items() if k.startswith("w_down")}
-    return _swiglu_down(gate, up, down, run)
+    # run.swiglu_checkpoint=False: the same function without the checkpoint (whose trace would hide
+    # W_down from qwix's model-level API; jaxtool.models.nnx.LayeredLM)
+    return (_swiglu_down if run.swiglu_checkpoint else _swiglu_down_impl)(gate, up, down, run)
 
 
 def _swiglu_down_impl(gate, up, down, run: RunOptions):
@@ -345,7 +351,17 @@ def hidden_states(params, tokens: jax.Array, cfg: LlamaConfig, positions: jax.Ar
     attend = self_attend(run, segment_ids if run.packed else None)
     x = embed_tokens(params, tokens, cfg, run)
     body = _remat(lambda h, p: (block(h, p, cos, sin, attend, cfg, run)[0], None), run.remat)
-    if run.scan_layers:
+    if isinstance(params["layers"], (list, tuple)):
+        # per-layer weights (`unstack_layers`), or per-layer callables that hand their own weights to
+        # the block — `layer(run_block)` returns `run_block(weights)` — so that the block runs inside
+        # the layer's call (jaxtool.models.nnx.LayeredLM: an nnx.Module per layer, where qwix's
+        # model-level API finds the weights); `run.remat` applies to the weight dicts only
+        for layer in params["layers"]:
+            if callable(layer):
+                x = layer(lambda p, h=x: block(h, p, cos, sin, attend, cfg, run)[0])
+            else:
+                x, _ = body(x, layer)
+    elif run.scan_layers:
         x, _ = jax.lax.scan(body, x, params["layers"])
     else:
         for i in range(cfg.num_layers):
