@@ -274,3 +274,37 @@ def test_qwix_rule_matching_the_root_quantises_the_output_layer():
     assert ("embed",) in _quantised(tq)
     with pytest.raises(JaxtoolError, match="module_path='layers/"):
         tq(ids)
+
+
+@pytest.mark.slow   # four programs: PTQ, LoRA, forward, training step (~8 s here)
+def test_qwix_qlora_quantise_then_adapt():
+    """QLoRA with qwix on the view, in two calls: `quantize_model` (nf4 base; `rngs=` so that the
+    attribute qwix keeps them in stays a data attribute) then `apply_lora_to_model` with a `LoraRule`
+    of the same `weight_qtype`. Every projection keeps its QArray and gets an adapter; B = 0 gives
+    the PTQ model's logits bit for bit; an optimizer step moves the adapters and not the 4-bit base.
+    (One `LoraRule(weight_qtype="nf4")` on the float view adapts only the weights whose kernel shape
+    is unique in their layer: docs/nnx.md.)"""
+    params = _params(seed=0, cfg=CFG2)
+    ids = _ids()
+    kw = dict(module_path="layers/.*", weight_qtype="nf4", tile_size=64)
+    q = qwix.quantize_model(CausalLM(CFG2, params=params).per_layer(), qwix.PtqProvider([qwix.QuantizationRule(**kw)]),
+                            ids, rngs=nnx.Rngs(0))
+    ptq_logits = np.asarray(q(ids))
+    m = qwix.apply_lora_to_model(q, qwix.LoraProvider([qwix.LoraRule(rank=2, alpha=4.0, **kw)]), ids, rngs=nnx.Rngs(1))
+    assert _quantised(m) == {("layers", str(i), n): jnp.uint4 for i in range(2) for n in PROJ}
+    adapters = nnx.to_pure_dict(nnx.state(m, nnx.LoRAParam))
+    assert all(sorted(adapters["layers"][i]) == sorted(f"{n}_lora_{p}" for n in PROJ for p in "ab") for i in (0, 1))
+    np.testing.assert_array_equal(np.asarray(m(ids)), ptq_logits)
+    frozen = jax.tree.leaves(nnx.state(m, nnx.Not(nnx.LoRAParam)))
+    opt = nnx.Optimizer(m, optax.adam(1e-2), wrt=nnx.LoRAParam)
+
+    @nnx.jit
+    def step(model, opt):
+        grads = nnx.grad(lambda model: jnp.mean(model(ids) ** 2), argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+        opt.update(model, grads)
+
+    step(m, opt)
+    assert all(np.array_equal(a, b) for a, b in zip(frozen, jax.tree.leaves(nnx.state(m, nnx.Not(nnx.LoRAParam)))))
+    new = nnx.to_pure_dict(nnx.state(m, nnx.LoRAParam))
+    assert all(not np.array_equal(new["layers"][i][f"{n}_lora_b"], 0) for i in (0, 1) for n in PROJ)
+    assert np.max(np.abs(np.asarray(m(ids)) - ptq_logits)) > 1e-4

@@ -53,6 +53,32 @@ def test_partition_specs_are_jaxtools():
     assert m3.params["layers"]["wk"][...].sharding.spec == P(None, "fsdp", None, None)
 
 
+def test_per_layer_view_partition_specs_are_jaxtools():
+    """`LayeredLM` (the per-layer view for qwix) on a mesh: each layer's weights carry jaxtool's
+    PartitionSpec of the parameter less its `layers` axis; a projection's 2-D kernel gets its
+    input / output dimensions' mesh axes (head_dim is never sharded), including a dimension jaxtool
+    leaves replicated because the mesh axis does not divide it (3 KV heads on tensor=2)."""
+    mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+    odd = dataclasses.replace(preset("tiny"), num_heads=6, num_kv_heads=3, head_dim=16)
+    params = _random_params(odd)
+    view = CausalLM(odd, params=params).per_layer()        # rules only: resolved without a mesh
+    specs = jax.tree.map(lambda v: v.get_value(), nnx.get_partition_spec(nnx.state(view)),
+                         is_leaf=lambda v: isinstance(v, nnx.Variable))
+    assert specs["layers"][1]["wk"] == P("fsdp", "tensor") and specs["layers"][1]["wo"] == P("tensor", "fsdp")
+    on_mesh = CausalLM(odd, params=params, mesh=mesh).per_layer()
+    got = jax.tree.map(lambda v: v.get_value(), nnx.get_partition_spec(nnx.state(on_mesh)),
+                       is_leaf=lambda v: isinstance(v, nnx.Variable))
+    want = _jaxtool_specs(odd, params, mesh)["layers"]   # [layers, ...] specs of the stacked parameters
+    assert want["wk"] == P(None, "fsdp", None, None)
+    merged = {"wq": P("fsdp", "tensor"), "wk": P("fsdp", None), "wv": P("fsdp", None), "wo": P("tensor", "fsdp"),
+              "w_gate": P("fsdp", "tensor"), "w_up": P("fsdp", "tensor"), "w_down": P("tensor", "fsdp")}
+    for i in range(odd.num_layers):
+        for name, spec in want.items():
+            assert got["layers"][i][name] == merged.get(name, P(*spec[1:])), (i, name)
+            assert on_mesh.layers[i].__dict__[name][...].sharding.spec == got["layers"][i][name]
+    assert got["lm_head"] == P("fsdp", "tensor") and on_mesh.lm_head[...].sharding.spec == P("fsdp", "tensor")
+
+
 @pytest.mark.slow   # an 8-device init program and two forwards (~13 s here under load)
 def test_created_sharded_under_jit():
     """`nnx.eval_shape` -> `nnx.get_named_sharding` -> `jax.jit(init, out_shardings=...)`: every parameter
