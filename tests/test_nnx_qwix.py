@@ -308,3 +308,29 @@ def test_qwix_qlora_quantise_then_adapt():
     new = nnx.to_pure_dict(nnx.state(m, nnx.LoRAParam))
     assert all(not np.array_equal(new["layers"][i][f"{n}_lora_b"], 0) for i in (0, 1) for n in PROJ)
     assert np.max(np.abs(np.asarray(m(ids)) - ptq_logits)) > 1e-4
+
+
+@pytest.mark.slow   # three programs per family (~7 s each here)
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_per_layer_view_and_qwix_ptq_for_the_other_families(family):
+    """Qwen2 (q/k/v biases) and Qwen3 (q/k norms): the view's logits are the pure functions' per-layer
+    (`scan_layers=False`) program's bit for bit (the scanned program may round differently: Qwen2
+    3e-7 here), its biases and norms stay float under qwix's int8 PTQ and every projection is
+    quantised, within the tolerance of the Llama test of jaxtool's int8 base."""
+    from test_nnx import _random_params, _tiny
+
+    cfg = _tiny(family)
+    params, fam = _random_params(cfg), family_of(cfg)
+    ids = jnp.asarray(np.random.RandomState(0).randint(0, cfg.vocab_size, (2, 8)))
+    fwd = jax.jit(lambda p, x: fam.forward(p, x, cfg, run=RunOptions(scan_layers=False)))
+    plain = np.asarray(fwd(params, ids))
+    view = CausalLM(cfg, params=params).per_layer()
+    np.testing.assert_array_equal(np.asarray(view(ids)), plain)
+    extra = {"qwen2": ("bq", "bk", "bv"), "qwen3": ("q_norm", "k_norm")}[family]
+    assert set(extra) <= set(view.layers[0].names)
+    q = qwix.quantize_model(view, qwix.PtqProvider([qwix.QuantizationRule(module_path="layers/.*", weight_qtype="int8")]),
+                            ids)
+    assert _quantised(q) == {("layers", str(i), n): jnp.int8 for i in range(cfg.num_layers) for n in PROJ}
+    want = np.asarray(fwd(quant.quantize_params(params, "int8", fam.projections), ids))
+    got, err = np.asarray(q(ids)), np.max(np.abs(want - plain))
+    assert err > 1e-3 and np.max(np.abs(got - want)) <= 2 * err and np.max(np.abs(got - plain)) <= 1.5 * err
