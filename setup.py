@@ -29,6 +29,7 @@ RUNTIME = [
 
 TEST = [
     "pytest>=8.0",
+    "pytest-xdist==3.8.0",  # pytest.ini runs the suite on two workers
     "torch==2.13.0",  # parity oracle only; never imported by the jaxtool runtime
     "gguf>=0.10",
     "accelerate>=1.0",

@@ -48,6 +48,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid in slow:
             item.add_marker(pytest.mark.slow)
+        # pytest-xdist (pytest.ini runs two workers with --dist loadgroup): a module whose tests share a
+        # module-scoped fixture (e.g. test_multiprocess's two- and one-process runs) runs on one worker,
+        # so the fixture is built once, not once per worker
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if any(fd.scope == "module" for fds in defs.values() for fd in fds):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")

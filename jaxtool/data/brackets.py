@@ -20,33 +20,49 @@ class Unbalanced(Exception):
     """A closer that does not match the open bracket (internal to this module)."""
 
 
+def spans(text: str, start: int = 0, quotes: Sequence[str] = PY_QUOTES) -> Iterator[tuple[int, int, str]]:
+    """(begin, end, kind) runs that cover `text[start:]` in order: kind "text" outside quotes,
+    "quoted" for a string literal from its opening to its closing quote (a backslash inside escapes
+    the next character), "unclosed" for a quote never closed (it runs to the end)."""
+    i = begin = start
+    while i < len(text):
+        if text[i] not in quotes:
+            i += 1
+            continue
+        if i > begin:
+            yield begin, i, "text"
+        quote, j = text[i], i + 1
+        while j < len(text) and text[j] != quote:
+            j += 2 if text[j] == "\\" else 1
+        if j >= len(text):
+            yield i, len(text), "unclosed"
+            return
+        yield i, j + 1, "quoted"
+        i = begin = j + 1
+    if begin < len(text):
+        yield begin, len(text), "text"
+
+
 def _walk(text: str, start: int, quotes: Sequence[str]) -> Iterator[tuple[int, str, int]]:
     """(index, char, depth after the char) for every character outside quotes, from `start`.
     Raises `Unbalanced` on a closer without its opener; a quote left open ends the walk with
     depth -1 reported at index len(text)."""
     stack: list[str] = []
-    quote = None
-    i = start
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == quote:
-                quote = None
-            i += 1
+    for begin, end, kind in spans(text, start, quotes):
+        if kind == "unclosed":
+            yield len(text), "", -1
+            return
+        if kind == "quoted":
             continue
-        if ch in quotes:
-            quote = ch
-        elif ch in PAIRS:
-            stack.append(PAIRS[ch])
-        elif ch in ")]}":
-            if not stack or stack.pop() != ch:
-                raise Unbalanced(i)
-        yield i, ch, len(stack)
-        i += 1
-    yield len(text), "", -1 if quote else len(stack)
+        for i in range(begin, end):
+            ch = text[i]
+            if ch in PAIRS:
+                stack.append(PAIRS[ch])
+            elif ch in ")]}":
+                if not stack or stack.pop() != ch:
+                    raise Unbalanced(i)
+            yield i, ch, len(stack)
+    yield len(text), "", len(stack)
 
 
 def split_top_level(text: str, sep: str = ",", quotes: Sequence[str] = JS_QUOTES) -> list[str] | None:

@@ -26,7 +26,7 @@ import json
 import re
 from typing import Any, Iterator, Mapping
 
-from jaxtool.data.brackets import PY_QUOTES, matching_close
+from jaxtool.data.brackets import PY_QUOTES, matching_close, spans
 from jaxtool.data.calls import parse_pythonic
 from jaxtool.data.schema import Conversation, Message, SchemaError, Tool, ToolCall
 from jaxtool.data.sources import _common
@@ -41,6 +41,7 @@ _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "ass
           "tool": "tool", "function": "tool", "observation": "tool", "system": "system"}
 _CALL_START = re.compile(r"^\[\s*[^\[\]()\"'{}]+?\s*\(", re.S)
 _JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
+_WORD = re.compile(r"(?<!\w)[^\W\d_]\w*")   # a word: starts with a letter, not inside another word
 
 
 def load(path_or_name: str | None = None, *, on_bad_row: str = "error", report: LoadReport | None = None,
@@ -224,36 +225,16 @@ def split_calls(text: str, tool_names: list[str] = ()) -> list[tuple[str, str]] 
 
 
 def _json_words_to_python(arg_text: str) -> str:
-    """Rewrite bare `true`/`false`/`null` (outside string literals) as Python literals."""
-    out, i, quote = [], 0, None
-    while i < len(arg_text):
-        ch = arg_text[i]
-        if quote:
-            out.append(ch)
-            if ch == "\\" and i + 1 < len(arg_text):
-                out.append(arg_text[i + 1])
-                i += 2
-                continue
-            if ch == quote:
-                quote = None
-            i += 1
-            continue
-        if ch in "\"'":
-            quote = ch
-            out.append(ch)
-            i += 1
-            continue
-        if ch.isalpha() and (i == 0 or not (arg_text[i - 1].isalnum() or arg_text[i - 1] == "_")):
-            j = i
-            while j < len(arg_text) and (arg_text[j].isalnum() or arg_text[j] == "_"):
-                j += 1
-            word = arg_text[i:j]
-            following = arg_text[j:].lstrip()[:1]
-            out.append(_JSON_WORDS[word] if word in _JSON_WORDS and following != "=" else word)
-            i = j
-            continue
-        out.append(ch)
-        i += 1
+    """Rewrite bare `true`/`false`/`null` (outside string literals) as Python literals; a word
+    followed by `=` is a keyword argument's name and stays."""
+    def word(m: re.Match, seg: str) -> str:
+        w = m.group(0)
+        return _JSON_WORDS[w] if w in _JSON_WORDS and seg[m.end():].lstrip()[:1] != "=" else w
+
+    out = []
+    for begin, end, kind in spans(arg_text, 0, PY_QUOTES):
+        seg = arg_text[begin:end]
+        out.append(_WORD.sub(lambda m: word(m, seg), seg) if kind == "text" else seg)
     return "".join(out)
 
 
