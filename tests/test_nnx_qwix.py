@@ -27,9 +27,9 @@ import pytest
 import qwix   # a test dependency (setup.py extra "test"): a missing qwix fails here, never skips
 from flax import nnx
 
-from jaxtool.errors import JaxtoolError
+from jaxtool.errors import ConfigError, JaxtoolError
 from jaxtool.models import family_of, preset, quant
-from jaxtool.models.nnx import CausalLM
+from jaxtool.models.nnx import CausalLM, LayeredLM
 from jaxtool.models.run import DEFAULT_RUN, RunOptions
 
 CFG = dataclasses.replace(preset("tiny"), num_layers=1)
@@ -174,6 +174,8 @@ def test_qwix_quantize_model_on_the_per_layer_view(kind):
         assert isinstance(layer.wq.array, qwix.QArray) and isinstance(layer.attn_norm, nnx.Param)
     assert isinstance(q.lm_head, nnx.Param) and isinstance(q.embed, nnx.Param)
     assert not _quantised(view)                                 # the input model is left as it was
+    with pytest.raises(JaxtoolError, match="replaced by qwix's quantised arrays"):
+        q.pure_params()                                         # no float tree to give back
     got = np.asarray(q(ids))
     plain = _pure_logits(params, ids, CFG)
     ours = jax.jit(lambda p: quant.quantize_params(p, kind, fam.projections))(params)   # jaxtool's quantised base
@@ -237,6 +239,15 @@ def test_qwix_lora_on_the_per_layer_view_trains_only_the_adapters():
     got = np.asarray(m(ids))
     assert np.max(np.abs(got - _pure_logits(params, ids, CFG))) > 1e-3   # the step changed the model
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+
+
+def test_per_layer_view_refuses_what_qwix_could_not_see():
+    """A rematerialised layer (traced apart from its module) and jaxtool's own LoRA adapters (the view
+    carries base weights only) are refused with the setting to change."""
+    with pytest.raises(ConfigError, match="run.remat='none'"):
+        LayeredLM(CFG, params=_params(), run=RunOptions(remat="full"))
+    with pytest.raises(ConfigError, match="jaxtool LoRA adapters"):
+        CausalLM(CFG, params=_params()).add_lora(2, nnx.Rngs(0), ("wq",)).per_layer()
 
 
 def test_qwix_model_api_finds_no_weight_in_the_stacked_module():
