@@ -290,7 +290,8 @@ class LayeredLM(nnx.Module):
     weight's sharding metadata over to it, which needs the two to have the same shape.
     `__call__` runs the family's `hidden_states` (per-layer path: the block runs inside each layer's
     call) and `unembed` on them, compiled with `nnx.jit`, so every matmul's weight operand is the
-    calling module's Param. No second copy of the math.
+    calling module's Param. No second copy of the math. (A family's `hidden_states` must take the
+    layers as a tuple of such callables: Llama's does, and Qwen2 / Qwen3 use it.)
 
     `nnx.to_pure_dict(nnx.state(view))` = {embed, final_norm, [lm_head], layers: {i: layer i's dict,
     projections 2-D}}; `pure_params()` reshapes and stacks it into the family's tree (`stacked()`:
