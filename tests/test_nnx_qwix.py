@@ -80,7 +80,7 @@ def test_qwix_base_matches_jaxtools_quantised_base(kind):
         assert np.all(np.abs(np.asarray(w_q) - np.asarray(w_j)) <= (s_j + s_q) / 2 + 1e-7)
         assert not np.array_equal(np.asarray(w_q), np.asarray(w_j))
         # two roundings on different grids: the logits differ by the order of the quantisation error
-        # itself (seen: 0.0175 apart, jaxtool's int8 0.0137 from float32), and qwix's base is as close
+        # itself (seen: 0.0151 apart, jaxtool's int8 0.0123 and qwix's 0.0136 from float32, logit range 2.9), and qwix's base is as close
         # to the float32 model as jaxtool's
         err = np.max(np.abs(want - plain))
         assert np.max(np.abs(got - want)) <= 2 * err
