@@ -32,6 +32,10 @@ from jaxtool.models import family_of, preset, quant
 from jaxtool.models.nnx import CausalLM, LayeredLM
 from jaxtool.models.run import DEFAULT_RUN, RunOptions
 
+# qwix 0.1.8 calls Flax APIs that Flax 0.12 deprecates (`.value`, `VariableState`, `iter_modules`):
+# ~3,600 DeprecationWarnings per run from qwix's own code, none from jaxtool's
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:qwix")
+
 CFG = dataclasses.replace(preset("tiny"), num_layers=1)
 
 
