@@ -141,3 +141,54 @@ def test_suite_flags_checked_before_the_model(monkeypatch, tmp_path):
     with pytest.raises(DataError, match="--multiwoz-db .*no such file"):
         _run(monkeypatch, ["--suite", "calm", "--out", str(tmp_path), "--multiwoz-db", str(tmp_path / "db")],
              lambda p: "")
+    with pytest.raises(DataError, match="cannot read a suite summary"):
+        _run(monkeypatch, ["--suite", "calm", "--out", str(tmp_path), "--reuse", str(tmp_path / "none")], lambda p: "")
+
+
+def test_suite_reuses_a_benchmark_only_with_the_same_fingerprint(monkeypatch, tmp_path):
+    """BFCL multi-turn run in an itool suite is copied into a calm suite of the same model and settings
+    (no multi-turn prompt generated again); a changed generation setting runs it again."""
+    first = str(tmp_path / "itool")
+    b1 = _run(monkeypatch, ["--suite", "itool", "--out", first, "--bfcl-categories", "irrelevance", "--limit-bfcl", "1",
+                            "--limit-bfcl-multi-turn", "1"], lambda p: "I cannot help with that.")[0]
+    mt_prompts = len(b1.prompts) - 1  # one irrelevance item, the rest are multi-turn steps
+    assert mt_prompts >= 4  # at least one step for each of the four categories
+
+    second = str(tmp_path / "calm")
+    b2 = _run(monkeypatch, ["--suite", "calm", "--out", second, "--bfcl-categories", "simple_python", "--limit-bfcl",
+                            "1", "--limit-bfcl-multi-turn", "1", "--reuse", first],
+              lambda p: "I cannot help with that.")[0]
+    assert len(b2.prompts) == 1  # only the simple_python item: multi-turn was not generated again
+    s1 = json.load(open(os.path.join(first, "suite_summary.json")))["benchmarks"]
+    s2 = json.load(open(os.path.join(second, "suite_summary.json")))["benchmarks"]
+    assert s2["bfcl_multi_turn"]["reused_from"] == os.path.abspath(first)
+    assert s2["bfcl_multi_turn"]["metrics"] == s1["bfcl_multi_turn"]["metrics"]
+    assert s2["bfcl"].get("reused_from") is None  # different categories: run, not reused
+    # the files come along, and the overall is computed from them
+    mt = json.load(open(os.path.join(second, "bfcl_multi_turn", "bfcl_summary.json")))
+    assert sorted(mt["categories"]) == sorted(s1["bfcl_multi_turn"]["categories"])
+    assert s2["bfcl_overall"]["status"] == "ok"
+    assert "Reused, not rerun" in open(os.path.join(second, "suite_paper.md")).read()
+
+    third = str(tmp_path / "calm_longer")
+    b3 = _run(monkeypatch, ["--suite", "calm", "--out", third, "--bfcl-categories", "simple_python", "--limit-bfcl",
+                            "1", "--limit-bfcl-multi-turn", "1", "--max-new-tokens-bfcl-multi-turn", "100",
+                            "--reuse", first], lambda p: "I cannot help with that.")[0]
+    assert len(b3.prompts) == 1 + mt_prompts  # a different budget: multi-turn run again
+    assert "reused_from" not in json.load(open(os.path.join(third, "suite_summary.json")))["benchmarks"]["bfcl_multi_turn"]
+
+
+def test_fingerprint_follows_data_content_not_only_the_path(tmp_path):
+    from jaxtool.eval import suite
+
+    f = tmp_path / "items.json"
+    f.write_text("[1]")
+    kw = dict(model_label="m", backend_name="jax", fmt_name="alpaca", limits=suite.SuiteLimits(apibank=3),
+              settings=suite.SuiteSettings())
+    a = suite.bench_fingerprint("apibank_l1", data=suite.SuiteData(apibank_l1=str(f)), **kw)
+    assert a == suite.bench_fingerprint("apibank_l1", data=suite.SuiteData(apibank_l1=str(f)), **kw)
+    f.write_text("[2]")
+    assert a != suite.bench_fingerprint("apibank_l1", data=suite.SuiteData(apibank_l1=str(f)), **kw)
+    assert a["limit"] == 3 and a["settings"] == {"batch_size": 8, "max_new_tokens_apibank": 128}
+    # level 2's data field is not level 1's
+    assert "apibank_l1" not in suite.bench_fingerprint("apibank_l2", data=suite.SuiteData(apibank_l1=str(f)), **kw)["data"]

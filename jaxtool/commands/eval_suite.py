@@ -38,7 +38,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "table), OUT/suite_paper.md (the paper's layout with the paper's numbers and sources), "
                     "OUT/suite.png and OUT/suite_summary.json. A benchmark whose data is not given is listed as "
                     "not run with the flag that runs it. BFCL multi-turn runs on the installed bfcl-eval data "
-                    "(--no-bfcl-multi-turn skips it). --compare adds earlier suite runs as columns (before/after).")
+                    "(--no-bfcl-multi-turn skips it). --compare adds earlier suite runs as columns (before/after); "
+                    "--reuse takes benchmarks already run with the same inputs from an earlier output.")
     p.add_argument("--model", required=True, help="checkpoint dir, HF dir, .gguf file or 'smollm2'")
     p.add_argument("--suite", default="calm", choices=("calm", "itool", "diatool"),
                    help="which paper's table (default calm)")
@@ -77,6 +78,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="BFCL items with longer prompts fail as prompt_too_long instead of being generated")
     p.add_argument("--compare", action="append", default=[], metavar="DIR",
                    help="an earlier suite output directory to show as a column before this run (repeatable)")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="an earlier suite output directory: a benchmark run there on the same model, backend, "
+                        "format, data (by content), limit and settings is copied instead of run again, and "
+                        "marked as reused (repeatable; e.g. BFCL multi-turn from an itool run into a calm run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -103,12 +108,14 @@ def run(args) -> int:
     data.check()
     limits.check()
     earlier = [suite.read_summary(d) for d in args.compare]  # fail on a bad --compare before loading the model
+    reuse = suite.read_reuse(args.reuse)
     backend = load_backend(args.backend, args.model)
     from jaxtool.data.formats import get_format
 
     fmt = get_format(args.format, tokenizer=backend.tokenizer)
     summary = suite.run_suite(backend, fmt, args.format, args.out, suite=args.suite, data=data, limits=limits,
-                              settings=settings, model_label=args.model, label=args.label)
+                              settings=settings, model_label=args.model, label=args.label,
+                              backend_name=args.backend, reuse=reuse)
     paths = suite.write_outputs(args.out, earlier + [summary])
     print(suite.markdown(earlier + [summary]))
     print()

