@@ -44,7 +44,6 @@ items per category; FunctionChat: conversations); the table states them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -53,6 +52,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from jaxtool.errors import ConfigError, DataError
+from jaxtool.hashing import file_sha256
 from jaxtool.registry import Registry
 
 SUITES = {"calm": ("multiwoz_e2e", "multiwoz", "apibank_l1", "apibank_l2", "bfcl", "bfcl_multi_turn"),
@@ -391,14 +391,6 @@ BENCH_INPUTS = {
 }
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _data_identity(value: str | None) -> Any:
     """A data argument as content: a file's SHA-256, a folder's files' SHA-256s (by relative path)."""
     if value is None:
@@ -407,13 +399,13 @@ def _data_identity(value: str | None) -> Any:
     if not os.path.exists(path) and ":" in value:  # SOURCE:PATH (--functionchat-data)
         path = value.split(":", 1)[1]
     if os.path.isfile(path):
-        return {"arg": value, "sha256": _sha256(path)}
+        return {"arg": value, "sha256": file_sha256(path)}
     if os.path.isdir(path):
         files = {}
         for root, _, names in os.walk(path):
             for n in sorted(names):
                 full = os.path.join(root, n)
-                files[os.path.relpath(full, path)] = _sha256(full)
+                files[os.path.relpath(full, path)] = file_sha256(full)
         return {"arg": value, "files": dict(sorted(files.items()))}
     return {"arg": value}
 

@@ -20,12 +20,12 @@ resumes in place and never writes into the original.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from typing import Any, Callable
 
+from jaxtool.hashing import file_sha256
 from jaxtool.itool.buffer import write_json
 
 HASH_LIMIT = 64 << 20
@@ -38,14 +38,6 @@ STAGE_FILES = {
     "search": ("pairs_raw.jsonl", "search.json"),
     "filter": ("pairs.jsonl", "train_pairs.jsonl", "filtered.json"),
 }
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(8 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _strings(value: Any):
@@ -133,7 +125,7 @@ class Stage:
                 return None, f"{rel} is missing"
             if os.path.getsize(path) != size:
                 return None, f"{rel} is {os.path.getsize(path)} bytes, {size} were written"
-            if digest is not None and _sha256(path) != digest:
+            if digest is not None and file_sha256(path) != digest:
                 return None, f"{rel} differs from what the stage wrote (sha256)"
         return m, None
 
@@ -183,7 +175,7 @@ class Stage:
             if rel is None or os.sep + ".done" + os.sep in os.sep + rel:
                 continue
             size = os.path.getsize(f)
-            out[rel.replace(os.sep, "/")] = {"size": size, "sha256": _sha256(f) if size <= HASH_LIMIT else None}
+            out[rel.replace(os.sep, "/")] = {"size": size, "sha256": file_sha256(f) if size <= HASH_LIMIT else None}
         return out
 
     def finish(self, result: dict, wall_s: float) -> None:
