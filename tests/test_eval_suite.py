@@ -6,6 +6,7 @@ and the paper column holds only the numbers cited."""
 import argparse
 import json
 import os
+import re
 
 import pytest
 
@@ -110,6 +111,12 @@ def test_suite_itool_bfcl_layout_with_multi_turn(monkeypatch, tmp_path):
     want = bfcl_scores({**st["categories"], **mt["categories"]})
     assert s["benchmarks"]["bfcl_overall"]["metrics"]["V3 Overall"] == want["v3_overall"]["accuracy"]
     assert s["benchmarks"]["bfcl_overall"]["missing"]["V3 Overall"] == []
+    # the table's n is each row's own: one entry per multi-turn category, four in the group
+    table = open(os.path.join(out, "suite.md")).read()
+    assert re.search(r"\| multi_turn_base +\| 1 entries +\|", table)
+    assert re.search(r"\| Multi-Turn +\| 4 entries +\|", table)
+    n_irr = st["categories"]["irrelevance"]["total"] + st["categories"]["live_irrelevance"]["total"]
+    assert re.search(rf"\| Irrelevance +\| {n_irr} items +\|", table)
 
 
 def test_suite_diatool_functionchat(monkeypatch, tmp_path):

@@ -318,6 +318,7 @@ def run_bfcl(backend, fmt, fmt_name: str, out: str, data: SuiteData, limit: int 
     if "overall_unweighted" in summary:
         metrics["AST overall"] = summary["overall_unweighted"]
     return {"n": summary.get("items", 0), "unit": "items", "metrics": metrics, "missing": missing,
+            "metric_n": _metric_n(summary, metrics, "items"),
             "categories": {c: v for c, v in summary["categories"].items()}}
 
 
@@ -338,6 +339,19 @@ def _bfcl_group_metrics(summary: Mapping[str, Any], groups: Sequence[str]) -> tu
     return metrics, missing
 
 
+def _metric_n(summary: Mapping[str, Any], metrics: Mapping[str, Any], unit: str) -> dict[str, str]:
+    """Items behind each BFCL metric (a group's run categories, or one category), for the table's n."""
+    cats = summary.get("categories") or {}
+    groups = (summary.get("bfcl_scores") or {}).get("groups") or {}
+    by_name = {GROUP_NAMES[g]: grp.get("categories", []) for g, grp in groups.items() if g in GROUP_NAMES}
+    out = {}
+    for m in metrics:
+        members = [m] if m in cats else [c for c in by_name.get(m, []) if c in cats]
+        if members:
+            out[m] = f"{sum(cats[c]['total'] for c in members)} {unit}"
+    return out
+
+
 def run_bfcl_multi_turn(backend, fmt, fmt_name: str, out: str, data: SuiteData, limit: int | None,
                         st: SuiteSettings, model_label: str) -> dict:
     from jaxtool.data.tokenize import prompt_ids
@@ -353,6 +367,7 @@ def run_bfcl_multi_turn(backend, fmt, fmt_name: str, out: str, data: SuiteData, 
     metrics, missing = _bfcl_group_metrics(summary, ("multi_turn",))
     metrics.update({c: v["accuracy"] for c, v in summary["categories"].items()})
     return {"n": summary.get("items", 0), "unit": "entries", "metrics": metrics, "missing": missing,
+            "metric_n": _metric_n(summary, metrics, "entries"),
             "categories": {c: v for c, v in summary["categories"].items()},
             "timing": summary.get("multi_turn_timing", {})}
 
@@ -587,12 +602,14 @@ def table_rows(summaries: Sequence[Mapping[str, Any]], labels: Sequence[str] | N
             rows.append([TITLES.get(b, b), "–", ""] + ["not run"] * len(summaries))
             continue
         for m in metrics:
+            per_metric = [s["benchmarks"].get(b, {}).get("metric_n", {}).get(m) for s in summaries]
             ns = [s["benchmarks"].get(b, {}).get("n") for s in summaries]
             n = next((x for x in ns if x is not None), "")
             unit = next((s["benchmarks"][b].get("unit") for s in summaries if b in s["benchmarks"]
                          and s["benchmarks"][b].get("unit")), "")
+            n_txt = next((x for x in per_metric if x), f"{n} {unit}".strip())
             vals = [s["benchmarks"].get(b, {}).get("metrics", {}).get(m) for s in summaries]
-            rows.append([TITLES.get(b, b), m, f"{n} {unit}".strip()] + [v if v is not None else "not run" for v in vals])
+            rows.append([TITLES.get(b, b), m, n_txt] + [v if v is not None else "not run" for v in vals])
     return header, rows
 
 
