@@ -137,6 +137,10 @@ def test_suite_diatool_functionchat(monkeypatch, tmp_path):
         "relevance": 91.3, "macro avg": 90.4}
     s = json.load(open(os.path.join(out, "suite_summary.json")))
     assert list(s["benchmarks"]) == ["functionchat"]
+    # each turn type's row counts its own turns
+    table = open(os.path.join(out, "suite.md")).read()
+    for t, v in dia["per_type"].items():
+        assert re.search(rf"\| {t} +\| {v['n']} turns +\|", table)
 
 
 def test_suite_flags_checked_before_the_model(monkeypatch, tmp_path):

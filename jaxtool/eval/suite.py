@@ -263,7 +263,8 @@ def run_functionchat(backend, fmt, out: str, data: SuiteData, limit: int | None,
     s = result.summary
     metrics = {t: v["accuracy"] for t, v in s["per_type"].items()}
     metrics.update({"micro avg": s["micro_avg"], "macro avg": s["macro_avg"]})
-    return {"n": s["n_turns"], "unit": "turns", "bad_rows": report.bad_rows, "metrics": metrics}
+    return {"n": s["n_turns"], "unit": "turns", "bad_rows": report.bad_rows, "metrics": metrics,
+            "metric_n": {t: f"{v['n']} turns" for t, v in s["per_type"].items()}}
 
 
 def run_apibank(backend, fmt, out: str, path: str, level: int, limit: int | None, st: SuiteSettings) -> dict:
