@@ -291,12 +291,12 @@ def run_apibank(backend, fmt, out: str, path: str, level: int, limit: int | None
             "counts": {"api items": s["api"]["n"], "response items": s["response"]["n"]}}
 
 
-def _bfcl_categories(data: SuiteData, suite: str) -> list[str]:
+def _bfcl_categories(data: SuiteData, relevance: bool) -> list[str]:
     """The suite's single-turn BFCL categories: `--bfcl-categories`, checked, or all of the suite's
     (AST; itool adds relevance / irrelevance)."""
     from jaxtool.eval import bfcl
 
-    allowed = bfcl.CATEGORIES if suite == "itool" else bfcl.AST_CATEGORIES
+    allowed = bfcl.CATEGORIES if relevance else bfcl.AST_CATEGORIES
     cats = list(data.bfcl_categories or allowed)
     for c in cats:
         if c not in allowed:
@@ -309,7 +309,7 @@ def run_bfcl(backend, fmt, fmt_name: str, out: str, data: SuiteData, limit: int 
     from jaxtool.data.tokenize import prompt_ids
     from jaxtool.eval import bfcl
 
-    cats = _bfcl_categories(data, "itool" if relevance else "calm")
+    cats = _bfcl_categories(data, relevance)
     style = bfcl.style_for_format(fmt_name, "auto")
     summary, _ = bfcl.evaluate(backend, fmt, prompt_ids, categories=cats, limit=limit, root=data.bfcl_dir,
                                style=style, out_dir=out, progress=st.progress,
@@ -504,7 +504,7 @@ def run_suite(backend, fmt, fmt_name: str, out_dir: str, *, suite: str = "calm",
         t0 = time.time()
         fp = bench_fingerprint(bench, model_label=model_label, backend_name=backend_name, fmt_name=fmt_name,
                                data=data, limits=limits, settings=st,
-                               bfcl_categories=_bfcl_categories(data, suite) if bench == "bfcl" else ())
+                               bfcl_categories=_bfcl_categories(data, suite == "itool") if bench == "bfcl" else ())
         found = _find_reusable(bench, fp, reuse) if not (bench == "bfcl_multi_turn" and not data.bfcl_multi_turn) \
             else None
         if found:
