@@ -378,3 +378,33 @@ def test_tiny_experiment_end_to_end_and_reuse(tiny_model_dir, tmp_path):
     res5 = run(ec, progress=False, log=lines4.append, report_only=True)
     assert json.dumps(res5["stats"]["arms"]["sft"], sort_keys=True) == json.dumps(res4["stats"]["arms"]["sft"],
                                                                                   sort_keys=True)  # NaN-aware
+
+
+def _val_results(lr, beta, macro, p_call, n=None, eval_on="validation"):
+    n = n or {"call": 5, "slot": 3, "relevance": 2, "completion": 5}
+    return {"config": {"out": f"runs/val_{lr}_{beta}", "eval_on": eval_on, "size": "cpu", "cpu": {"pref_epochs": 1},
+                       "diatool": {"optim": {"lr": lr}, "loss": {"beta": beta}}},
+            "n_turns_by_type": n,
+            "stats": {"arms": {"diatool": {"macro": {"value": macro}}}},
+            "first_decision": {"arms": {"diatool": {t: {"value": v} for t, v in p_call.items()}}}}
+
+
+def test_pick_setting_applies_the_stated_rule():
+    from jaxtool.errors import ConfigError
+    from jaxtool.experiment.diatool import pick_setting
+
+    p = {"call": 0.5, "slot": 0.8, "relevance": 0.6}           # separation 0.5 - 0.7 = -0.2
+    sharper = {"call": 0.7, "slot": 0.5, "relevance": 0.5}     # separation +0.2
+    # a clear macro winner is chosen whatever its separation
+    i, rows = pick_setting([_val_results(1e-3, 0.5, 0.30, sharper), _val_results(3e-3, 0.5, 0.40, p)])
+    assert i == 1 and rows[1]["lr"] == 3e-3 and rows[0]["separation"] == pytest.approx(0.2)
+    # within 0.02 on macro: the larger separation wins, even against the higher macro
+    i, _ = pick_setting([_val_results(1e-3, 0.5, 0.41, p), _val_results(1e-3, 0.1, 0.40, sharper)])
+    assert i == 1
+    # a turn type without turns is left out of the separation's mean
+    r = _val_results(1e-3, 0.5, 0.4, {"call": 0.7, "slot": 0.5, "relevance": 0.0},
+                     n={"call": 5, "slot": 3, "relevance": 0, "completion": 5})
+    assert pick_setting([r])[1][0]["separation"] == pytest.approx(0.2)
+    # held-out runs never choose a setting
+    with pytest.raises(ConfigError, match="validation"):
+        pick_setting([_val_results(1e-3, 0.5, 0.4, p, eval_on="heldout")])

@@ -35,6 +35,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Sequence
 
 from jaxtool.config import TrainConfig, to_dict, train_config
 from jaxtool.errors import ConfigError
@@ -619,3 +620,34 @@ def chart(st: dict, arms: list[str], path: str, n_by_type: dict) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# choosing a setting on validation turns (docs/experiment.md, "Choosing learning rate, β and epochs")
+# --------------------------------------------------------------------------------------------
+
+def first_decision_separation(results: dict, arm: str = "diatool") -> float:
+    """p(call opener | call turns) - mean(p(call opener | slot turns), p(call opener | decline turns)) of
+    `arm` in an experiment's ``results.json``; turn types with no turns are left out of the mean."""
+    fd = results["first_decision"]["arms"][arm]
+    others = [fd[t]["value"] for t in ("slot", "relevance") if results["n_turns_by_type"].get(t)]
+    return fd["call"]["value"] - (sum(others) / len(others) if others else 0.0)
+
+
+def pick_setting(results: Sequence[dict], arm: str = "diatool", tie: float = 0.02) -> tuple[int, list[dict]]:
+    """The rule of docs/experiment.md: the highest validation macro average of `arm`; among settings
+    within `tie` of the best, the largest first-decision separation. Returns (index of the chosen
+    results, one row per setting: lr, beta, epochs, macro, separation)."""
+    rows = []
+    for r in results:
+        if r["config"]["eval_on"] != "validation":
+            raise ConfigError(f"{r['config']['out']}: evaluated on {r['config']['eval_on']!r} turns; settings are "
+                              "chosen on eval_on=validation only (never on the held-out services)")
+        c = r["config"][arm if arm in ("sft", "sft_chosen", "dpo") else "diatool"]
+        rows.append({"lr": c["optim"]["lr"], "beta": c["loss"].get("beta"),
+                     "epochs": r["config"][r["config"]["size"]]["pref_epochs"],
+                     "macro": r["stats"]["arms"][arm]["macro"]["value"],
+                     "separation": first_decision_separation(r, arm)})
+    best = max(row["macro"] for row in rows)
+    close = [i for i, row in enumerate(rows) if best - row["macro"] <= tie]
+    return max(close, key=lambda i: rows[i]["separation"]), rows
