@@ -361,19 +361,7 @@ def test_tiny_experiment_end_to_end_and_reuse(tiny_model_dir, tmp_path):
     lines3 = []
     run(ec, progress=False, log=lines3.append)
     assert any("resuming the unfinished run" in ln for ln in lines3)
-    # ... and one started with other settings is removed before training afresh (unit-level: no retraining)
-    from jaxtool.experiment.diatool import _resumable
-
-    other = tmp_path / "other_run"
-    (other / "checkpoints").mkdir(parents=True)
-    (other / "started.json").write_text(json.dumps({"key": "other settings"}))
-    lines4 = []
-    assert _resumable(str(other), "this key", lines4.append) is False
-    assert any("removing" in ln and "other settings" in ln for ln in lines4)
-    assert not (other / "checkpoints").exists()
-    assert json.loads((other / "started.json").read_text()) == {"key": "this key"}
-    assert _resumable(str(other), "this key", lines4.append) is True
-    res4 = res
+    res4, lines4 = res, []
     # the report alone, from the saved arms
     res5 = run(ec, progress=False, log=lines4.append, report_only=True)
     assert json.dumps(res5["stats"]["arms"]["sft"], sort_keys=True) == json.dumps(res4["stats"]["arms"]["sft"],
@@ -408,3 +396,25 @@ def test_pick_setting_applies_the_stated_rule():
     # held-out runs never choose a setting
     with pytest.raises(ConfigError, match="validation"):
         pick_setting([_val_results(1e-3, 0.5, 0.4, p, eval_on="heldout")])
+
+
+def test_a_run_with_other_settings_is_removed_but_its_reference_kept_for_the_same_start(tmp_path):
+    """An arm's run dir started with other settings is removed before training afresh; its reference
+    log-probs stay only when it started from the same model (a sweep over lr / beta in one `out`)."""
+    from jaxtool.experiment.diatool import _resumable
+
+    other = tmp_path / "other_run"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "started.json").write_text(json.dumps({"key": "other settings", "start": "sft A"}))
+    (other / "reference.npz").write_bytes(b"reference column")   # depends on the start model, not on lr / beta
+    lines4 = []
+    assert _resumable(str(other), "this key", lines4.append, start="sft A") is False
+    assert any("removing" in ln and "other settings" in ln for ln in lines4)
+    assert not (other / "checkpoints").exists()
+    assert (other / "reference.npz").read_bytes() == b"reference column"   # same start model: kept
+    assert not (other / "reference_valid.npz").exists()
+    assert json.loads((other / "started.json").read_text()) == {"key": "this key", "start": "sft A"}
+    assert _resumable(str(other), "this key", lines4.append, start="sft A") is True
+    # another start model (the SFT arm retrained with other settings, same path): nothing is kept
+    assert _resumable(str(other), "next key", lines4.append, start="sft B") is False
+    assert not (other / "reference.npz").exists()

@@ -394,7 +394,7 @@ def run(ec: ExperimentConfig, progress: bool = True, log=print, report_only: boo
         else:
             log(f"== train {ARM_LABELS[arm]} ==")
             t = time.time()
-            resume = _resumable(cfg.run_dir, _fingerprint(key), log)
+            resume = _resumable(cfg.run_dir, _fingerprint(key), log, start=key["start"] if arm != "sft" else None)
             if kind == "preference":
                 _share_reference(cfg.run_dir, [os.path.join(ec.out, "arms", a, "train") for a in trained
                                                if plan[a][0] == "preference"], log)
@@ -432,9 +432,12 @@ def _report_saved(ec: ExperimentConfig, plan: dict, log) -> dict:
     return report(ec, data, evals, trained, {}, 0.0)
 
 
-def _resumable(run_dir: str, key: str, log) -> bool:
+def _resumable(run_dir: str, key: str, log, start: str | None = None) -> bool:
     """An unfinished run of this arm: resume it when it was started with the same settings (its
-    ``started.json`` holds the same key), else remove it (it belongs to other settings)."""
+    ``started.json`` holds the same key), else remove it (it belongs to other settings) — all but its
+    precomputed reference log-probs when it started from the same model (`start`: the start model's
+    fingerprint): they depend on the start model and the pairs, not on lr or β, so a sweep in one
+    ``out`` computes them once (the trainer still checks the pairs' fingerprint before use)."""
     import shutil
 
     marker = os.path.join(run_dir, "started.json")
@@ -442,12 +445,22 @@ def _resumable(run_dir: str, key: str, log) -> bool:
     if os.path.isdir(run_dir) and prev and prev.get("key") == key:
         log(f"resuming the unfinished run in {run_dir}")
         return True
+    kept = {}
+    same_start = start is not None and prev is not None and prev.get("start") == start
     if os.path.isdir(run_dir):
-        log(f"removing {run_dir}: an unfinished run with other settings")
+        log(f"removing {run_dir}: a run with other settings")
+        for name in ("reference.npz", "reference_valid.npz") if same_start else ():
+            if os.path.isfile(os.path.join(run_dir, name)):
+                with open(os.path.join(run_dir, name), "rb") as fh:
+                    kept[name] = fh.read()
         shutil.rmtree(run_dir)
     os.makedirs(run_dir)
+    for name, blob in kept.items():
+        with open(os.path.join(run_dir, name), "wb") as fh:
+            fh.write(blob)
+        log(f"kept {name} of the removed run (used if its fingerprint matches)")
     with open(marker, "w") as fh:
-        json.dump({"key": key}, fh)
+        json.dump({"key": key, "start": start}, fh)
     return False
 
 
