@@ -259,6 +259,15 @@ def test_validation_mode_scores_training_services_and_never_touches_heldout(tmp_
     train_ids = {json.loads(ln)["meta"]["id"] for ln in open(p["sft"])}
     train_ids |= {json.loads(ln)["seed_id"] for ln in open(p["pairs"])}
     assert not val_ids & train_ids
+    # the report says what it scored: validation turns of the training services, not the held-out services
+    from jaxtool.experiment.diatool import report
+
+    recs = [{"conv": i, "turn_type": "call", "passed": i % 2 == 0, "p_call": 0.5} for i in range(len(flows))]
+    report(ec, info, {"sft": {"records": recs, "summary": {}}}, {}, {}, 0.0)
+    md = open(tmp_path / "results.md").read()
+    assert md.startswith("# DiaTool-DPO on validation dialogues")
+    assert "**Validation** seeds of the training services" in md and "| validation turns" in md
+    assert "held-out turns" not in md and "Held-out services:" not in md
     with pytest.raises(ConfigError, match="eval_on"):
         prepare_data(ExperimentConfig(out=str(tmp_path), cpu=sz, eval_on="test"), str(tmp_path / "d2"))
 

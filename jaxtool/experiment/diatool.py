@@ -536,7 +536,8 @@ def report(ec: ExperimentConfig, data: dict, evals: dict, trained: dict, timings
     baselines = [b for b in ("sft", "dpo") if b in counts]
     st = stats.summarize_arms(counts, n_boot=ec.n_boot, seed=ec.seed, baselines=baselines)
     n_by_type = {t: int(counts[next(iter(counts))][:, i, 1].sum()) for i, t in enumerate(stats.TYPES)}
-    header = ["held-out turns"] + [ARM_LABELS[a] for a in evals]
+    where = _scored(ec)
+    header = [f"{where} turns"] + [ARM_LABELS[a] for a in evals]
     rows = []
     for m in stats.METRICS:
         if m in n_by_type and not n_by_type[m]:
@@ -547,7 +548,7 @@ def report(ec: ExperimentConfig, data: dict, evals: dict, trained: dict, timings
     diff_rows = [[k] + [_fmt(v[m]) for m in stats.METRICS] for k, v in st["differences"].items()]
     fd_md, fd_st = _first_decision_table(evals, unit_of, units, ec)
     train_header = ["arm", "steps", "train wall s", "eval wall s", "last train loss", "last reward margin",
-                    "held-out loss", "held-out pair margin", "held-out pair accuracy"]
+                    f"{where} loss", f"{where} pair margin", f"{where} pair accuracy"]
     train_rows = []
     for a, r in trained.items():
         h = r.get("heldout") or {}
@@ -556,19 +557,23 @@ def report(ec: ExperimentConfig, data: dict, evals: dict, trained: dict, timings
                            r["last"].get("reward_margin", float("nan")), h.get("loss", float("nan")),
                            h.get("reward_margin", float("nan")), h.get("accuracy", float("nan"))])
     sz = ec.run_size
-    md = [f"# DiaTool-DPO on held-out SGD services ({ec.size} size)", "",
-          f"Held-out services: {', '.join(data['heldout_services'])} — {data['heldout_sample']} seed dialogues, "
+    scored = (f"Held-out services: {', '.join(data['heldout_services'])} —" if ec.eval_on == "heldout" else
+              f"**Validation** seeds of the training services, kept out of every training set (the held-out "
+              f"services {', '.join(data['heldout_services'])} are not read):")
+    md = [f"# DiaTool-DPO on {'held-out SGD services' if ec.eval_on == 'heldout' else 'validation dialogues'} "
+          f"({ec.size} size)", "",
+          f"{scored} {data['heldout_sample']} seed dialogues, "
           f"{data['heldout_flows']} flows, {sum(n_by_type.values())} assistant turns; training: "
           f"{len(data['train_services'])} services, SFT-only on {data['sft_rows']} Type 1 seeds, "
           f"{data['pairs_used']} pairs ({', '.join(f'{k} {v}' for k, v in data['pairs_by_kind'].items())}). "
           f"Model {ec.model}, {'LoRA r16' if sz.lora else 'full fine-tuning'}, {sz.compute_dtype}.", "",
-          "Pass rate per turn type with the 95% cluster-bootstrap interval over held-out dialogues "
+          f"Pass rate per turn type with the 95% cluster-bootstrap interval over {where} dialogues "
           f"({st['n_units']} dialogues, {st['n_boot']} draws):", "", markdown_table(header, rows), "",
           "Paired differences (same bootstrap draws for both arms; an interval that excludes 0 is a difference "
           "at the 95% level):", "", markdown_table(diff_header, diff_rows), "", *fd_md,
           markdown_table(train_header, train_rows),
-          "", "Held-out loss: SFT arms, the NLL of the held-out services' Type 1 seed dialogues; preference arms, "
-          "their own loss on held-out pairs (plain DPO and DiaTool-DPO losses are not on one scale).", "",
+          "", f"{where.capitalize()} loss: SFT arms, the NLL of the {where} Type 1 seed dialogues; preference "
+          f"arms, their own loss on {where} pairs (plain DPO and DiaTool-DPO losses are not on one scale).", "",
           ("time of this invocation (arms reused from an earlier one are not in it): "
            + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {total_s:.0f}s") if timings
           else "(written from the saved arms: nothing trained or evaluated in this invocation)", ""]
@@ -580,9 +585,15 @@ def report(ec: ExperimentConfig, data: dict, evals: dict, trained: dict, timings
         fh.write("\n".join(md))
     with open(os.path.join(ec.out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2, default=float)
-    chart(st, list(evals), os.path.join(ec.out, "results.png"), n_by_type)
+    chart(st, list(evals), os.path.join(ec.out, "results.png"), n_by_type, where)
     print("\n".join(md))
     return results
+
+
+def _scored(ec: ExperimentConfig) -> str:
+    """What the report's numbers are scored on: the held-out services' turns, or validation turns of the
+    training services (``eval_on=validation``, where settings are chosen)."""
+    return "held-out" if ec.eval_on == "heldout" else "validation"
 
 
 def _first_decision_table(evals: dict, unit_of: dict, units: list, ec: ExperimentConfig) -> tuple[list[str], dict]:
@@ -604,10 +615,10 @@ def _first_decision_table(evals: dict, unit_of: dict, units: list, ec: Experimen
     want = "high on call turns, low on the others"
     return ["First decision, teacher-forced: mean P(the reply opens a tool call) on the same turns, by gold turn "
             f"type ({want}; 95% cluster-bootstrap intervals):", "",
-            markdown_table(["held-out turns"] + [ARM_LABELS[a] for a in evals], rows), ""], st
+            markdown_table([f"{_scored(ec)} turns"] + [ARM_LABELS[a] for a in evals], rows), ""], st
 
 
-def chart(st: dict, arms: list[str], path: str, n_by_type: dict) -> None:
+def chart(st: dict, arms: list[str], path: str, n_by_type: dict, where: str = "held-out") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -627,8 +638,8 @@ def chart(st: dict, arms: list[str], path: str, n_by_type: dict) -> None:
         ax.bar(x + (i - (len(arms) - 1) / 2) * w, v, w, yerr=[v - lo, hi - v], capsize=2, label=ARM_LABELS[a])
     ax.set_xticks(x, [ROW_LABELS[m].replace(" (", "\n(") for m in metrics], fontsize=8)
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("pass rate on held-out services")
-    ax.set_title(f"DiaTool-DPO arms, 95% bootstrap intervals over {st['n_units']} held-out dialogues", fontsize=10)
+    ax.set_ylabel("pass rate on held-out services" if where == "held-out" else "pass rate on validation dialogues")
+    ax.set_title(f"DiaTool-DPO arms, 95% bootstrap intervals over {st['n_units']} {where} dialogues", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
