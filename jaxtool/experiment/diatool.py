@@ -142,8 +142,46 @@ def _round_robin(items_by_key: dict, n: int) -> list:
     return out
 
 
+def _data_key(ec: ExperimentConfig) -> str:
+    """What `prepare_data`'s output depends on: the seed source (content for a file, sizes and mtimes
+    for an SGD directory), the settings it reads, and jaxtool's own source (a changed builder rebuilds)."""
+    from jaxtool.experiment import sgd_seeds
+    from jaxtool.hashing import file_sha256
+
+    sz = ec.run_size
+    src = ec.seeds or sgd_seeds.bundled_path()
+    if os.path.isdir(src):
+        seeds = sorted((os.path.relpath(os.path.join(d, f), src), os.path.getsize(os.path.join(d, f)),
+                        int(os.path.getmtime(os.path.join(d, f)))) for d, _, fs in os.walk(src) for f in fs)
+    else:
+        seeds = file_sha256(src)
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = hashlib.sha256()
+    for d, _, fs in sorted(os.walk(pkg)):
+        for f in sorted(fs):
+            if f.endswith(".py"):
+                with open(os.path.join(d, f), "rb") as fh:
+                    code.update(f.encode() + fh.read())
+    return _fingerprint({"seeds": seeds, "max_results": ec.max_results, "heldout": list(ec.heldout_services),
+                         "seed": ec.seed, "eval_on": ec.eval_on, "heldout_per_service": sz.heldout_per_service,
+                         "sft_seeds": sz.sft_seeds, "pairs": sz.pairs, "heldout_pairs": sz.heldout_pairs,
+                         "code": code.hexdigest()})
+
+
 def prepare_data(ec: ExperimentConfig, data_dir: str) -> dict:
-    """Seeds -> split by service -> pairs -> the (a)/(b)/(c-e) training sets and the held-out flows."""
+    """Seeds -> split by service -> pairs -> the (a)/(b)/(c-e) training sets and the held-out flows.
+    A rerun with the same inputs (`_data_key`) whose files are all there reads ``data.json`` instead."""
+    key = _data_key(ec)
+    prev = _read_json(os.path.join(data_dir, "data.json"))
+    if prev and prev.get("key") == key and all(os.path.isfile(p) for p in prev["paths"].values()):
+        return prev
+    info = {**_build_data(ec, data_dir), "key": key}
+    with open(os.path.join(data_dir, "data.json"), "w") as fh:
+        json.dump(info, fh, indent=2)
+    return json.loads(json.dumps(info))     # as a rerun reads it back (JSON object keys are strings)
+
+
+def _build_data(ec: ExperimentConfig, data_dir: str) -> dict:
     from jaxtool.diatool import RulesAugmenter, build, collect_seeds
     from jaxtool.experiment import sgd_seeds
 
@@ -237,8 +275,6 @@ def prepare_data(ec: ExperimentConfig, data_dir: str) -> dict:
         "augmentation": {d: dict(v) for d, v in stats.augmentation.items()},
         "paths": {**paths, "heldout_flows": os.path.join(pairs_dir, "valid_flows.jsonl")},
     }
-    with open(os.path.join(data_dir, "data.json"), "w") as fh:
-        json.dump(info, fh, indent=2)
     return info
 
 
