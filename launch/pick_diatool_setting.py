@@ -32,6 +32,10 @@ def main(argv=None) -> int:
     for p, row in zip(a.results, rows):
         print(f"{'*' if p == a.results[i] else ' '} {p}: lr {row['lr']:g} beta {row['beta']:g} epochs "
               f"{row['epochs']}: macro {row['macro']:.3f} separation {row['separation']:+.3f}", file=sys.stderr)
+    few = {t: n for t, n in rows[i]["n_turns_by_type"].items() if 0 < n < 5}
+    if few:
+        print(f"warning: turn types with fewer than 5 validation turns weigh as much as the others in the macro "
+              f"average: {few}; raise cpu.heldout_per_service for a steadier choice", file=sys.stderr)
     print(f"{rows[i]['lr']:g} {rows[i]['beta']:g} {rows[i]['epochs']}")
     return 0
 

@@ -427,6 +427,7 @@ def test_pick_setting_applies_the_stated_rule():
     # a clear macro winner is chosen whatever its separation
     i, rows = pick_setting([_val_results(1e-3, 0.5, 0.30, sharper), _val_results(3e-3, 0.5, 0.40, p)])
     assert i == 1 and rows[1]["lr"] == 3e-3 and rows[0]["separation"] == pytest.approx(0.2)
+    assert rows[1]["n_turns_by_type"] == {"call": 5, "slot": 3, "relevance": 2, "completion": 5}
     # within 0.02 on macro: the larger separation wins, even against the higher macro
     i, _ = pick_setting([_val_results(1e-3, 0.5, 0.41, p), _val_results(1e-3, 0.1, 0.40, sharper)])
     assert i == 1

@@ -697,7 +697,9 @@ def first_decision_separation(results: dict, arm: str = "diatool") -> float:
 def pick_setting(results: Sequence[dict], arm: str = "diatool", tie: float = 0.02) -> tuple[int, list[dict]]:
     """The rule of docs/experiment.md: the highest validation macro average of `arm`; among settings
     within `tie` of the best, the largest first-decision separation. Returns (index of the chosen
-    results, one row per setting: lr, beta, epochs, macro, separation)."""
+    results, one row per setting: lr, beta, epochs, macro, separation, n_turns_by_type). The macro
+    average weighs every turn type alike: a type with a handful of validation turns can decide it
+    (`launch/pick_diatool_setting.py` warns below 5)."""
     rows = []
     for r in results:
         if r["config"]["eval_on"] != "validation":
@@ -707,7 +709,7 @@ def pick_setting(results: Sequence[dict], arm: str = "diatool", tie: float = 0.0
         rows.append({"lr": c["optim"]["lr"], "beta": c["loss"].get("beta"),
                      "epochs": r["config"][r["config"]["size"]]["pref_epochs"],
                      "macro": r["stats"]["arms"][arm]["macro"]["value"],
-                     "separation": first_decision_separation(r, arm)})
+                     "separation": first_decision_separation(r, arm), "n_turns_by_type": r["n_turns_by_type"]})
     best = max(row["macro"] for row in rows)
     close = [i for i, row in enumerate(rows) if best - row["macro"] <= tie]
     return max(close, key=lambda i: rows[i]["separation"]), rows
