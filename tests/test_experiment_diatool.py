@@ -235,6 +235,10 @@ def test_prepare_data_holds_out_whole_services(tmp_path):
     held_ids = {json.loads(ln)["seed_id"] for ln in open(p["heldout_pairs"])}
     assert not held_ids & {r["seed_id"] for r in rows}     # held-out pairs come from held-out seeds only
     assert len({f["meta"]["seed_id"] for f in flows}) == 10
+    # every held-out seed has its decline (Type 3) flow to judge, though no Easy *pair* is Type 3 (§4.3)
+    assert {f["meta"]["seed_id"] for f in flows if f["meta"]["type"] == 3} == {f["meta"]["seed_id"] for f in flows}
+    kinds = {json.loads(ln)["kind"] for k in ("pairs", "heldout_pairs") for ln in open(p[k])}
+    assert "t3-easy-call" not in kinds
 
 
 def test_validation_mode_scores_training_services_and_never_touches_heldout(tmp_path):

@@ -255,7 +255,15 @@ def _build_data(ec: ExperimentConfig, data_dir: str) -> dict:
         with open(paths[key], "w", encoding="utf-8") as fh:
             for p in rows:
                 fh.write(json.dumps(p, ensure_ascii=False) + "\n")
-    flows = _read_jsonl(os.path.join(pairs_dir, "valid_flows.jsonl"))
+    # The scored flows: every chosen trajectory of the held-out (validation) seeds, Type 3's decline
+    # included for Easy fills too. §4.3 keeps Type 3 out of the Easy *pairs* (training data); without the
+    # Easy decline flows, only seeds with a Hard fill would have a decline turn to judge (1 of 20 at the
+    # CPU size). Pairs and training sets above are unchanged.
+    flows_dir = os.path.join(data_dir, "flows")
+    build(held_sample, RulesAugmenter(seed=ec.seed), flows_dir, subset="all", rng_seed=ec.seed,
+          split={s.id: "valid" for s in held_sample}, type3_easy=True)
+    flows_path = os.path.join(flows_dir, "valid_flows.jsonl")
+    flows = _read_jsonl(flows_path)
     train_services = sorted({s for c in train_d for s in c.meta["services"]})
     leak = _leaks(train_services, ec.heldout_services, sft_rows)
     if leak:
@@ -273,7 +281,7 @@ def _build_data(ec: ExperimentConfig, data_dir: str) -> dict:
         "heldout_pairs_used": len(held_pairs_used), "heldout_flows": len(flows),
         "heldout_flows_by_type": dict(collections.Counter(f["meta"]["type"] for f in flows)),
         "augmentation": {d: dict(v) for d, v in stats.augmentation.items()},
-        "paths": {**paths, "heldout_flows": os.path.join(pairs_dir, "valid_flows.jsonl")},
+        "paths": {**paths, "heldout_flows": flows_path},
     }
     return info
 
