@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from jaxtool.errors import ConfigError
 from jaxtool.experiment.diatool import pick_setting
 
 
@@ -28,9 +29,14 @@ def main(argv=None) -> int:
                 res.append(json.load(fh))
         except (OSError, json.JSONDecodeError) as e:
             ap.error(f"{p}: {e}")
-    i, rows = pick_setting(res, arm=a.arm, tie=a.tie)
-    for p, row in zip(a.results, rows):
-        print(f"{'*' if p == a.results[i] else ' '} {p}: lr {row['lr']:g} beta {row['beta']:g} epochs "
+    try:
+        i, rows = pick_setting(res, arm=a.arm, tie=a.tie)
+    except ConfigError as e:
+        ap.error(str(e))
+    except KeyError as e:
+        ap.error(f"not the results.json of `jaxtool experiment diatool` with arm {a.arm!r}: no field {e}")
+    for j, (p, row) in enumerate(zip(a.results, rows)):
+        print(f"{'*' if j == i else ' '} {p}: lr {row['lr']:g} beta {row['beta']:g} epochs "
               f"{row['epochs']}: macro {row['macro']:.3f} separation {row['separation']:+.3f}", file=sys.stderr)
     few = {t: n for t, n in rows[i]["n_turns_by_type"].items() if 0 < n < 5}
     if few:

@@ -12,15 +12,21 @@ DOC = os.path.join(ROOT, "docs", "fidelity.md")
 REF = re.compile(r"((?:jaxtool|tests|configs|launch)/[\w/.-]+\.(?:py|yaml|sh))?:(\d+)(?: \(?`([\w.]+))?")
 
 
+def _row_refs(row: str):
+    """(match, path) of each reference in one row; ``, :262`` continues the row's last path."""
+    path = None
+    for m in REF.finditer(row):
+        if m.group(1):
+            path = m.group(1)
+        elif not (path and row[m.start() - 1] in " ,("):
+            continue
+        yield m, path
+
+
 def _refs():
     with open(DOC, encoding="utf-8") as fh:
         for lineno, row in enumerate(fh, 1):
-            path = None
-            for m in REF.finditer(row):
-                if m.group(1):
-                    path = m.group(1)
-                elif not (path and row[m.start() - 1] in " ,("):   # ", :262" continues the last path
-                    continue
+            for m, path in _row_refs(row):
                 yield lineno, path, int(m.group(2)), m.group(3)
 
 
@@ -56,12 +62,8 @@ def fix() -> int:
         rows = fh.read().split("\n")
     left = 0
     for i, row in enumerate(rows):
-        path, out, pos = None, [], 0
-        for m in REF.finditer(row):
-            if m.group(1):
-                path = m.group(1)
-            elif not (path and row[m.start() - 1] in " ,("):
-                continue
+        out, pos = [], 0
+        for m, path in _row_refs(row):
             n, sym = int(m.group(2)), m.group(3)
             if not sym or not os.path.isfile(os.path.join(ROOT, path)):
                 continue

@@ -52,7 +52,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from jaxtool.errors import ConfigError, DataError
-from jaxtool.hashing import file_sha256
+from jaxtool.hashing import file_sha256, tree_stat
 from jaxtool.registry import Registry
 
 SUITES = {"calm": ("multiwoz_e2e", "multiwoz", "apibank_l1", "apibank_l2", "bfcl", "bfcl_multi_turn"),
@@ -429,16 +429,8 @@ def _data_identity(value: str | None) -> Any:
 def _model_identity(model: str) -> Any:
     """The model argument, plus (for a local path) each file's size and mtime: retraining into the same
     folder changes the identity without hashing gigabytes."""
-    if os.path.isfile(model):
-        st = os.stat(model)
-        return {"arg": model, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    if os.path.isdir(model):
-        files = {}
-        for root, _, names in os.walk(model):
-            for n in sorted(names):
-                st = os.stat(os.path.join(root, n))
-                files[os.path.relpath(os.path.join(root, n), model)] = [st.st_size, st.st_mtime_ns]
-        return {"arg": model, "files": dict(sorted(files.items()))}
+    if os.path.exists(model):
+        return {"arg": model, "files": tree_stat(model)}
     if model == "smollm2":
         from importlib import metadata
 

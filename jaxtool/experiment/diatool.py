@@ -146,15 +146,11 @@ def _data_key(ec: ExperimentConfig) -> str:
     """What `prepare_data`'s output depends on: the seed source (content for a file, sizes and mtimes
     for an SGD directory), the settings it reads, and jaxtool's own source (a changed builder rebuilds)."""
     from jaxtool.experiment import sgd_seeds
-    from jaxtool.hashing import file_sha256
+    from jaxtool.hashing import file_sha256, tree_stat
 
     sz = ec.run_size
     src = ec.seeds or sgd_seeds.bundled_path()
-    if os.path.isdir(src):
-        seeds = sorted((os.path.relpath(os.path.join(d, f), src), os.path.getsize(os.path.join(d, f)),
-                        int(os.path.getmtime(os.path.join(d, f)))) for d, _, fs in os.walk(src) for f in fs)
-    else:
-        seeds = file_sha256(src)
+    seeds = tree_stat(src) if os.path.isdir(src) else file_sha256(src)
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = hashlib.sha256()
     for d, _, fs in sorted(os.walk(pkg)):
