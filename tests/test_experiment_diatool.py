@@ -464,3 +464,24 @@ def test_a_run_with_other_settings_is_removed_but_its_reference_kept_for_the_sam
     # another start model (the SFT arm retrained with other settings, same path): nothing is kept
     assert _resumable(str(other), "next key", lines4.append, start="sft B") is False
     assert not (other / "reference.npz").exists()
+
+
+def test_pick_script_names_bad_input(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pick", os.path.join(os.path.dirname(__file__), "..", "launch",
+                                                                       "pick_diatool_setting.py"))
+    pick = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pick)
+    held = tmp_path / "held.json"
+    held.write_text(json.dumps(_val_results(1e-3, 0.5, 0.4, {"call": 0.5, "slot": 0.5, "relevance": 0.5},
+                                            eval_on="heldout")))
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    for f, says in ((held, "eval_on=validation only"), (other, "no field 'config'"), (tmp_path / "gone.json", "gone.json")):
+        with pytest.raises(SystemExit) as e:
+            pick.main([str(f)])
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_val_results(3e-3, 0.1, 0.4, {"call": 0.7, "slot": 0.5, "relevance": 0.5})))
+    assert pick.main([str(good)]) == 0 and capsys.readouterr().out.split() == ["0.003", "0.1", "1"]
