@@ -241,7 +241,7 @@ def test_prepare_data_holds_out_whole_services(tmp_path):
     assert "t3-easy-call" not in kinds
 
 
-def test_validation_mode_scores_training_services_and_never_touches_heldout(tmp_path):
+def test_validation_mode_scores_training_services_and_never_touches_heldout(tmp_path, monkeypatch):
     """eval_on=validation (choose lr / beta / epochs here): the scored seeds are of training services, kept
     out of every training set, and no held-out service appears anywhere."""
     from jaxtool.experiment.diatool import ExperimentConfig, Size, prepare_data
@@ -272,6 +272,17 @@ def test_validation_mode_scores_training_services_and_never_touches_heldout(tmp_
     assert md.startswith("# DiaTool-DPO on validation dialogues")
     assert "**Validation** seeds of the training services" in md and "| validation turns" in md
     assert "held-out turns" not in md and "Held-out services:" not in md
+    # ... and so does the run's log line for each evaluation (it said "held-out flows" here)
+    import jaxtool.experiment.diatool as exp
+
+    def fake_evaluate(model_dir, flows_path, ec, out_dir, progress):
+        os.makedirs(out_dir, exist_ok=True)
+        return {"summary": {}, "records": []}
+
+    monkeypatch.setattr(exp, "evaluate", fake_evaluate)
+    logs = []
+    exp._cached_eval("sft", "unused", info["paths"]["heldout_flows"], ec, False, logs.append, {}, {"train": "k"})
+    assert logs == ["== evaluate (a) SFT-only on the validation flows =="]
     with pytest.raises(ConfigError, match="eval_on"):
         prepare_data(ExperimentConfig(out=str(tmp_path), cpu=sz, eval_on="test"), str(tmp_path / "d2"))
 

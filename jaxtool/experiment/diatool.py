@@ -544,7 +544,7 @@ def _cached_eval(arm, model_dir, flows, ec, progress, log, timings, key) -> dict
     if prev and prev.get("key") == key:
         log(f"== {ARM_LABELS[arm]}: reusing its evaluation ==")
         return prev
-    log(f"== evaluate {ARM_LABELS[arm]} on the held-out flows ==")
+    log(f"== evaluate {ARM_LABELS[arm]} on the {_scored(ec)} flows ==")
     t = time.time()
     res = {"key": key, **evaluate(model_dir, flows, ec, out_dir, progress)}
     timings[f"eval {arm}"] = res["eval_s"] = time.time() - t
